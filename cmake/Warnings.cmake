@@ -1,0 +1,14 @@
+# Warning flags for hiq's own code (never for third-party headers, which are SYSTEM).
+add_library(hiq_warnings INTERFACE)
+target_compile_options(hiq_warnings INTERFACE
+  -Wall -Wextra            # the usual set
+  -Wshadow                 # a local hiding a member or outer variable is a classic bug source
+  -Wnon-virtual-dtor       # exceptions and RAII classes must destruct correctly
+  -Wcast-align -Wunused -Woverloaded-virtual
+  -Wnull-dereference
+  -Wdouble-promotion       # float kernels must not silently compute in double
+  -Wformat=2
+  -Wimplicit-fallthrough)
+if(hiq_WERROR)
+  target_compile_options(hiq_warnings INTERFACE -Werror)
+endif()

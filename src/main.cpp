@@ -1,0 +1,2 @@
+// placeholder replaced by the CLI below
+int main() { return 0; }

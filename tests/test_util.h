@@ -1,0 +1,65 @@
+// Shared helpers for hiq's tests: where the real data lives, temp dirs, running the binary.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace hiq::test {
+
+// ../shared/data (or $HIQ_DATA): the real stories260K model, the oracle and the text.
+inline std::filesystem::path DataDir() {
+  if (const char* env = std::getenv("HIQ_DATA"); env && *env) return env;
+  return HIQ_TEST_DATA_DIR;
+}
+inline std::filesystem::path SourceDir() { return HIQ_TEST_SOURCE_DIR; }
+inline std::filesystem::path HiqBinary() { return HIQ_TEST_BINARY; }
+
+// A fresh, empty directory under the system temp dir, removed when the object dies.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag = "hiq") {
+    std::string tmpl = (std::filesystem::temp_directory_path() / (tag + "-XXXXXX")).string();
+    char* made = mkdtemp(tmpl.data());
+    if (made == nullptr) throw std::runtime_error("mkdtemp failed for " + tmpl);
+    path_ = made;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Expect `statement` to throw `exception_type` whose what() contains `substring`.
+#define EXPECT_THROW_WITH(statement, exception_type, substring)                           \
+  do {                                                                                    \
+    try {                                                                                 \
+      statement;                                                                          \
+      ADD_FAILURE() << "expected " #exception_type " containing: " << (substring);        \
+    } catch (const exception_type& e) {                                                   \
+      EXPECT_NE(std::string(e.what()).find(substring), std::string::npos)                 \
+          << "message was: " << e.what() << "\nexpected to contain: " << (substring);     \
+    }                                                                                     \
+  } while (0)
+
+// Expect `statement` to throw `exception_type` whose what() is exactly `message`.
+#define EXPECT_THROW_MSG(statement, exception_type, message)                              \
+  do {                                                                                    \
+    try {                                                                                 \
+      statement;                                                                          \
+      ADD_FAILURE() << "expected " #exception_type ": " << (message);                     \
+    } catch (const exception_type& e) {                                                   \
+      EXPECT_EQ(std::string(e.what()), std::string(message));                             \
+    }                                                                                     \
+  } while (0)
+
+}  // namespace hiq::test
