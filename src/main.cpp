@@ -1,2 +1,186 @@
-// placeholder replaced by the CLI below
-int main() { return 0; }
+// hiq - the command line. The one place that catches: every error is printed once as
+// "hiq: error: ..." (with the rank when several run) and, under MPI, takes the whole job down
+// with MPI_Abort so that no rank is left waiting in a collective.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include "hiq/checkpoint.h"  // Checkpoint, PrintInspect
+#include "hiq/config.h"      // LoadConfig, ToYaml
+#include "hiq/error.h"       // hiq::Error
+#include "hiq/eval.h"        // Perplexity
+#include "hiq/mpi.h"         // MpiSession, Comm
+#include "hiq/pipeline.h"    // Pipeline
+#include "hiq/synth.h"       // WriteSyntheticModel
+#include "hiq/tokenizer.h"   // Tokenizer, WriteTokenFile
+
+extern "C" void openblas_set_num_threads(int num_threads);
+
+namespace hiq {
+namespace {
+
+namespace fs = std::filesystem;
+
+// OpenBLAS threads per rank: the flag if given, else the cores shared out among the ranks of
+// this node (Open MPI tells us how many), so that P ranks never oversubscribe the machine.
+void SetThreads(int threads) {
+  if (threads <= 0) {
+    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    if (local == nullptr) return;
+    const int ranks = std::max(1, std::atoi(local));
+    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / ranks);
+  }
+  openblas_set_num_threads(threads);
+}
+
+// Only rank 0 talks to stdout; the other ranks compute silently.
+bool Speaks(const Comm& comm) { return comm.rank() == 0; }
+
+int RunInspect(const fs::path& dir, bool json) {
+  Checkpoint checkpoint(dir);
+  checkpoint.CheckLlamaTensors();
+  if (json) {
+    std::cout << InspectJson(checkpoint).dump(2) << "\n";
+  } else {
+    PrintInspect(checkpoint, std::cout);
+  }
+  return 0;
+}
+
+int RunTokenize(const fs::path& model, const fs::path& text, const fs::path& out, bool json) {
+  const Tokenizer tokenizer(model / "tokenizer.model");
+  const std::vector<int32_t> tokens = TokenizeFile(tokenizer, text);
+  TokenFileInfo info = MakeTokenFileInfo(tokenizer, text, tokens);
+  WriteTokenFile(out, tokens, info);
+  if (json) {
+    std::printf("{\"out\": \"%s\", \"count\": %zu, \"text_sha256\": \"%s\", \"tokenizer_sha256\": \"%s\"}\n",
+                out.c_str(), tokens.size(), info.text_sha256.c_str(),
+                info.tokenizer_sha256.c_str());
+  } else {
+    std::printf("out=%s count=%zu text_sha256=%s tokenizer_sha256=%s\n", out.c_str(),
+                tokens.size(), info.text_sha256.c_str(), info.tokenizer_sha256.c_str());
+  }
+  return 0;
+}
+
+struct EvalArgs {
+  fs::path model, text;
+  int seq_len = 0, max_windows = 0, batch = 4;
+  bool json = false;
+};
+
+int RunEval(const Comm& comm, const EvalArgs& args) {
+  Checkpoint checkpoint(args.model);
+  const int64_t seq_len =
+      args.seq_len > 0 ? args.seq_len : checkpoint.config().max_position_embeddings;
+  // Every rank tokenizes (cheap, and identical): no broadcast of the token stream is needed.
+  const std::vector<int32_t> tokens = LoadTokens(args.text, args.model / "tokenizer.model");
+  const std::vector<Sequence> windows =
+      PerplexityWindows(tokens, seq_len, args.max_windows, args.text.string());
+  Pipeline pipeline(comm, checkpoint);
+  const PerplexityResult result = Perplexity(pipeline, windows, args.batch);
+  if (Speaks(comm)) {
+    if (args.json) {
+      std::printf("%s\n", result.Json().c_str());
+    } else {
+      std::printf("model=%s text=%s ranks=%d\n", args.model.c_str(), args.text.c_str(),
+                  comm.size());
+      std::printf("%s\n", result.KeyValues().c_str());
+    }
+  }
+  return 0;
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{"hiq: layer-wise high-impact ratio post-training quantization for LLaMA models"};
+  app.require_subcommand(1);
+  int threads = 0;
+  app.add_option("--threads", threads, "OpenBLAS threads per rank (default: cores / local ranks)");
+
+  auto* inspect = app.add_subcommand("inspect", "Print a checkpoint's config and tensor table");
+  fs::path inspect_dir;
+  bool inspect_json = false;
+  inspect->add_option("MODEL_DIR", inspect_dir, "Hugging Face LLaMA model directory")->required();
+  inspect->add_flag("--json", inspect_json, "Print JSON instead of the table");
+
+  auto* tokenize = app.add_subcommand("tokenize", "Tokenize a text file into an HDF5 token file");
+  fs::path tok_model, tok_text, tok_out;
+  bool tok_json = false;
+  tokenize->add_option("--model", tok_model, "Model directory (its tokenizer.model)")->required();
+  tokenize->add_option("--text", tok_text, "UTF-8 text file")->required();
+  tokenize->add_option("--out", tok_out, "Output token file (.h5)")->required();
+  tokenize->add_flag("--json", tok_json, "Print JSON");
+
+  auto* config = app.add_subcommand("config", "Print the fully resolved config");
+  fs::path config_file;
+  std::vector<std::string> config_sets;
+  config->add_option("CONFIG", config_file, "YAML config")->required();
+  config->add_option("--set", config_sets, "Override a key: --set quant.bits_low=3");
+
+  auto* eval = app.add_subcommand("eval", "Perplexity on held-out text (GPTQ protocol)");
+  EvalArgs eval_args;
+  eval->add_option("--model", eval_args.model, "Model directory")->required();
+  eval->add_option("--text", eval_args.text, "Text file or token file (.h5)")->required();
+  eval->add_option("--seq-len", eval_args.seq_len, "Window length (default: model context)");
+  eval->add_option("--max-windows", eval_args.max_windows, "Evaluate at most K windows");
+  eval->add_option("--batch", eval_args.batch, "Windows per pipeline message")
+      ->check(CLI::Range(1, 1024));
+  eval->add_flag("--json", eval_args.json, "Print the result as JSON");
+
+  auto* synth = app.add_subcommand("synth", "Write a random-weight model with real layer shapes");
+  SynthOptions synth_opts;
+  synth->add_option("--shape", synth_opts.shape, "llama2-7b | llama2-70b | tiny")->required();
+  synth->add_option("--layers", synth_opts.layers, "Number of blocks")->required();
+  synth->add_option("--seed", synth_opts.seed, "Seed of the weights")->required();
+  synth->add_option("--out", synth_opts.out, "Output model directory")->required();
+  synth->add_option("--tokenizer-from", synth_opts.tokenizer_from,
+                    "Copy tokenizer.model from this model directory");
+  synth->add_option("--dtype", synth_opts.dtype, "F32 | F16 | BF16 (default F16)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  SetThreads(threads);
+  const Comm comm = Comm::World();
+  if (*inspect) return RunInspect(inspect_dir, inspect_json);
+  if (*tokenize) return RunTokenize(tok_model, tok_text, tok_out, tok_json);
+  if (*config) {
+    std::cout << ToYaml(LoadConfig(config_file, config_sets));
+    return 0;
+  }
+  if (*eval) return RunEval(comm, eval_args);
+  if (*synth) {
+    const SynthResult r = WriteSyntheticModel(synth_opts);
+    std::printf("out=%s params=%lld bytes=%lld\n", synth_opts.out.c_str(),
+                static_cast<long long>(r.params), static_cast<long long>(r.bytes));
+    return 0;
+  }
+  return 1;
+}
+
+}  // namespace
+}  // namespace hiq
+
+int main(int argc, char** argv) {
+  hiq::MpiSession mpi(&argc, &argv);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  try {
+    return hiq::Run(argc, argv);
+  } catch (const std::exception& e) {
+    if (size > 1) {
+      std::fprintf(stderr, "hiq: error: rank %d: %s\n", rank, e.what());
+      std::fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    std::fprintf(stderr, "hiq: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,140 @@
+// Benchmarks of the global solve (include/hiq/solver.h) on seeded synthetic plan problems of
+// LLaMA-2-7B and LLaMA-2-70B size. scripts/bench_solver.sh runs this and prints the table in
+// docs/SOLVER.md.
+//
+// The synthetic problem: per block the seven linear layers of a LLaMA block with their real
+// shapes (out x in), candidates R = {0.02, 0.05, 0.10, 0.15, 0.20}, b_L = 2, b_H = 3, groups of
+// 64 along the input; bits count codes, one fp16 scale + one fp16 zero per group and row (the
+// low and the high channels are grouped separately) and a 16-bit index per high channel. Costs
+// fall with the ratio, with a per-layer scale (log-normal) and 3% noise; every pair of layers
+// of a block gets a noisy pair term. The budget is the fixed ratio 0.10 everywhere.
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "hiq/solver.h"  // PlanProblem, SolvePareto, SolveMilp
+
+namespace {
+
+struct Shape {
+  const char* name;
+  int n_block;
+  int hidden;
+  int intermediate;
+  int kv_dim;  // n_kv_heads * head_dim (GQA)
+};
+constexpr Shape kLlama7B{"7B", 32, 4096, 11008, 4096};
+constexpr Shape kLlama70B{"70B", 80, 8192, 28672, 1024};
+constexpr double kRatios[] = {0.02, 0.05, 0.10, 0.15, 0.20};
+constexpr int kBitsLow = 2, kBitsHigh = 3, kGroup = 64;
+constexpr int kBudgetCandidate = 2;  // the fixed ratio 0.10 sets the budget
+
+double LayerBits(double out, double in, double ratio) {
+  const double high = std::ceil(ratio * in);
+  const double low = in - high;
+  const double codes = out * (low * kBitsLow + high * kBitsHigh);
+  const double groups = out * (std::ceil(low / kGroup) + std::ceil(high / kGroup));
+  return codes + groups * 32 + high * 16;
+}
+
+hiq::PlanProblem MakeProblem(const Shape& shape, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::uniform_real_distribution<double> uniform(-0.3, 0.3);
+  const double h = shape.hidden, f = shape.intermediate, kv = shape.kv_dim;
+  const double shapes[7][2] = {{h, h}, {kv, h}, {kv, h}, {h, h}, {f, h}, {f, h}, {h, f}};
+  const int n_cand = static_cast<int>(std::size(kRatios));
+  hiq::PlanProblem p;
+  for (int b = 0; b < shape.n_block; ++b) {
+    const int first = static_cast<int>(p.bits.size());
+    for (const auto& s : shapes) {
+      const double scale = 1e-3 * std::exp(normal(rng));
+      std::vector<double> bits, cost;
+      for (double r : kRatios) {
+        bits.push_back(LayerBits(s[0], s[1], r));
+        cost.push_back(scale * (1.0 - 0.6 * std::pow(r / 0.2, 0.7)) * (1.0 + 0.03 * normal(rng)));
+      }
+      p.n_weights += s[0] * s[1];
+      p.block_of_layer.push_back(b);
+      p.bits.push_back(bits);
+      p.cost.push_back(cost);
+    }
+    for (int l1 = first; l1 < first + 7; ++l1) {
+      for (int l2 = l1 + 1; l2 < first + 7; ++l2) {
+        hiq::PlanProblem::Pair pair{l1, l2, {}};
+        const double coupling = uniform(rng);
+        for (int m1 = 0; m1 < n_cand; ++m1) {
+          for (int m2 = 0; m2 < n_cand; ++m2) {
+            const double d1 = std::fabs(p.cost[l1][m1]), d2 = std::fabs(p.cost[l2][m2]);
+            pair.cost.push_back(coupling * std::sqrt(d1 * d2) +
+                                0.05 * std::sqrt(d1 * d2) * normal(rng));
+          }
+        }
+        p.pairs.push_back(std::move(pair));
+      }
+    }
+  }
+  for (const auto& b : p.bits) p.budget_bits += b[kBudgetCandidate];
+  return p;
+}
+
+const Shape& ShapeOf(int64_t index) { return index == 0 ? kLlama7B : kLlama70B; }
+
+void Report(benchmark::State& state, const Shape& shape, const hiq::PlanProblem& p,
+            const hiq::PlanSolution& s) {
+  state.counters["objective"] = s.objective;
+  state.counters["gap"] = s.gap;
+  state.counters["solve_s"] = s.seconds;
+  state.counters["avg_bits"] = s.bits / p.n_weights;
+  state.counters["layers"] = static_cast<double>(p.bits.size());
+  state.SetLabel(std::string(shape.name) + "|" + s.status + "|" + s.detail);
+}
+
+// SolvePareto end to end: enumeration, frontiers, bound, knapsack.
+void BM_Pareto(benchmark::State& state) {
+  const Shape& shape = ShapeOf(state.range(0));
+  const hiq::PlanProblem p = MakeProblem(shape, 1234 + state.range(1));
+  hiq::PlanSolution s;
+  for (auto _ : state) {
+    s = hiq::SolvePareto(p);
+    benchmark::DoNotOptimize(s.choice.data());
+  }
+  Report(state, shape, p, s);
+}
+BENCHMARK(BM_Pareto)
+    ->ArgsProduct({{0, 1}, {0, 1, 2}})
+    ->ArgNames({"shape", "seed"})
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
+
+// SolveMilp (the direct linearisation) with a time limit, cold or warm-started from
+// SolvePareto's plan. Arguments: shape, time limit in seconds, warm (0/1).
+void BM_Milp(benchmark::State& state) {
+  const Shape& shape = ShapeOf(state.range(0));
+  const hiq::PlanProblem p = MakeProblem(shape, 1234);
+  hiq::SolverOptions options;
+  options.time_limit_s = static_cast<double>(state.range(1));
+  const hiq::PlanSolution pareto = hiq::SolvePareto(p);
+  hiq::PlanSolution s;
+  for (auto _ : state) {
+    s = hiq::SolveMilp(p, options, state.range(2) ? &pareto : nullptr);
+    benchmark::DoNotOptimize(s.choice.data());
+  }
+  Report(state, shape, p, s);
+  state.counters["pareto_objective"] = pareto.objective;
+}
+BENCHMARK(BM_Milp)
+    ->Args({0, 100, 0})
+    ->Args({0, 30, 1})
+    ->ArgNames({"shape", "limit_s", "warm"})
+    ->Unit(benchmark::kSecond)
+    ->Iterations(1);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,83 @@
+// hiq/pipeline.h - the model strung across MPI ranks: who owns which blocks, and how hidden
+// states flow forward and their gradients back.
+//
+// Ranks own contiguous slices of transformer blocks, balanced by parameter count; the first
+// rank also owns the embedding and the last the final norm and head. Each rank reads only its
+// own tensors. Hidden states (N, C) travel rank to rank by point-to-point messages; several
+// micro-batches are in flight so neighbouring ranks overlap.
+//
+// Rank-count invariance: every block runs the same kernels on the same rows whatever P is, the
+// micro-batch size is a parameter (never derived from P), and per-sequence results are produced
+// by the last rank in sequence order and broadcast. So results are bit-identical for P = 1..4.
+//
+// Errors: more ranks than blocks is a ConfigError; MPI failures are MpiError. A throwing rank
+// is taken down by main()'s MPI_Abort, so the others never wait forever.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "hiq/checkpoint.h"  // Checkpoint, LlamaConfig
+#include "hiq/llama.h"       // Stage, Matrix, Rope
+#include "hiq/mpi.h"         // Comm
+
+namespace hiq {
+
+// first_block[r] .. first_block[r+1]-1 are rank r's blocks.
+struct Partition {
+  std::vector<int> first_block;  // size P + 1, first_block[0] = 0, last = n_layer
+  int n_ranks() const { return static_cast<int>(first_block.size()) - 1; }
+  int Owner(int block) const;
+};
+
+// Contiguous slices minimising the largest per-rank parameter count (embedding counted on the
+// first rank, final norm + head on the last); ties go to the earliest split. Deterministic.
+Partition PartitionBlocks(const LlamaConfig& config, int n_ranks);
+
+// One sequence as the model sees it: T input tokens and the T next tokens (-1 = no prediction).
+struct Sequence {
+  std::vector<int32_t> tokens, targets;
+  int64_t n_predictions() const;
+};
+// GPTQ perplexity window: inputs = window, targets = window shifted left, last target none.
+Sequence WindowSequence(std::span<const int32_t> window);
+// T+1 ids -> T inputs and T targets (every position predicts), as in training and the oracle.
+Sequence NextTokenSequence(std::span<const int32_t> ids);
+
+class Pipeline {
+ public:
+  // Loads this rank's slice from the checkpoint.
+  Pipeline(const Comm& comm, const Checkpoint& checkpoint);
+  // Uses a stage the caller built (tests, synthetic models); it must match `partition`.
+  Pipeline(const Comm& comm, Stage<float> stage, Partition partition);
+
+  const Comm& comm() const { return comm_; }
+  const Partition& partition() const { return partition_; }
+  const Stage<float>& stage() const { return stage_; }
+  Stage<float>& mutable_stage() { return stage_; }
+  bool is_first() const { return comm_.rank() == 0; }
+  bool is_last() const { return comm_.rank() == comm_.size() - 1; }
+
+  // Forward only. Sequences must share one length; `micro_batch` sequences travel per message.
+  // Returns the summed NLL of every sequence, in order, on every rank.
+  std::vector<double> Nll(const std::vector<Sequence>& sequences, int micro_batch);
+
+  // Forward + backward of L_s = mean NLL of sequence s, one sequence per micro-batch with up to
+  // `in_flight` sequences in the pipe. For every s in order, after its backward has passed
+  // this rank, on_gradient(s, grad) is called with this rank's dL_s/dW (zeroed per sequence;
+  // lm_head's gradient is kept apart from the embedding's even when tied).
+  // Returns every L_s on every rank.
+  std::vector<double> ForwardBackward(
+      const std::vector<Sequence>& sequences, int in_flight,
+      const std::function<void(int, const Stage<float>&)>& on_gradient);
+
+ private:
+  const Rope<float>& RopeFor(int64_t seq_len);
+
+  Comm comm_;
+  Partition partition_;
+  Stage<float> stage_;
+  Rope<float> rope_;
+};
+
+}  // namespace hiq

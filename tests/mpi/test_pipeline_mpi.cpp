@@ -1,0 +1,152 @@
+// The pipelined model under mpiexec (2, 3 and 4 ranks): gradients against the PyTorch oracle,
+// and results bit-identical to the same model run whole in one process.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "hiq/checkpoint.h"
+#include "hiq/eval.h"
+#include "hiq/llama.h"
+#include "hiq/mpi.h"
+#include "hiq/pipeline.h"
+#include "hiq/safetensors.h"
+#include "test_util.h"
+
+namespace hiq {
+namespace {
+
+constexpr double kLossAbsTol = 1e-5;
+constexpr double kGradRelTol = 1e-3;
+
+std::filesystem::path ModelDir() { return test::DataDir() / "stories260K"; }
+
+double RelativeError(const Matrix<float>& got, const std::vector<float>& want) {
+  double diff = 0, norm = 0;
+  for (int64_t i = 0; i < got.size(); ++i) {
+    const double w = want[static_cast<size_t>(i)];
+    const double d = static_cast<double>(got.data()[i]) - w;
+    diff += d * d;
+    norm += w * w;
+  }
+  return std::sqrt(diff / norm);
+}
+
+std::vector<Sequence> RandomSequences(int n, int64_t len, int32_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<Sequence> seqs;
+  for (int s = 0; s < n; ++s) {
+    std::vector<int32_t> ids(static_cast<size_t>(len) + 1);
+    for (auto& t : ids) t = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
+    seqs.push_back(NextTokenSequence(ids));
+  }
+  return seqs;
+}
+
+bool BitEqual(const Matrix<float>& a, const Matrix<float>& b) {
+  return a.rows() == b.rows() && a.cols() == b.cols() &&
+         std::equal(a.data(), a.data() + a.size(), b.data());
+}
+
+TEST(Pipeline, GradientsMatchTheOracleOnEveryRank) {
+  const Comm comm = Comm::World();
+  Checkpoint checkpoint(ModelDir());
+  SafetensorsFile oracle(test::DataDir() / "reference" / "stories260K-sample64.safetensors");
+  Pipeline pipeline(comm, checkpoint);
+  const std::vector<Sequence> seqs = {NextTokenSequence(oracle.ReadInt32("tokens"))};
+  Matrix<float> embedding_grad, head_grad;
+  int checked = 0;
+  const std::vector<double> loss =
+      pipeline.ForwardBackward(seqs, 1, [&](int, const Stage<float>& grad) {
+        for (size_t b = 0; b < grad.blocks.size(); ++b) {
+          BlockWeights<float> g = grad.blocks[b];
+          ForEachBlockTensor(g, [&](const char* suffix, Matrix<float>& m) {
+            const std::string name = "model.layers." +
+                                     std::to_string(grad.block_begin + static_cast<int>(b)) +
+                                     "." + suffix;
+            EXPECT_LT(RelativeError(m, oracle.ReadFloat("grad." + name)), kGradRelTol)
+                << name << " on rank " << comm.rank();
+            ++checked;
+          });
+        }
+        if (pipeline.is_last()) {
+          EXPECT_LT(RelativeError(grad.final_norm, oracle.ReadFloat("grad.model.norm.weight")),
+                    kGradRelTol);
+          head_grad = grad.lm_head;
+        }
+        if (pipeline.is_first()) embedding_grad = grad.embedding;
+      });
+  EXPECT_NEAR(loss[0], static_cast<double>(oracle.ReadFloat("loss").at(0)), kLossAbsTol);
+  EXPECT_EQ(checked, 9 * (pipeline.stage().block_end - pipeline.stage().block_begin));
+  // Tied embeddings: the table's gradient is its use as embedding plus its use as the head,
+  // which live on the first and the last rank.
+  if (comm.size() > 1 && pipeline.is_last()) {
+    comm.Send(std::span<const float>(head_grad.data(), static_cast<size_t>(head_grad.size())), 0,
+              99);
+  }
+  if (pipeline.is_first()) {
+    if (comm.size() > 1) {
+      head_grad.resize(embedding_grad.rows(), embedding_grad.cols());
+      comm.Recv(std::span<float>(head_grad.data(), static_cast<size_t>(head_grad.size())),
+                comm.size() - 1, 99);
+    }
+    EXPECT_LT(RelativeError(embedding_grad + head_grad,
+                            oracle.ReadFloat("grad.model.embed_tokens.weight")),
+              kGradRelTol);
+  }
+}
+
+TEST(Pipeline, PerplexityIsBitIdenticalToTheWholeModelInOneProcess) {
+  const Comm comm = Comm::World();
+  Checkpoint checkpoint(ModelDir());
+  Pipeline pipeline(comm, checkpoint);
+  std::vector<int32_t> stream(7 * 96 + 5);
+  std::mt19937_64 rng(11);
+  for (auto& t : stream) t = static_cast<int32_t>(rng() % 512);
+  const std::vector<Sequence> windows = PerplexityWindows(stream, 96, 0, "random");
+  ASSERT_EQ(windows.size(), 7u);
+  const PerplexityResult piped = Perplexity(pipeline, windows, 2);
+
+  const Stage<float> whole = LoadStage(checkpoint, 0, 5, true, true);
+  double nll_sum = 0;
+  for (const Sequence& w : windows) {
+    nll_sum += ModelForwardBackward<float>(whole, w.tokens, w.targets, nullptr, nullptr);
+  }
+  EXPECT_EQ(piped.nll_sum, nll_sum) << "ranks=" << comm.size();
+  EXPECT_EQ(piped.tokens, 7 * 95);
+}
+
+TEST(Pipeline, PerSequenceGradientsAreBitIdenticalToTheWholeModel) {
+  const Comm comm = Comm::World();
+  Checkpoint checkpoint(ModelDir());
+  Pipeline pipeline(comm, checkpoint);
+  const std::vector<Sequence> seqs = RandomSequences(3, 40, 512, 5);
+  const Stage<float> whole = LoadStage(checkpoint, 0, 5, true, true);
+  std::vector<Stage<float>> want;
+  std::vector<double> want_loss;
+  for (const Sequence& s : seqs) {
+    Stage<float> g = ZeroGradients(whole);
+    want_loss.push_back(ModelForwardBackward<float>(whole, s.tokens, s.targets, &g, nullptr) /
+                        static_cast<double>(s.n_predictions()));
+    want.push_back(std::move(g));
+  }
+  int calls = 0;
+  const std::vector<double> loss = pipeline.ForwardBackward(seqs, 2, [&](int s, const Stage<float>& grad) {
+    EXPECT_EQ(s, calls++) << "gradients must arrive in sample order";
+    for (size_t b = 0; b < grad.blocks.size(); ++b) {
+      BlockWeights<float> got = grad.blocks[b];
+      BlockWeights<float> exp = want[static_cast<size_t>(s)].blocks[static_cast<size_t>(grad.block_begin) + b];
+      std::vector<Matrix<float>*> exp_list;
+      ForEachBlockTensor(exp, [&](const char*, Matrix<float>& m) { exp_list.push_back(&m); });
+      size_t i = 0;
+      ForEachBlockTensor(got, [&](const char* name, Matrix<float>& m) {
+        EXPECT_TRUE(BitEqual(m, *exp_list[i++])) << name << " block " << grad.block_begin + b;
+      });
+    }
+  });
+  EXPECT_EQ(calls, 3);
+  for (size_t s = 0; s < seqs.size(); ++s) EXPECT_EQ(loss[s], want_loss[s]);
+}
+
+}  // namespace
+}  // namespace hiq
