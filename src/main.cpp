@@ -9,6 +9,8 @@
 #include <iostream>
 #include <thread>
 
+#include <sys/resource.h>
+
 #include "hiq/checkpoint.h"  // Checkpoint, PrintInspect
 #include "hiq/config.h"      // LoadConfig, ToYaml
 #include "hiq/error.h"       // hiq::Error
@@ -35,6 +37,13 @@ void SetThreads(int threads) {
     threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / ranks);
   }
   openblas_set_num_threads(threads);
+}
+
+// Peak resident set of this process, from the kernel's own accounting.
+double PeakRssMiB() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
 }
 
 // Only rank 0 talks to stdout; the other ranks compute silently.
@@ -82,14 +91,21 @@ int RunEval(const Comm& comm, const EvalArgs& args) {
   const std::vector<Sequence> windows =
       PerplexityWindows(tokens, seq_len, args.max_windows, args.text.string());
   Pipeline pipeline(comm, checkpoint);
+  const double sent_before = static_cast<double>(comm.bytes_sent());
   const PerplexityResult result = Perplexity(pipeline, windows, args.batch);
+  // Statistics beside the result: the largest resident set of any rank, and the bytes that
+  // crossed between ranks per window.
+  const double rss_mb = comm.AllMax(PeakRssMiB());
+  const double sent = comm.AllSum(static_cast<double>(comm.bytes_sent()) - sent_before);
   if (Speaks(comm)) {
+    char stats[128];
+    std::snprintf(stats, sizeof stats, " ranks=%d max_rss_mib=%.1f bytes_per_window=%.0f",
+                  comm.size(), rss_mb, sent / static_cast<double>(result.windows));
     if (args.json) {
       std::printf("%s\n", result.Json().c_str());
     } else {
-      std::printf("model=%s text=%s ranks=%d\n", args.model.c_str(), args.text.c_str(),
-                  comm.size());
-      std::printf("%s\n", result.KeyValues().c_str());
+      std::printf("model=%s text=%s\n", args.model.c_str(), args.text.c_str());
+      std::printf("%s%s\n", result.KeyValues().c_str(), stats);
     }
   }
   return 0;

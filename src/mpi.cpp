@@ -167,4 +167,16 @@ bool Comm::AllTrue(bool local) const {
   return out == 1;
 }
 
+double Comm::AllMax(double local) const {
+  double out = 0;
+  Check(MPI_Allreduce(&local, &out, 1, MPI_DOUBLE, MPI_MAX, comm_), "MPI_Allreduce");
+  return out;
+}
+
+double Comm::AllSum(double local) const {
+  double out = 0;
+  Check(MPI_Allreduce(&local, &out, 1, MPI_DOUBLE, MPI_SUM, comm_), "MPI_Allreduce");
+  return out;
+}
+
 }  // namespace hiq

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -38,6 +41,27 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+struct CommandResult {
+  int exit_code = -1;  // -1 if it did not exit normally
+  std::string output;  // stdout and stderr together
+};
+
+// Runs a shell command line (the real hiq binary, mpirun, ...) and collects its output.
+// Open MPI refuses to run as root without consent, and CI runs as root.
+inline CommandResult RunCommand(const std::string& command) {
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  CommandResult r;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return r;
+  char buf[4096];
+  size_t n = 0;
+  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
 
 // Expect `statement` to throw `exception_type` whose what() contains `substring`.
 #define EXPECT_THROW_WITH(statement, exception_type, substring)                           \

@@ -67,6 +67,10 @@ class Comm {
   std::vector<std::string> Gather(const std::string& local, int root) const;
   // Logical AND over ranks.
   bool AllTrue(bool local) const;
+  // Maximum and sum over ranks, on every rank (for statistics, never for results: a sum's
+  // rounding would depend on the rank count).
+  double AllMax(double local) const;
+  double AllSum(double local) const;
 
   // Bytes this rank has sent point-to-point since construction (for the bench).
   uint64_t bytes_sent() const { return *bytes_sent_; }
