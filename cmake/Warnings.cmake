@@ -10,7 +10,9 @@ target_compile_options(hiq_warnings INTERFACE
   -Wimplicit-fallthrough
   # GCC 12 reports Eigen's AVX-512 intrinsics as maybe-uninitialized (a known false positive,
   # GCC bug 105593); it would bury real warnings under -Werror.
-  -Wno-maybe-uninitialized)
+  -Wno-maybe-uninitialized
+  # ...and std::string concatenation at -O3 as overlapping memcpy (GCC bug 105651).
+  -Wno-restrict)
 if(hiq_WERROR)
   target_compile_options(hiq_warnings INTERFACE -Werror)
 endif()

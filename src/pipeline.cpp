@@ -188,9 +188,117 @@ std::vector<double> Pipeline::Nll(const std::vector<Sequence>& seqs, int micro_b
   return nll;
 }
 
+std::vector<double> Pipeline::ForwardJobs(const std::vector<Sequence>& seqs,
+                                          const std::vector<int>& start_block,
+                                          const JobWeights& weights,
+                                          const BlockInputs* inputs_from, BlockInputs* inputs_to,
+                                          int micro_batch) {
+  HIQ_CHECK(micro_batch >= 1);
+  HIQ_CHECK(inputs_to == nullptr || start_block.size() == 1);
+  const int64_t T = CommonLength(seqs), C = stage_.config.hidden_size;
+  const Rope<float>& rope = RopeFor(T);
+  const size_t S = seqs.size(), mb_size = static_cast<size_t>(micro_batch);
+  const int begin = stage_.block_begin, end = stage_.block_end;
+  const size_t n_local = stage_.blocks.size();
+  if (inputs_to) inputs_to->per_block.assign(n_local, Matrix<float>(static_cast<int64_t>(S) * T, C));
+  std::vector<double> nll(start_block.size(), 0.0);
+  std::list<std::pair<Matrix<float>, SendRequest>> in_flight;
+  size_t message = 0;  // messages to the next rank, in order (tags only need to be distinct)
+  size_t received = 0;
+  for (size_t j = 0; j < start_block.size(); ++j) {
+    const int start = start_block[j];
+    if (start >= end) continue;  // the job starts after this rank's slice
+    const bool starts_here = start >= begin;
+    const std::vector<const BlockWeights<float>*> w = weights(static_cast<int>(j));
+    HIQ_CHECK(w.size() == n_local);
+    const size_t first_local = starts_here ? static_cast<size_t>(start - begin) : 0;
+    Matrix<float> h, next;
+    for (size_t s0 = 0; s0 < S; s0 += mb_size) {
+      const size_t s1 = std::min(S, s0 + mb_size);
+      const int64_t rows = static_cast<int64_t>(s1 - s0) * T, row0 = static_cast<int64_t>(s0) * T;
+      if (!starts_here) {
+        h.resize(rows, C);
+        comm_.Recv(Span(h), comm_.rank() - 1, Tag(received++));
+      } else if (inputs_from != nullptr) {
+        HIQ_CHECK(inputs_from->per_block.size() == n_local);
+        h = inputs_from->per_block[first_local].middleRows(row0, rows);
+      } else {
+        HIQ_CHECK(start == 0 && is_first());
+        EmbeddingForward(stage_.embedding, Concat(seqs, s0, s1, false), h);
+      }
+      for (size_t b = first_local; b < n_local; ++b) {
+        if (inputs_to) inputs_to->per_block[b].middleRows(row0, rows) = h;
+        BlockForward<float>(stage_.config, w[b] ? *w[b] : stage_.blocks[b], rope, T, h, next,
+                            nullptr);
+        std::swap(h, next);
+      }
+      if (!is_last()) {
+        while (in_flight.size() >= 2) in_flight.pop_front();  // waits in the destructor
+        in_flight.emplace_back(std::move(h), SendRequest());
+        in_flight.back().second =
+            comm_.Isend(Span(in_flight.back().first), comm_.rank() + 1, Tag(message++));
+        h = Matrix<float>();
+        continue;
+      }
+      for (size_t s = s0; s < s1; ++s) {
+        const Matrix<float> hs = h.middleRows(static_cast<int64_t>(s - s0) * T, T);
+        nll[j] += HeadForwardBackward<float>(stage_, hs, seqs[s].targets, 1.0, nullptr, nullptr,
+                                             nullptr);
+      }
+    }
+  }
+  in_flight.clear();
+  comm_.Broadcast(std::span<double>(nll), comm_.size() - 1);
+  return nll;
+}
+
+Matrix<float> Pipeline::LastLogits(const std::vector<std::vector<int32_t>>& prefixes,
+                                   int micro_batch) {
+  std::vector<Sequence> seqs;
+  for (const auto& p : prefixes) {
+    seqs.push_back({p, std::vector<int32_t>(p.size(), -1)});
+  }
+  const int64_t T = CommonLength(seqs), C = stage_.config.hidden_size;
+  const Rope<float>& rope = RopeFor(T);
+  const size_t S = seqs.size(), mb_size = static_cast<size_t>(micro_batch);
+  Matrix<float> last;
+  if (is_last()) last.resize(static_cast<int64_t>(S), stage_.config.vocab_size);
+  std::list<std::pair<Matrix<float>, SendRequest>> in_flight;
+  Matrix<float> h, next, logits;
+  for (size_t s0 = 0, mb = 0; s0 < S; s0 += mb_size, ++mb) {
+    const size_t s1 = std::min(S, s0 + mb_size);
+    if (is_first()) {
+      EmbeddingForward(stage_.embedding, Concat(seqs, s0, s1, false), h);
+    } else {
+      h.resize(static_cast<int64_t>(s1 - s0) * T, C);
+      comm_.Recv(Span(h), comm_.rank() - 1, Tag(mb));
+    }
+    for (const auto& block : stage_.blocks) {
+      BlockForward<float>(stage_.config, block, rope, T, h, next, nullptr);
+      std::swap(h, next);
+    }
+    if (!is_last()) {
+      while (in_flight.size() >= 2) in_flight.pop_front();
+      in_flight.emplace_back(std::move(h), SendRequest());
+      in_flight.back().second = comm_.Isend(Span(in_flight.back().first), comm_.rank() + 1, Tag(mb));
+      h = Matrix<float>();
+      continue;
+    }
+    for (size_t s = s0; s < s1; ++s) {
+      // Only the last position matters: run the head on that row alone.
+      const Matrix<float> row = h.row(static_cast<int64_t>(s - s0) * T + T - 1);
+      const std::vector<int32_t> none = {-1};
+      HeadForwardBackward<float>(stage_, row, none, 1.0, nullptr, nullptr, &logits);
+      last.row(static_cast<int64_t>(s)) = logits.row(0);
+    }
+  }
+  return last;
+}
+
 std::vector<double> Pipeline::ForwardBackward(
     const std::vector<Sequence>& seqs, int in_flight_max,
-    const std::function<void(int, const Stage<float>&)>& on_gradient) {
+    const std::function<void(int, const Stage<float>&)>& on_gradient,
+    const std::function<void(int, size_t, const Matrix<float>&)>& on_output_grad) {
   HIQ_CHECK(in_flight_max >= 1);
   const int64_t T = CommonLength(seqs), C = stage_.config.hidden_size;
   const Rope<float>& rope = RopeFor(T);
@@ -239,6 +347,7 @@ std::vector<double> Pipeline::ForwardBackward(
         comm_.Recv(Span(dh), comm_.rank() + 1, Tag(2 * s + 1));
       }
       for (size_t b = n_blocks; b-- > 0;) {
+        if (on_output_grad) on_output_grad(static_cast<int>(s), b, dh);
         BlockBackward(stage_.config, stage_.blocks[b], rope, T, caches[s - g0][b], dh, dx,
                       grad.blocks[b]);
         std::swap(dh, dx);

@@ -44,6 +44,16 @@ Sequence WindowSequence(std::span<const int32_t> window);
 // T+1 ids -> T inputs and T targets (every position predicts), as in training and the oracle.
 Sequence NextTokenSequence(std::span<const int32_t> ids);
 
+// Per local block, the (S*T, C) input rows of every sequence (in sequence order) under some
+// model; index 0 is the rank's first block.
+struct BlockInputs {
+  std::vector<Matrix<float>> per_block;
+};
+
+// The weights a job runs with, per local block (index 0 = the rank's first block); a null entry
+// means the stage's own weights. Called once per job on every rank that takes part in it.
+using JobWeights = std::function<std::vector<const BlockWeights<float>*>(int job)>;
+
 class Pipeline {
  public:
   // Loads this rank's slice from the checkpoint.
@@ -62,14 +72,33 @@ class Pipeline {
   // Returns the summed NLL of every sequence, in order, on every rank.
   std::vector<double> Nll(const std::vector<Sequence>& sequences, int micro_batch);
 
+  // Forward jobs: job j runs every sequence from the input of block start_block[j] to the
+  // loss, with this rank's blocks taking their weights from `weights(j)`. The owner of the start
+  // block reads that block's input from `inputs_from` (the embedding output when it is null and
+  // the job starts at block 0); ranks before it take no part. When `inputs_to` is given (one job
+  // only), every rank stores its blocks' inputs there. Jobs flow through the ranks in order, so a
+  // rank starts job j+1 while the next one runs job j. Returns the summed NLL of every job over
+  // all sequences (sequence order, double), on every rank.
+  std::vector<double> ForwardJobs(const std::vector<Sequence>& sequences,
+                                  const std::vector<int>& start_block, const JobWeights& weights,
+                                  const BlockInputs* inputs_from, BlockInputs* inputs_to,
+                                  int micro_batch);
+
+  // For autoregressive sampling: the logits of the LAST position of every prefix (all of one
+  // length), on the last rank only (empty elsewhere). (n_prefixes, V).
+  Matrix<float> LastLogits(const std::vector<std::vector<int32_t>>& prefixes, int micro_batch);
+
   // Forward + backward of L_s = mean NLL of sequence s, one sequence per micro-batch with up to
   // `in_flight` sequences in the pipe. For every s in order, after its backward has passed
   // this rank, on_gradient(s, grad) is called with this rank's dL_s/dW (zeroed per sequence;
   // lm_head's gradient is kept apart from the embedding's even when tied).
+  // When `on_output_grad` is given it is called, for every sequence and local block b (index
+  // 0 = the rank's first block), with dL_s/d(output of block b), before that block's backward.
   // Returns every L_s on every rank.
   std::vector<double> ForwardBackward(
       const std::vector<Sequence>& sequences, int in_flight,
-      const std::function<void(int, const Stage<float>&)>& on_gradient);
+      const std::function<void(int, const Stage<float>&)>& on_gradient,
+      const std::function<void(int, size_t, const Matrix<float>&)>& on_output_grad = nullptr);
 
  private:
   const Rope<float>& RopeFor(int64_t seq_len);
