@@ -186,18 +186,13 @@ void AttentionForward(const LlamaConfig& config, int64_t seq_len, const Matrix<T
       s.noalias() = qh * kh.transpose();
       auto p = att.block((b * NH + h) * T_, 0, T_, T_);
       for (int64_t i = 0; i < T_; ++i) {
-        // causal: token i sees 0..i
-        T m = -std::numeric_limits<T>::infinity();
-        for (int64_t j = 0; j <= i; ++j) m = std::max(m, s(i, j) * scale);
-        T sum = 0;
-        for (int64_t j = 0; j <= i; ++j) {
-          const T e = std::exp(s(i, j) * scale - m);
-          p(i, j) = e;
-          sum += e;
-        }
-        const T inv = T(1) / sum;
-        for (int64_t j = 0; j <= i; ++j) p(i, j) *= inv;
-        for (int64_t j = i + 1; j < T_; ++j) p(i, j) = 0;
+        // causal: token i sees 0..i; Eigen's vectorised exp over the visible prefix.
+        auto row = p.row(i);
+        auto visible = row.head(i + 1).array();
+        visible = s.row(i).head(i + 1).array() * scale;
+        visible = (visible - visible.maxCoeff()).exp();
+        visible /= visible.sum();
+        row.tail(T_ - i - 1).setZero();
       }
       y.block(b * T_, h * D, T_, D).noalias() = p * vh;
     }
@@ -279,16 +274,16 @@ double CrossEntropyForward(const Matrix<T>& logits, std::span<const int32_t> tar
     }
     const auto row = logits.row(n);
     const T m = row.maxCoeff();
+    // exp in T (vectorised), the sum and the log in double.
+    const Eigen::Array<T, 1, Eigen::Dynamic> e = (row.array() - m).exp();
     double sum = 0;
-    for (int64_t j = 0; j < V; ++j) sum += std::exp(static_cast<double>(row(j) - m));
+    for (int64_t j = 0; j < V; ++j) sum += static_cast<double>(e(j));
     const double lse = static_cast<double>(m) + std::log(sum);
     HIQ_CHECK(targets[n] < V);
     nll_sum += lse - static_cast<double>(row(targets[n]));
     if (dlogits) {
-      for (int64_t j = 0; j < V; ++j) {
-        (*dlogits)(n, j) =
-            static_cast<T>(std::exp(static_cast<double>(row(j)) - lse) * loss_scale);
-      }
+      const T inv = static_cast<T>(loss_scale / sum);
+      dlogits->row(n) = e.matrix() * inv;
       (*dlogits)(n, targets[n]) -= static_cast<T>(loss_scale);
     }
   }

@@ -89,6 +89,14 @@ Comm Comm::World() {
   return Comm(MPI_COMM_WORLD, rank, size);
 }
 
+Comm Comm::Self() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) throw MpiError("Comm::Self: MPI is not initialised (no MpiSession)");
+  Check(MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+  return Comm(MPI_COMM_SELF, 0, 1);
+}
+
 void Comm::Send(std::span<const float> data, int dest, int tag) const {
   Check(MPI_Send(data.data(), static_cast<int>(data.size()), MPI_FLOAT, dest, tag, comm_),
         "MPI_Send", dest);

@@ -90,6 +90,46 @@ std::string Fixed6(double v) {
   return buf;
 }
 
+// The per-layer rows of a plan; the channel lists live on the owning ranks and are gathered.
+std::vector<PlanLayerRow> LayerRows(const CostModel& cm, const Plan& plan,
+                                    const std::vector<double>& terms, const Comm& comm) {
+  std::string mine;
+  for (int l = 0; l < cm.n_layers(); ++l) {
+    if (const LayerCandidates* c = cm.Local(l)) {
+      const auto& cols = c->high_cols[static_cast<size_t>(plan[static_cast<size_t>(l)])];
+      mine += std::to_string(l) + ":";
+      for (int32_t col : cols) mine += " " + std::to_string(col);
+      mine += "\n";
+    }
+  }
+  std::vector<std::vector<int32_t>> channels(static_cast<size_t>(cm.n_layers()));
+  std::string all;
+  for (const std::string& part : comm.Gather(mine, 0)) all += part;
+  comm.Broadcast(all, 0);
+  std::istringstream in(all);
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    int layer = 0;
+    char colon = 0;
+    fields >> layer >> colon;
+    for (int32_t col; fields >> col;) channels[static_cast<size_t>(layer)].push_back(col);
+  }
+  std::vector<PlanLayerRow> rows;
+  for (int l = 0; l < cm.n_layers(); ++l) {
+    PlanLayerRow row;
+    row.name = LayerName(l);
+    row.candidate = plan[static_cast<size_t>(l)];
+    row.ratio = cm.ratios()[static_cast<size_t>(row.candidate)];
+    row.n_out = cm.shapes()[static_cast<size_t>(l)].first;
+    row.n_in = cm.shapes()[static_cast<size_t>(l)].second;
+    row.channels = channels[static_cast<size_t>(l)];
+    row.bits = cm.bits()[static_cast<size_t>(l)][static_cast<size_t>(row.candidate)];
+    row.predicted = terms[static_cast<size_t>(l)];
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
 }  // namespace
 
 std::string PlanReport::KeyValues() const {
@@ -280,40 +320,9 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   report.choice = best;
   report.avg_bits = cm.PlanBits(best) / cm.n_weights();
 
-  // Per-layer rows; the channel lists live on the owning ranks and are gathered to rank 0.
-  std::string mine;
-  for (int l = 0; l < cm.n_layers(); ++l) {
-    if (const LayerCandidates* c = cm.Local(l)) {
-      const auto& cols = c->high_cols[static_cast<size_t>(best[static_cast<size_t>(l)])];
-      mine += std::to_string(l) + ":";
-      for (int32_t col : cols) mine += " " + std::to_string(col);
-      mine += "\n";
-    }
-  }
-  std::vector<std::vector<int32_t>> channels(static_cast<size_t>(cm.n_layers()));
-  std::string all;
-  for (const std::string& part : comm.Gather(mine, 0)) all += part;
-  comm.Broadcast(all, 0);
-  std::istringstream in(all);
-  for (std::string line; std::getline(in, line);) {
-    std::istringstream fields(line);
-    int layer = 0;
-    char colon = 0;
-    fields >> layer >> colon;
-    for (int32_t col; fields >> col;) channels[static_cast<size_t>(layer)].push_back(col);
-  }
-  for (int l = 0; l < cm.n_layers(); ++l) {
-    PlanLayerRow row;
-    row.name = LayerName(l);
-    row.candidate = best[static_cast<size_t>(l)];
-    row.ratio = cm.ratios()[static_cast<size_t>(row.candidate)];
-    row.n_out = cm.shapes()[static_cast<size_t>(l)].first;
-    row.n_in = cm.shapes()[static_cast<size_t>(l)].second;
-    row.channels = channels[static_cast<size_t>(l)];
-    row.bits = cm.bits()[static_cast<size_t>(l)][static_cast<size_t>(row.candidate)];
-    row.predicted = best_terms[static_cast<size_t>(l)];
-    report.layers.push_back(std::move(row));
-  }
+  report.layers = LayerRows(cm, best, best_terms, comm);
+  report.fixed_layers = LayerRows(cm, *fixed, std::vector<double>(best_terms.size(), 0.0), comm);
+  report.fixed_avg_bits = cm.PlanBits(*fixed) / cm.n_weights();
   return report;
 }
 
@@ -356,7 +365,9 @@ nlohmann::json ToJson(const PlanReport& r) {
 
 }  // namespace
 
-void WritePlan(const PlanReport& r, const std::filesystem::path& out_dir) {
+namespace {
+
+void WritePlanFiles(const PlanReport& r, const std::filesystem::path& out_dir) {
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
   if (ec) throw IoError("WritePlan: cannot create '" + out_dir.string() + "': " + ec.message());
@@ -404,6 +415,21 @@ void WritePlan(const PlanReport& r, const std::filesystem::path& out_dir) {
   h5.Commit();
   std::filesystem::rename(tmp, json_path, ec);
   if (ec) throw IoError("WritePlan: cannot rename to '" + json_path.string() + "': " + ec.message());
+}
+
+}  // namespace
+
+void WritePlan(const PlanReport& report, const std::filesystem::path& out_dir) {
+  PlanReport fixed = report;
+  fixed.layers = report.fixed_layers;
+  fixed.avg_bits = report.fixed_avg_bits;
+  fixed.predicted_dloss = 0;
+  fixed.measured_dloss = report.fixed_dloss;
+  fixed.solver = "fixed";
+  fixed.status = "fixed ratio " + std::to_string(report.fixed_ratio);
+  fixed.log.clear();
+  WritePlanFiles(fixed, out_dir / "fixed");
+  WritePlanFiles(report, out_dir);
 }
 
 PlanReport ReadPlan(const std::filesystem::path& out_dir) {

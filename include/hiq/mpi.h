@@ -46,6 +46,9 @@ class Comm {
  public:
   // MPI_COMM_WORLD with errors returned to us. Requires an MpiSession.
   static Comm World();
+  // This process alone (MPI_COMM_SELF): a one-rank pipeline beside the world one, so that tests
+  // can compare a P-rank result with the one-process result inside the same job.
+  static Comm Self();
 
   int rank() const { return rank_; }
   int size() const { return size_; }

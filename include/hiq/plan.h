@@ -14,6 +14,7 @@
 // Outputs (WritePlan, rank 0, each file written to a temporary name then renamed):
 //   OUT/plan.json  readable: spec, budget, results, per layer name/ratio/bits/channels/predicted
 //   OUT/plan.h5    the same numbers as datasets + attributes (docs/FORMATS.md)
+//   OUT/fixed/     the fixed ratio at the same budget in the same two files (the baseline)
 // Both carry a fingerprint of config + model, so a stale plan is never taken for a current one.
 #pragma once
 
@@ -54,6 +55,9 @@ struct PlanReport {
   std::string log;         // human-readable lines: rounds, fallback reason
   std::string fingerprint;  // SHA-256 of the config's canonical text + the model fingerprint
   std::string cost_mode, cost_center;
+  // The fixed ratio at the same budget, as a plan of its own (written to OUT/fixed/).
+  std::vector<PlanLayerRow> fixed_layers;
+  double fixed_avg_bits = 0;
 
   // "avg_bits=... budget=... predicted_dloss=... measured_dloss=... fixed_dloss=... solver=...
   //  status=optimal|feasible"
