@@ -48,8 +48,7 @@ BENCHMARK(BM_QuantizeCandidate)
     ->Args({11008, 4096, 0, 3})
     ->Args({11008, 4096, 5, 3})
     ->Args({4096, 11008, 5, 3})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+    ->Unit(benchmark::kMillisecond);
 
 // The row kernel alone over a 4096 x 4096 matrix, row by row; Arg: group size (0 = per row).
 using RowKernel = void (*)(const float*, int64_t, int64_t, int, const hiq::GroupClip*, float*,
@@ -69,9 +68,13 @@ void BM_RowKernel(benchmark::State& state, RowKernel kernel) {
   state.SetBytesProcessed(state.iterations() * kN * kN * int64_t{sizeof(float)});
 }
 BENCHMARK_CAPTURE(BM_RowKernel, ref, &hiq::FakeQuantizeRowGroupsRef)
-    ->Arg(0)->Arg(64)->Unit(benchmark::kMillisecond);
+    ->Arg(0)
+    ->Arg(64)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_RowKernel, fast, &hiq::FakeQuantizeRowGroups)
-    ->Arg(0)->Arg(64)->Unit(benchmark::kMillisecond);
+    ->Arg(0)
+    ->Arg(64)
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
