@@ -249,7 +249,17 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   std::vector<double> best_terms(static_cast<size_t>(cm.n_layers()), 0.0);
   PlanSolution best_sol;
   bool have_solution = false;
-  for (int round = 0; round <= (around_plan ? config.cost.refine : 0); ++round) {
+  // When the budget covers the largest ratio in every layer there is nothing to trade: more
+  // high-impact channels are never meant to cost loss, and measured terms could only add noise.
+  const bool nothing_to_trade = fixed->front() == cm.n_candidates() - 1;
+  if (nothing_to_trade) {
+    report.log += "the budget covers the largest ratio in every layer: nothing to trade\n";
+    best_loss = cm.MeasurePlans(cost_set, {best})[0];
+    report.predicted_dloss = best_loss - fp_cost;
+    best_sol.status = "optimal";
+  }
+  for (int round = 0; !nothing_to_trade && round <= (around_plan ? config.cost.refine : 0);
+       ++round) {
     const CostTerms terms = cm.Measure(config.cost.mode, cost_set, centre, config.cost.pairs,
                                        config.cost.local_fit_switches);
     report.evaluations += terms.evaluations;

@@ -2,6 +2,7 @@
 // messages, and rank-count invariance of `hiq eval` under a real mpirun.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <sstream>
 
 #include "hiq/sha256.h"
@@ -94,6 +95,76 @@ TEST(Cli, SynthRejectsAnUnknownShape) {
                           dir.path().string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("unknown --shape 'gpt2'"), std::string::npos) << r.output;
+}
+
+// A small plan: the real stories260K with short calibration sets.
+std::string SmallPlan(const std::string& out) {
+  return " plan " + (test::SourceDir() / "configs/stories260k-w2.yaml").string() + " --output " +
+         out +
+         " --set calibration.fisher.n_sequences=8 --set calibration.fisher.seq_len=64"
+         " --set calibration.cost.n_sequences=6 --set calibration.cost.seq_len=48"
+         " --set calibration.check.n_sequences=6 --set calibration.check.seq_len=48"
+         " --set cost.refine=1";
+}
+
+std::string ReadFile(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+TEST(Cli, PlanWritesTheSamePlanOnOneTwoAndThreeRanks) {
+  test::TempDir dir("hiq-plan");
+  std::string first;
+  for (int np : {1, 2, 3}) {
+    const std::string out = (dir / ("np" + std::to_string(np))).string();
+    const test::CommandResult r = test::RunCommand(Mpirun(np) + SmallPlan(out));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const std::string last = LastLine(r.output);
+    EXPECT_LE(std::stod(Field(last, "avg_bits")), std::stod(Field(last, "budget"))) << last;
+    EXPECT_TRUE(Field(last, "status") == "optimal") << last;
+    const std::string plan = ReadFile(std::filesystem::path(out) / "plan.json");
+    EXPECT_NE(plan.find("\"channels\""), std::string::npos);
+    if (np == 1) {
+      first = plan;
+    } else {
+      EXPECT_EQ(plan, first) << "plan.json differs between 1 and " << np << " ranks";
+    }
+  }
+  // The plan and its fixed-ratio baseline evaluate by round-to-nearest.
+  for (const char* which : {"np1", "np1/fixed"}) {
+    const test::CommandResult eval = test::RunCommand(
+        Hiq() + " eval --model " + Model() + " --text " +
+        (test::DataDir() / "text/tinystories/sample.txt").string() + " --seq-len 128 --plan " +
+        (dir / which).string());
+    ASSERT_EQ(eval.exit_code, 0) << eval.output;
+    EXPECT_FALSE(Field(LastLine(eval.output), "avg_bits").empty()) << eval.output;
+  }
+}
+
+TEST(Cli, PlanWithABudgetBelowEveryAssignmentStatesTheAchievableRange) {
+  test::TempDir dir("hiq-plan");
+  const test::CommandResult r =
+      test::RunCommand(Mpirun(2) + SmallPlan(dir.path().string()) +
+                       " --set quant.budget_ratio=0 --set quant.budget_bits=2.5");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("bits/weight is infeasible: achievable average bits range from"),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "plan.json")) << "nothing may be written";
+}
+
+TEST(Cli, PlanWithABudgetAboveEveryAssignmentKeepsTheLargestRatioEverywhere) {
+  test::TempDir dir("hiq-plan");
+  const test::CommandResult r =
+      test::RunCommand(Mpirun(1) + SmallPlan(dir.path().string()) +
+                       " --set quant.budget_ratio=0 --set quant.budget_bits=8");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string plan = ReadFile(dir / "plan.json");
+  EXPECT_EQ(plan.find("\"ratio\": 0.02"), std::string::npos);
+  EXPECT_EQ(plan.find("\"ratio\": 0.1,"), std::string::npos);
+  EXPECT_NE(plan.find("\"ratio\": 0.2"), std::string::npos);
 }
 
 }  // namespace

@@ -1,0 +1,68 @@
+// Calibration sets: seeded, rank-free randomness and the sampling rule.
+#include "hiq/calibration.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "hiq/error.h"
+#include "test_util.h"
+
+namespace hiq {
+namespace {
+
+std::vector<int32_t> Ramp(int n) {
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) v[static_cast<size_t>(i)] = i;
+  return v;
+}
+
+TEST(RandomWindows, AreContiguousInBoundsAndTheSameForTheSameSeed) {
+  const std::vector<int32_t> tokens = Ramp(1000);
+  const auto a = RandomWindows(tokens, 50, 65, 7, "fisher", "ramp");
+  const auto b = RandomWindows(tokens, 50, 65, 7, "fisher", "ramp");
+  EXPECT_EQ(a, b);
+  for (const auto& w : a) {
+    ASSERT_EQ(w.size(), 65u);
+    for (size_t i = 1; i < w.size(); ++i) EXPECT_EQ(w[i], w[i - 1] + 1);
+    EXPECT_LE(w.back(), 999);
+  }
+}
+
+TEST(RandomWindows, DependOnTheSeedAndTheSetName) {
+  const std::vector<int32_t> tokens = Ramp(100000);
+  const auto base = RandomWindows(tokens, 8, 10, 1, "cost", "ramp");
+  EXPECT_NE(base, RandomWindows(tokens, 8, 10, 2, "cost", "ramp"));
+  EXPECT_NE(base, RandomWindows(tokens, 8, 10, 1, "check", "ramp"));
+}
+
+TEST(RandomWindows, ATextShorterThanOneWindowIsAClearError) {
+  EXPECT_THROW_MSG(RandomWindows(Ramp(10), 1, 65, 1, "fisher", "tiny.txt"), ConfigError,
+                   "calibration.fisher: tiny.txt holds 10 tokens, fewer than one window of "
+                   "seq_len + 1 = 65. HINT: lower calibration.fisher.seq_len");
+}
+
+TEST(SampleToken, InvertsTheCumulativeSoftmax) {
+  const std::vector<float> logits = {0.0f, std::log(3.0f), -INFINITY, 0.0f};  // p = 1/5, 3/5, 0, 1/5
+  EXPECT_EQ(SampleToken(logits, 1.0, 0.0), 0);
+  EXPECT_EQ(SampleToken(logits, 1.0, 0.19), 0);
+  EXPECT_EQ(SampleToken(logits, 1.0, 0.21), 1);
+  EXPECT_EQ(SampleToken(logits, 1.0, 0.79), 1);
+  EXPECT_EQ(SampleToken(logits, 1.0, 0.81), 3);
+  EXPECT_EQ(SampleToken(logits, 1.0, 0.999999), 3);
+}
+
+TEST(SampleToken, LowTemperatureTakesTheLargestLogit) {
+  const std::vector<float> logits = {1.0f, 2.0f, 1.9f};
+  for (double u : {0.0, 0.3, 0.9}) EXPECT_EQ(SampleToken(logits, 1e-3, u), 1);
+}
+
+TEST(StreamSeed, SeparatesSeedsNamesAndIndices) {
+  EXPECT_EQ(StreamSeed(1, "cost", 3), StreamSeed(1, "cost", 3));
+  EXPECT_NE(StreamSeed(1, "cost", 3), StreamSeed(1, "cost", 4));
+  EXPECT_NE(StreamSeed(1, "cost", 3), StreamSeed(2, "cost", 3));
+  EXPECT_NE(StreamSeed(1, "cost", 3), StreamSeed(1, "check", 3));
+}
+
+}  // namespace
+}  // namespace hiq
