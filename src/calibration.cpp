@@ -4,7 +4,8 @@
 #include <random>
 
 #include "hiq/error.h"  // ConfigError
-#include "hiq/eval.h"   // LoadTokens
+#include "hiq/eval.h"       // LoadTokens
+#include "hiq/tokenizer.h"  // Tokenizer
 
 namespace hiq {
 
@@ -72,10 +73,11 @@ std::vector<std::vector<int32_t>> Generate(const SampleSetConfig& set, const std
   std::vector<std::mt19937_64> rngs;
   for (size_t i = 0; i < n; ++i) rngs.emplace_back(StreamSeed(set.seed, name, i));
   std::vector<int32_t> next(n);
+  std::vector<KvCache<float>> caches;
   for (int step = 0; step < set.seq_len; ++step) {
-    // No KV cache: each step reruns the prefix. Generation serves tiny in-domain models, where
-    // this costs seconds; real models calibrate on text.
-    const Matrix<float> logits = pipeline.LastLogits(seqs, 8);
+    std::vector<int32_t> current(n);
+    for (size_t i = 0; i < n; ++i) current[i] = seqs[i].back();
+    const Matrix<float> logits = pipeline.DecodeStep(current, step, caches);
     if (pipeline.is_last()) {
       for (size_t i = 0; i < n; ++i) {
         const auto row = logits.row(static_cast<int64_t>(i));
@@ -96,8 +98,9 @@ std::vector<Sequence> BuildSampleSet(const SampleSetConfig& set, const std::stri
                                      const std::filesystem::path& tokenizer_model) {
   std::vector<std::vector<int32_t>> windows;
   if (set.source == SampleSource::kGenerate) {
-    constexpr int32_t kBos = 1;  // LLaMA's <s>; SentencePiece models of the family agree
-    windows = Generate(set, name, pipeline, kBos);
+    // LLaMA's <s> is 1; a model with its own tokenizer says so.
+    const int32_t bos = std::filesystem::exists(tokenizer_model) ? Tokenizer(tokenizer_model).bos_id() : 1;
+    windows = Generate(set, name, pipeline, bos);
   } else {
     const std::vector<int32_t> tokens = LoadTokens(set.path, tokenizer_model);
     windows = RandomWindows(tokens, set.n_sequences, set.seq_len + 1, set.seed, name,

@@ -96,12 +96,12 @@ Rope<T> MakeRope(const LlamaConfig& config, int64_t n_pos) {
 
 template <typename T>
 void RopeApply(const Rope<T>& rope, int64_t seq_len, int64_t head_dim, bool inverse,
-               Matrix<T>& x) {
+               Matrix<T>& x, int64_t first_pos) {
   // rotate-half: the pair is (i, i + D/2), x' = x cos + rotate_half(x) sin.
   const int64_t half = head_dim / 2, n_head = x.cols() / head_dim;
-  HIQ_CHECK(rope.cos.rows() >= seq_len);
+  HIQ_CHECK(rope.cos.rows() >= first_pos + seq_len);
   for (int64_t n = 0; n < x.rows(); ++n) {
-    const int64_t pos = n % seq_len;
+    const int64_t pos = first_pos + n % seq_len;
     T* row = x.row(n).data();
     for (int64_t h = 0; h < n_head; ++h) {
       T* xh = row + h * head_dim;
@@ -350,6 +350,49 @@ void BlockBackward(const LlamaConfig& config, const BlockWeights<T>& w, const Ro
   dx += dx_mid;
 }
 
+template <typename T>
+void BlockDecodeStep(const LlamaConfig& config, const BlockWeights<T>& w, const Rope<T>& rope,
+                     int64_t pos, const Matrix<T>& x, Matrix<T>& out, KvCache<T>& cache) {
+  const int64_t B = x.rows(), D = config.head_dim(), NH = config.num_attention_heads;
+  const int64_t group = NH / config.num_key_value_heads;
+  const T scale = T(1) / std::sqrt(static_cast<T>(D));
+  if (cache.k.empty()) cache.k.resize(static_cast<size_t>(B)), cache.v.resize(static_cast<size_t>(B));
+  Matrix<T> xn, q, k, v;
+  RmsNormForward<T>(x, w.attn_norm, config.rms_norm_eps, xn, nullptr);
+  q.noalias() = xn * w.wq.transpose();
+  k.noalias() = xn * w.wk.transpose();
+  v.noalias() = xn * w.wv.transpose();
+  RopeApply(rope, 1, D, /*inverse=*/false, q, pos);
+  RopeApply(rope, 1, D, /*inverse=*/false, k, pos);
+  Matrix<T> y(B, NH * D);
+  for (int64_t b = 0; b < B; ++b) {
+    Matrix<T>& kc = cache.k[static_cast<size_t>(b)];
+    Matrix<T>& vc = cache.v[static_cast<size_t>(b)];
+    HIQ_CHECK(kc.rows() == pos);
+    kc.conservativeResize(pos + 1, k.cols());
+    vc.conservativeResize(pos + 1, v.cols());
+    kc.row(pos) = k.row(b);
+    vc.row(pos) = v.row(b);
+    for (int64_t h = 0; h < NH; ++h) {
+      const int64_t g = h / group;
+      Eigen::Array<T, Eigen::Dynamic, 1> p =
+          (kc.middleCols(g * D, D) * q.row(b).segment(h * D, D).transpose()).array() * scale;
+      p = (p - p.maxCoeff()).exp();
+      p /= p.sum();
+      y.row(b).segment(h * D, D).noalias() = p.matrix().transpose() * vc.middleCols(g * D, D);
+    }
+  }
+  Matrix<T> x_mid = x;
+  x_mid.noalias() += y * w.wo.transpose();
+  Matrix<T> xn2, gate, up, act;
+  RmsNormForward<T>(x_mid, w.mlp_norm, config.rms_norm_eps, xn2, nullptr);
+  gate.noalias() = xn2 * w.w_gate.transpose();
+  up.noalias() = xn2 * w.w_up.transpose();
+  SwiGluForward(gate, up, act);
+  out = x_mid;
+  out.noalias() += act * w.w_down.transpose();
+}
+
 // --- stages --------------------------------------------------------------------------------
 
 namespace {
@@ -509,7 +552,9 @@ double ModelForwardBackward(const Stage<T>& stage, std::span<const int32_t> toke
   template struct BlockWeights<T>;                                                              \
   template BlockWeights<T> ZeroBlock<T>(const LlamaConfig&);                                    \
   template Rope<T> MakeRope<T>(const LlamaConfig&, int64_t);                                    \
-  template void RopeApply<T>(const Rope<T>&, int64_t, int64_t, bool, Matrix<T>&);               \
+  template void RopeApply<T>(const Rope<T>&, int64_t, int64_t, bool, Matrix<T>&, int64_t);      \
+  template void BlockDecodeStep<T>(const LlamaConfig&, const BlockWeights<T>&, const Rope<T>&,  \
+                                   int64_t, const Matrix<T>&, Matrix<T>&, KvCache<T>&);         \
   template void EmbeddingForward<T>(const Matrix<T>&, std::span<const int32_t>, Matrix<T>&);    \
   template void EmbeddingBackward<T>(const Matrix<T>&, std::span<const int32_t>, Matrix<T>&);   \
   template void RmsNormForward<T>(const Matrix<T>&, const Matrix<T>&, double, Matrix<T>&,       \

@@ -252,47 +252,30 @@ std::vector<double> Pipeline::ForwardJobs(const std::vector<Sequence>& seqs,
   return nll;
 }
 
-Matrix<float> Pipeline::LastLogits(const std::vector<std::vector<int32_t>>& prefixes,
-                                   int micro_batch) {
-  std::vector<Sequence> seqs;
-  for (const auto& p : prefixes) {
-    seqs.push_back({p, std::vector<int32_t>(p.size(), -1)});
+Matrix<float> Pipeline::DecodeStep(const std::vector<int32_t>& tokens, int64_t pos,
+                                   std::vector<KvCache<float>>& caches) {
+  const int64_t B = static_cast<int64_t>(tokens.size()), C = stage_.config.hidden_size;
+  const Rope<float>& rope = RopeFor(pos + 1);
+  caches.resize(stage_.blocks.size());
+  Matrix<float> h, next;
+  if (is_first()) {
+    EmbeddingForward(stage_.embedding, tokens, h);
+  } else {
+    h.resize(B, C);
+    comm_.Recv(Span(h), comm_.rank() - 1, Tag(static_cast<size_t>(pos)));
   }
-  const int64_t T = CommonLength(seqs), C = stage_.config.hidden_size;
-  const Rope<float>& rope = RopeFor(T);
-  const size_t S = seqs.size(), mb_size = static_cast<size_t>(micro_batch);
-  Matrix<float> last;
-  if (is_last()) last.resize(static_cast<int64_t>(S), stage_.config.vocab_size);
-  std::list<std::pair<Matrix<float>, SendRequest>> in_flight;
-  Matrix<float> h, next, logits;
-  for (size_t s0 = 0, mb = 0; s0 < S; s0 += mb_size, ++mb) {
-    const size_t s1 = std::min(S, s0 + mb_size);
-    if (is_first()) {
-      EmbeddingForward(stage_.embedding, Concat(seqs, s0, s1, false), h);
-    } else {
-      h.resize(static_cast<int64_t>(s1 - s0) * T, C);
-      comm_.Recv(Span(h), comm_.rank() - 1, Tag(mb));
-    }
-    for (const auto& block : stage_.blocks) {
-      BlockForward<float>(stage_.config, block, rope, T, h, next, nullptr);
-      std::swap(h, next);
-    }
-    if (!is_last()) {
-      while (in_flight.size() >= 2) in_flight.pop_front();
-      in_flight.emplace_back(std::move(h), SendRequest());
-      in_flight.back().second = comm_.Isend(Span(in_flight.back().first), comm_.rank() + 1, Tag(mb));
-      h = Matrix<float>();
-      continue;
-    }
-    for (size_t s = s0; s < s1; ++s) {
-      // Only the last position matters: run the head on that row alone.
-      const Matrix<float> row = h.row(static_cast<int64_t>(s - s0) * T + T - 1);
-      const std::vector<int32_t> none = {-1};
-      HeadForwardBackward<float>(stage_, row, none, 1.0, nullptr, nullptr, &logits);
-      last.row(static_cast<int64_t>(s)) = logits.row(0);
-    }
+  for (size_t b = 0; b < stage_.blocks.size(); ++b) {
+    BlockDecodeStep(stage_.config, stage_.blocks[b], rope, pos, h, next, caches[b]);
+    std::swap(h, next);
   }
-  return last;
+  Matrix<float> logits;
+  if (!is_last()) {
+    comm_.Send(Span(h), comm_.rank() + 1, Tag(static_cast<size_t>(pos)));
+    return logits;
+  }
+  HeadForwardBackward<float>(stage_, h, std::vector<int32_t>(static_cast<size_t>(B), -1), 1.0,
+                             nullptr, nullptr, &logits);
+  return logits;
 }
 
 std::vector<double> Pipeline::ForwardBackward(

@@ -280,6 +280,27 @@ TEST(FiniteDifference, WholeModelWithUntiedHeadMatches) {
   ExpectGradientMatches("block0.w_down", stage.blocks[0].w_down, grad.blocks[0].w_down, f);
 }
 
+TEST(Decode, KvCachedStepsMatchTheFullForwardOfEveryPrefix) {
+  const LlamaConfig c = TinyGqaConfig();
+  const Stage<double> stage = RandomStage<double>(c, 12);
+  std::mt19937_64 rng(13);
+  const int64_t T = 9, B = 2;
+  const Rope<double> rope = MakeRope<double>(c, T);
+  const Matrix<double> x = RandomMatrix(B * T, c.hidden_size, rng);
+  Matrix<double> full;
+  BlockForward<double>(c, stage.blocks[0], rope, T, x, full, nullptr);
+  KvCache<double> cache;
+  for (int64_t pos = 0; pos < T; ++pos) {
+    Matrix<double> step_in(B, c.hidden_size), step_out;
+    for (int64_t b = 0; b < B; ++b) step_in.row(b) = x.row(b * T + pos);
+    BlockDecodeStep(c, stage.blocks[0], rope, pos, step_in, step_out, cache);
+    for (int64_t b = 0; b < B; ++b) {
+      EXPECT_LT((step_out.row(b) - full.row(b * T + pos)).cwiseAbs().maxCoeff(), 1e-12)
+          << "sequence " << b << " position " << pos;
+    }
+  }
+}
+
 // --- partition ----------------------------------------------------------------------------
 
 TEST(PartitionBlocks, SlicesAreContiguousAndCoverEveryBlock) {

@@ -110,6 +110,18 @@ void BlockBackward(const LlamaConfig& config, const BlockWeights<T>& w, const Ro
                    int64_t seq_len, const BlockCache<T>& cache, const Matrix<T>& dout,
                    Matrix<T>& dx, BlockWeights<T>& grad);
 
+// Incremental decoding (sampling calibration text from the model): the keys and values of every
+// past position, per sequence: k[b], v[b] are (positions so far, NKV*D), keys after RoPE.
+template <typename T>
+struct KvCache {
+  std::vector<Matrix<T>> k, v;
+};
+// One new token per sequence, all at position `pos` (= the number of cached positions):
+// x (B, C) -> out (B, C), appending to `cache`. The rope table must cover pos.
+template <typename T>
+void BlockDecodeStep(const LlamaConfig& config, const BlockWeights<T>& w, const Rope<T>& rope,
+                     int64_t pos, const Matrix<T>& x, Matrix<T>& out, KvCache<T>& cache);
+
 // --- the layers, each forward beside its backward ------------------------------------------
 
 // out (N, C) = table[tokens]; table is (V, C).
@@ -126,10 +138,11 @@ template <typename T>
 void RmsNormBackward(const Matrix<T>& dout, const Matrix<T>& x, const Matrix<T>& w,
                      const Matrix<T>& rstd, Matrix<T>& dx, Matrix<T>& dw);
 
-// Rotates each D-wide head of x (N, heads*D) in place; row n has position n % seq_len.
-// `inverse` applies the transpose rotation, which is the backward.
+// Rotates each D-wide head of x (N, heads*D) in place; row n has position
+// first_pos + n % seq_len. `inverse` applies the transpose rotation, which is the backward.
 template <typename T>
-void RopeApply(const Rope<T>& rope, int64_t seq_len, int64_t head_dim, bool inverse, Matrix<T>& x);
+void RopeApply(const Rope<T>& rope, int64_t seq_len, int64_t head_dim, bool inverse, Matrix<T>& x,
+               int64_t first_pos = 0);
 
 // Causal grouped-query attention: q (N, NH*D), k/v (N, NKV*D) -> y (N, NH*D); att as BlockCache.
 template <typename T>

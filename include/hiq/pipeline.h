@@ -84,9 +84,11 @@ class Pipeline {
                                   const BlockInputs* inputs_from, BlockInputs* inputs_to,
                                   int micro_batch);
 
-  // For autoregressive sampling: the logits of the LAST position of every prefix (all of one
-  // length), on the last rank only (empty elsewhere). (n_prefixes, V).
-  Matrix<float> LastLogits(const std::vector<std::vector<int32_t>>& prefixes, int micro_batch);
+  // Incremental decoding: one token per sequence at position `pos`, every local block keeping
+  // its keys and values in `caches` (one per local block, empty at pos 0). Returns the logits
+  // (B, V) on the last rank (empty elsewhere).
+  Matrix<float> DecodeStep(const std::vector<int32_t>& tokens, int64_t pos,
+                           std::vector<KvCache<float>>& caches);
 
   // Forward + backward of L_s = mean NLL of sequence s, one sequence per micro-batch with up to
   // `in_flight` sequences in the pipe. For every s in order, after its backward has passed
