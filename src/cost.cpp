@@ -193,25 +193,42 @@ CostTerms CostModel::Measure(CostMode mode, const std::vector<Sequence>& seqs,
   return {};
 }
 
+CostModel::Centre CostModel::RunCentre(const std::vector<Sequence>& seqs,
+                                       const std::optional<Plan>& centre) {
+  Centre c;
+  c.blocks = CentreBlocks(centre);
+  const JobWeights weights = [&](int) {
+    std::vector<const BlockWeights<float>*> w(pipeline_.stage().blocks.size());
+    for (size_t b = 0; b < w.size(); ++b) w[b] = c.Block(b);
+    return w;
+  };
+  c.nll = pipeline_.ForwardJobs(seqs, {0}, weights, nullptr, &c.inputs, kMicroBatch)[0];
+  return c;
+}
+
+std::vector<const BlockWeights<float>*> CostModel::SwitchWeights(
+    const Centre& centre, const std::vector<std::pair<int, int>>& moves,
+    BlockWeights<float>& scratch) const {
+  const Stage<float>& stage = pipeline_.stage();
+  std::vector<const BlockWeights<float>*> w(stage.blocks.size());
+  for (size_t b = 0; b < w.size(); ++b) w[b] = centre.Block(b);
+  const int b = moves.front().first / kLinearsPerBlock - stage.block_begin;
+  if (b >= 0 && b < static_cast<int>(w.size())) {  // this rank owns the switched block
+    scratch = w[static_cast<size_t>(b)] ? *w[static_cast<size_t>(b)] : stage.blocks[static_cast<size_t>(b)];
+    for (const auto& [l, m] : moves) {
+      QuantizeLayerInto(l, m, scratch.linear(kLinears[static_cast<size_t>(l % kLinearsPerBlock)]));
+    }
+    w[static_cast<size_t>(b)] = &scratch;
+  }
+  return w;
+}
+
 CostTerms CostModel::MeasureLoss(const std::vector<Sequence>& seqs,
                                  const std::optional<Plan>& centre, bool pairs) {
   const auto start = Clock::now();
-  const Stage<float>& stage = pipeline_.stage();
-  const size_t n_local = stage.blocks.size();
-  const std::vector<BlockWeights<float>> centre_blocks = CentreBlocks(centre);
-  auto centre_ptr = [&](size_t b) -> const BlockWeights<float>* {
-    return centre_blocks.empty() ? nullptr : &centre_blocks[b];
-  };
-
   // The centre itself, caching every block's input under it.
-  BlockInputs cache;
-  const JobWeights centre_weights = [&](int) {
-    std::vector<const BlockWeights<float>*> w(n_local);
-    for (size_t b = 0; b < n_local; ++b) w[b] = centre_ptr(b);
-    return w;
-  };
-  const double centre_nll =
-      pipeline_.ForwardJobs(seqs, {0}, centre_weights, nullptr, &cache, kMicroBatch)[0];
+  const Centre c = RunCentre(seqs, centre);
+  const double centre_nll = c.nll;
 
   // Every switch, in one global order that every rank builds alike.
   std::vector<Switch> switches;
@@ -239,22 +256,10 @@ CostTerms CostModel::MeasureLoss(const std::vector<Sequence>& seqs,
 
   BlockWeights<float> scratch;
   const JobWeights weights = [&](int j) {
-    const Switch& sw = switches[static_cast<size_t>(j)];
-    std::vector<const BlockWeights<float>*> w(n_local);
-    for (size_t b = 0; b < n_local; ++b) w[b] = centre_ptr(b);
-    const int b = sw.block() - stage.block_begin;
-    if (b >= 0 && b < static_cast<int>(n_local)) {  // this rank owns the switched block
-      scratch = centre_ptr(static_cast<size_t>(b)) ? centre_blocks[static_cast<size_t>(b)]
-                                                   : stage.blocks[static_cast<size_t>(b)];
-      for (const auto& [l, m] : sw.layer_candidate) {
-        QuantizeLayerInto(l, m, scratch.linear(kLinears[static_cast<size_t>(l % kLinearsPerBlock)]));
-      }
-      w[static_cast<size_t>(b)] = &scratch;
-    }
-    return w;
+    return SwitchWeights(c, switches[static_cast<size_t>(j)].layer_candidate, scratch);
   };
   const std::vector<double> nll =
-      pipeline_.ForwardJobs(seqs, starts, weights, &cache, nullptr, kMicroBatch);
+      pipeline_.ForwardJobs(seqs, starts, weights, &c.inputs, nullptr, kMicroBatch);
 
   const double n = static_cast<double>(TotalPredictions(seqs));
   CostTerms terms;
@@ -392,23 +397,13 @@ CostTerms CostModel::MeasureLocal(const std::vector<Sequence>& seqs,
   const int K = n_candidates();
   const int64_t T = static_cast<int64_t>(seqs.front().tokens.size());
   const size_t N = seqs.size();
-  std::vector<BlockWeights<float>> centre_blocks = CentreBlocks(centre);
-  auto centre_ptr = [&](size_t b) -> const BlockWeights<float>* {
-    return centre_blocks.empty() ? nullptr : &centre_blocks[b];
-  };
-  BlockInputs cache;
-  const JobWeights centre_weights = [&](int) {
-    std::vector<const BlockWeights<float>*> w(n_local);
-    for (size_t b = 0; b < n_local; ++b) w[b] = centre_ptr(b);
-    return w;
-  };
-  const double centre_nll =
-      pipeline_.ForwardJobs(seqs, {0}, centre_weights, nullptr, &cache, kMicroBatch)[0];
+  Centre c = RunCentre(seqs, centre);
+  const double centre_nll = c.nll;
   const double n_pred = static_cast<double>(TotalPredictions(seqs));
 
   // g = dL/d(block output) of L = mean NLL per token over the set, under the centre.
   std::vector<Matrix<float>> grad_out(n_local, Matrix<float>::Zero(static_cast<int64_t>(N) * T, stage.config.hidden_size));
-  if (!centre_blocks.empty()) std::swap(stage.blocks, centre_blocks);
+  if (!c.blocks.empty()) std::swap(stage.blocks, c.blocks);
   pipeline_.ForwardBackward(
       seqs, 2, [](int, const Stage<float>&) {},
       [&](int s, size_t b, const Matrix<float>& dh) {
@@ -417,22 +412,22 @@ CostTerms CostModel::MeasureLocal(const std::vector<Sequence>& seqs,
         const float w = static_cast<float>(static_cast<double>(seqs[static_cast<size_t>(s)].n_predictions()) / n_pred);
         grad_out[b].middleRows(static_cast<int64_t>(s) * T, T) = dh * w;
       });
-  if (!centre_blocks.empty()) std::swap(stage.blocks, centre_blocks);
+  if (!c.blocks.empty()) std::swap(stage.blocks, c.blocks);
 
   // First-order and quadratic features of every local switch, at the block output.
   const Rope<float> rope = MakeRope<float>(stage.config, T);
   std::vector<double> features;  // [local switch][3]: g.dY, 1/2 g^2 dY^2, dY^2
   for (size_t b = 0; b < n_local; ++b) {
-    const BlockWeights<float>& wc = centre_ptr(b) ? centre_blocks[b] : stage.blocks[b];
+    const BlockWeights<float>& wc = c.Block(b) ? *c.Block(b) : stage.blocks[b];
     Matrix<float> y_centre, y;
-    BlockForward<float>(stage.config, wc, rope, T, cache.per_block[b], y_centre, nullptr);
+    BlockForward<float>(stage.config, wc, rope, T, c.inputs.per_block[b], y_centre, nullptr);
     for (Linear kind : kLinears) {
       const int l = LayerIndex(stage.block_begin + static_cast<int>(b), kind);
       for (int m = 0; m < K; ++m) {
         if (m == CentreCandidate(centre, l)) continue;
         BlockWeights<float> w = wc;
         QuantizeLayerInto(l, m, w.linear(kind));
-        BlockForward<float>(stage.config, w, rope, T, cache.per_block[b], y, nullptr);
+        BlockForward<float>(stage.config, w, rope, T, c.inputs.per_block[b], y, nullptr);
         double first = 0, quad_g = 0, quad = 0;
         for (int64_t e = 0; e < y.size(); ++e) {
           const double dy = static_cast<double>(y.data()[e]) - static_cast<double>(y_centre.data()[e]);
@@ -462,20 +457,11 @@ CostTerms CostModel::MeasureLocal(const std::vector<Sequence>& seqs,
   for (size_t i : fit) starts.push_back(switches[i].first / kLinearsPerBlock);
   BlockWeights<float> scratch;
   const JobWeights weights = [&](int j) {
-    const auto [l, m] = switches[fit[static_cast<size_t>(j)]];
-    std::vector<const BlockWeights<float>*> w(n_local);
-    for (size_t b = 0; b < n_local; ++b) w[b] = centre_ptr(b);
-    const int b = l / kLinearsPerBlock - stage.block_begin;
-    if (b >= 0 && b < static_cast<int>(n_local)) {
-      scratch = centre_ptr(static_cast<size_t>(b)) ? centre_blocks[static_cast<size_t>(b)] : stage.blocks[static_cast<size_t>(b)];
-      QuantizeLayerInto(l, m, scratch.linear(kLinears[static_cast<size_t>(l % kLinearsPerBlock)]));
-      w[static_cast<size_t>(b)] = &scratch;
-    }
-    return w;
+    return SwitchWeights(c, {switches[fit[static_cast<size_t>(j)]]}, scratch);
   };
   const std::vector<double> measured = starts.empty()
       ? std::vector<double>{}
-      : pipeline_.ForwardJobs(seqs, starts, weights, &cache, nullptr, kMicroBatch);
+      : pipeline_.ForwardJobs(seqs, starts, weights, &c.inputs, nullptr, kMicroBatch);
   // Least squares: residual r = D - first ~ alpha * quad_g + beta * quad.
   double a11 = 0, a12 = 0, a22 = 0, b1 = 0, b2 = 0;
   for (size_t i = 0; i < fit.size(); ++i) {

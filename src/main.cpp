@@ -122,13 +122,16 @@ int RunEval(const Comm& comm, const EvalArgs& args) {
   return 0;
 }
 
-int RunPlan(const Comm& comm, const RunConfig& config) {
+int RunPlan(const Comm& comm, const RunConfig& config, bool json) {
   if (config.threads > 0) openblas_set_num_threads(config.threads);
   Checkpoint checkpoint(config.model.path);
   Pipeline pipeline(comm, checkpoint);
-  std::FILE* log = Speaks(comm) ? stdout : nullptr;
+  std::FILE* log = Speaks(comm) ? (json ? stderr : stdout) : nullptr;
   const PlanReport report = RunPlanStage(config, pipeline, checkpoint, log);
-  if (Speaks(comm)) {
+  if (Speaks(comm) && json) {
+    WritePlan(report, config.output);
+    std::printf("%s\n", report.Json().c_str());
+  } else if (Speaks(comm)) {
     WritePlan(report, config.output);
     std::printf("%s", report.Table().c_str());
     std::printf("%s", report.log.c_str());
@@ -184,6 +187,8 @@ int Run(int argc, char** argv) {
   plan->add_option("CONFIG", plan_config, "YAML config")->required();
   plan->add_option("--output", plan_output, "Output directory (overrides the config's output)");
   plan->add_option("--set", plan_sets, "Override a key: --set cost.mode=local");
+  bool plan_json = false;
+  plan->add_flag("--json", plan_json, "Print the plan as JSON (progress goes to stderr)");
 
   auto* synth = app.add_subcommand("synth", "Write a random-weight model with real layer shapes");
   SynthOptions synth_opts;
@@ -211,7 +216,7 @@ int Run(int argc, char** argv) {
   if (*eval) return RunEval(comm, eval_args);
   if (*plan) {
     if (!plan_output.empty()) plan_sets.push_back("output=" + plan_output.string());
-    return RunPlan(comm, LoadConfig(plan_config, plan_sets));
+    return RunPlan(comm, LoadConfig(plan_config, plan_sets), plan_json);
   }
   if (*synth) {
     const SynthResult r = WriteSyntheticModel(synth_opts);

@@ -375,6 +375,8 @@ nlohmann::json ToJson(const PlanReport& r) {
 
 }  // namespace
 
+std::string PlanReport::Json() const { return ToJson(*this).dump(1); }
+
 namespace {
 
 void WritePlanFiles(const PlanReport& r, const std::filesystem::path& out_dir) {
@@ -385,7 +387,7 @@ void WritePlanFiles(const PlanReport& r, const std::filesystem::path& out_dir) {
   const std::filesystem::path tmp = out_dir / "plan.json.tmp";
   {
     std::ofstream out(tmp);
-    out << ToJson(r).dump(1) << "\n";
+    out << r.Json() << "\n";
     out.close();
     if (!out) throw IoError("WritePlan: cannot write '" + tmp.string() + "'");
   }

@@ -100,6 +100,20 @@ class CostModel {
   CostTerms MeasureFisher(const std::vector<Sequence>& seqs, const std::optional<Plan>& centre,
                           bool pairs);
   std::vector<BlockWeights<float>> CentreBlocks(const std::optional<Plan>& centre) const;
+  // The centre model on this rank: its blocks (empty = full precision), every local block's
+  // input under it, and its summed NLL on the set.
+  struct Centre {
+    std::vector<BlockWeights<float>> blocks;
+    BlockInputs inputs;
+    double nll = 0;
+    const BlockWeights<float>* Block(size_t b) const { return blocks.empty() ? nullptr : &blocks[b]; }
+  };
+  Centre RunCentre(const std::vector<Sequence>& seqs, const std::optional<Plan>& centre);
+  // A job's weights: the centre's, with the (layer, candidate) moves applied in `scratch` when
+  // this rank owns their block (all moves lie in one block).
+  std::vector<const BlockWeights<float>*> SwitchWeights(
+      const Centre& centre, const std::vector<std::pair<int, int>>& moves,
+      BlockWeights<float>& scratch) const;
   int CentreCandidate(const std::optional<Plan>& centre, int layer) const;
   void QuantizeLayerInto(int layer, int candidate, Matrix<float>& out) const;
 

@@ -63,6 +63,7 @@ struct PlanReport {
   //  status=optimal|feasible"
   std::string KeyValues() const;
   std::string Table() const;  // per-layer table for the terminal
+  std::string Json() const;   // what plan.json holds
 };
 
 // Runs the whole stage. Collective; `log` (rank 0 only, may be null) receives progress lines.
