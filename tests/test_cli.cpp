@@ -62,6 +62,16 @@ TEST(Cli, EvalPrintsTheSameNllOnOneAndThreeRanks) {
   EXPECT_EQ(Field(LastLine(three.output), "ranks"), "3");
 }
 
+TEST(Cli, EvalIsTheSameForOneAndTwoOpenBlasThreads) {
+  const std::string args = " eval --model " + Model() + " --text " +
+                           (test::DataDir() / "text/tinystories/valid-head30KB.txt").string();
+  const test::CommandResult one = test::RunCommand(Hiq() + " --threads 1" + args);
+  const test::CommandResult two = test::RunCommand(Hiq() + " --threads 2" + args);
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  EXPECT_EQ(Field(LastLine(one.output), "nll"), Field(LastLine(two.output), "nll"));
+}
+
 TEST(Cli, EvalOnMoreRanksThanBlocksFailsWithoutHanging) {
   const test::CommandResult r = test::RunCommand("timeout 120 " + Mpirun(6) + " eval --model " + Model() + " --text " +
                           (test::DataDir() / "text/tinystories/sample.txt").string());
