@@ -142,6 +142,13 @@ TEST(Cli, PlanWritesTheSamePlanOnOneTwoAndThreeRanks) {
       EXPECT_EQ(plan, first) << "plan.json differs between 1 and " << np << " ranks";
     }
   }
+  // h5py reads both files as docs/FORMATS.md says, and they agree.
+  for (const char* which : {"np1", "np1/fixed"}) {
+    const test::CommandResult check = test::RunCommand(
+        "/usr/bin/python3 " + (test::SourceDir() / "tests/formats/check_plan.py").string() + " " +
+        (dir / which).string());
+    EXPECT_EQ(check.exit_code, 0) << check.output;
+  }
   // The plan and its fixed-ratio baseline evaluate by round-to-nearest.
   for (const char* which : {"np1", "np1/fixed"}) {
     const test::CommandResult eval = test::RunCommand(
