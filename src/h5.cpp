@@ -252,6 +252,14 @@ H5Id MakeLinkCreation(const Site& site) {
   return lcpl;
 }
 
+// Dataset and group creation without modification times in their headers: the same content
+// written twice gives the same bytes, so an output can be compared by its checksum.
+H5Id MakeUntimed(hid_t list_class, const Site& site) {
+  H5Id list = MakePropertyList(list_class, site);
+  Check(H5Pset_obj_track_times(I::Get(list), 0), site, "turn off time tracking for");
+  return list;
+}
+
 // Collective transfers on a parallel file (every rank takes part), the default otherwise.
 H5Id MakeTransfer(bool parallel, const Site& site) {
   H5Id dxpl = MakePropertyList(H5P_DATASET_XFER, site);
@@ -582,8 +590,9 @@ H5Group H5Group::CreateGroup(const std::string& name) {
   const Site site{"H5Group::CreateGroup", file_, JoinPath(path_, name)};
   RequireAbsent(*this, name, site);
   H5Id lcpl = MakeLinkCreation(site);
+  H5Id gcpl = MakeUntimed(H5P_GROUP_CREATE, site);
   H5Id group =
-      I::Own(Check(H5Gcreate2(I::Get(id_), name.c_str(), I::Get(lcpl), H5P_DEFAULT, H5P_DEFAULT),
+      I::Own(Check(H5Gcreate2(I::Get(id_), name.c_str(), I::Get(lcpl), I::Get(gcpl), H5P_DEFAULT),
                    site, "create group"));
   return H5Group(std::move(group), file_, site.object, comm_);
 }
@@ -660,7 +669,7 @@ void H5Group::WriteDataset(const std::string& name, std::span<const T> data,
   RequireAbsent(*this, name, site);
 
   H5Id space = MakeSpace(dims, site);
-  H5Id dcpl = MakePropertyList(H5P_DATASET_CREATE, site);
+  H5Id dcpl = MakeUntimed(H5P_DATASET_CREATE, site);
   const bool all_positive = std::all_of(dims.begin(), dims.end(), [](uint64_t d) { return d > 0; });
   if (options.deflate_level > 0 && !dims.empty() && all_positive) {
     if (Check(H5Zfilter_avail(H5Z_FILTER_DEFLATE), site, "query the deflate filter for") <= 0) {
@@ -744,8 +753,9 @@ void H5Group::WriteDatasetSlab(const std::string& name, std::span<const T> data,
   } else {
     H5Id space = MakeSpace(dims, site);
     H5Id lcpl = MakeLinkCreation(site);
+    H5Id dcpl = MakeUntimed(H5P_DATASET_CREATE, site);
     dataset = I::Own(Check(H5Dcreate2(I::Get(id_), name.c_str(), FileType<T>(), I::Get(space),
-                                      I::Get(lcpl), H5P_DEFAULT, H5P_DEFAULT),
+                                      I::Get(lcpl), I::Get(dcpl), H5P_DEFAULT),
                            site, "create dataset"));
   }
   H5Id file_space = I::Own(Check(H5Dget_space(I::Get(dataset)), site, "get the space of"));

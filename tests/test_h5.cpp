@@ -3,14 +3,17 @@
 #include <hdf5.h>  // only to write a file as a third-party writer would
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <fstream>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "hiq/error.h"  // IoError, FormatError, ConfigError
 #include "hiq/h5.h"
+#include "hiq/sha256.h"
 #include "test_util.h"  // TempDir, EXPECT_THROW_WITH
 
 namespace hiq {
@@ -388,6 +391,20 @@ TEST(H5, MovedFileKeepsOwnershipOfItsTempFile) {
   second.root().SetAttribute("ok", 1);
   second.Commit();
   EXPECT_EQ(H5File::Open(dir / "f.h5").root().GetAttributeInt("ok"), 1);
+}
+
+TEST(H5File, TheSameContentWrittenTwiceGivesTheSameBytes) {
+  TempDir dir;
+  for (const char* name : {"a.h5", "b.h5"}) {
+    H5File f = H5File::Create(dir / name);
+    H5Group g = f.root().CreateGroup("layers");
+    const std::vector<float> v = {1.5f, -2.0f, 3.25f};
+    g.WriteDataset<float>("w", v, {3});
+    g.SetAttribute("note", std::string_view("same"));
+    f.Commit();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // a new second on the clock
+  }
+  EXPECT_EQ(Sha256HexOfFile(dir / "a.h5"), Sha256HexOfFile(dir / "b.h5"));
 }
 
 }  // namespace
