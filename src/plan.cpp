@@ -39,6 +39,15 @@ PlanSolution Solve(const RunConfig& config, const PlanProblem& problem) {
                                                        : SolveMilp(problem, options);
 }
 
+// Loss changes print with 6 decimals everywhere (nats per token).
+std::string Fixed6(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6f", v);
+  return buf;
+}
+
+}  // namespace
+
 // Rank 0 solves; every rank receives its choice, status and numbers.
 PlanSolution SolveOnRankZero(const RunConfig& config, const PlanProblem& problem,
                              const Comm& comm) {
@@ -72,7 +81,7 @@ PlanSolution SolveOnRankZero(const RunConfig& config, const PlanProblem& problem
   return sol;
 }
 
-PlanProblem MakeProblem(const CostModel& cm, const CostTerms& terms, double budget_bits) {
+PlanProblem MakePlanProblem(const CostModel& cm, const CostTerms& terms, double budget_bits) {
   PlanProblem p;
   for (int l = 0; l < cm.n_layers(); ++l) p.block_of_layer.push_back(l / kLinearsPerBlock);
   p.bits = cm.bits();
@@ -81,13 +90,6 @@ PlanProblem MakeProblem(const CostModel& cm, const CostTerms& terms, double budg
   p.budget_bits = budget_bits;
   p.n_weights = cm.n_weights();
   return p;
-}
-
-// Loss changes print with 6 decimals everywhere (nats per token).
-std::string Fixed6(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.6f", v);
-  return buf;
 }
 
 // The per-layer rows of a plan; the channel lists live on the owning ranks and are gathered.
@@ -129,8 +131,6 @@ std::vector<PlanLayerRow> LayerRows(const CostModel& cm, const Plan& plan,
   }
   return rows;
 }
-
-}  // namespace
 
 std::string PlanReport::KeyValues() const {
   std::ostringstream out;
@@ -230,7 +230,7 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
     CostTerms zero;
     zero.diag.assign(static_cast<size_t>(cm.n_layers()),
                      std::vector<double>(static_cast<size_t>(cm.n_candidates()), 0.0));
-    SolveOnRankZero(config, MakeProblem(cm, zero, budget), comm);
+    SolveOnRankZero(config, MakePlanProblem(cm, zero, budget), comm);
   }
   report.fixed_ratio = cm.ratios()[static_cast<size_t>(fixed->front())];
 
@@ -268,7 +268,7 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
       best_loss = around_plan ? terms.centre_loss : cm.MeasurePlans(cost_set, {best})[0];
       report.predicted_dloss = best_loss - fp_cost;
     }
-    const PlanSolution sol = SolveOnRankZero(config, MakeProblem(cm, terms, budget), comm);
+    const PlanSolution sol = SolveOnRankZero(config, MakePlanProblem(cm, terms, budget), comm);
     report.solve_seconds += sol.seconds;
     const double predicted = (terms.centre_loss - fp_cost) + sol.objective;
     Log(log, "[%.1fs] round %d: %d evaluations in %.1fs, solve %s in %.3fs, predicted %.6f\n",

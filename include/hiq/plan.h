@@ -70,6 +70,18 @@ struct PlanReport {
 PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Checkpoint& checkpoint,
                         std::FILE* log);
 
+// Pieces of the stage that studies (bench/bench_plan_study.cpp) reuse:
+// the solver's problem from measured terms and the budget;
+PlanProblem MakePlanProblem(const CostModel& cm, const CostTerms& terms, double budget_bits);
+// the solve on rank 0 (config.solver), its choice and numbers broadcast to every rank, a solver
+// error thrown on every rank alike;
+PlanSolution SolveOnRankZero(const RunConfig& config, const PlanProblem& problem,
+                             const Comm& comm);
+// the per-layer rows of a plan (`terms`: each layer's cost at its candidate), the channel lists
+// gathered from the ranks that own them. Collective.
+std::vector<PlanLayerRow> LayerRows(const CostModel& cm, const Plan& plan,
+                                    const std::vector<double>& terms, const Comm& comm);
+
 // SHA-256 over config.json and every tensor's bytes, each rank hashing only the tensors it owns
 // and rank 0 combining them in name order, so the value is the same for any rank count.
 std::string ModelFingerprint(const Checkpoint& checkpoint, const Pipeline& pipeline);
