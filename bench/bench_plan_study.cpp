@@ -39,7 +39,6 @@
 #include <thread>
 #include <vector>
 
-#include <malloc.h>
 
 #include "hiq/calibration.h"  // BuildSampleSet, StreamSeed
 #include "hiq/checkpoint.h"   // Checkpoint
@@ -47,6 +46,7 @@
 #include "hiq/cost.h"         // CostModel, CostTerms, Plan, LayerName
 #include "hiq/error.h"        // ConfigError, SolverError
 #include "hiq/fisher.h"       // ComputeFisher
+#include "hiq/llama.h"        // KeepActivationMemory
 #include "hiq/mpi.h"          // MpiSession, Comm
 #include "hiq/pipeline.h"     // Pipeline
 #include "hiq/plan.h"         // PlanReport, PlanLayerRow, WritePlan, ModelFingerprint
@@ -372,10 +372,7 @@ int Run(const Comm& comm, const Args& args) {
 }  // namespace hiq
 
 int main(int argc, char** argv) {
-  // As hiq's main: keep freed activation buffers in the heap (the cost terms are many passes).
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  mallopt(M_TOP_PAD, 64 << 20);
+  hiq::KeepActivationMemory();
   hiq::MpiSession mpi(&argc, &argv);
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

@@ -2,6 +2,8 @@
 // functions at the end string them together exactly as transformers' LlamaDecoderLayer does.
 #include "hiq/llama.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -517,6 +519,12 @@ double HeadForwardBackward(const Stage<T>& stage, const Matrix<T>& h,
   Matrix<T> dnorm_unused = Matrix<T>::Zero(1, h.cols());
   RmsNormBackward(dhn, h, stage.final_norm, rstd, *dh, grad ? grad->final_norm : dnorm_unused);
   return nll;
+}
+
+void KeepActivationMemory() {
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 64 << 20);
 }
 
 template <typename T>

@@ -91,6 +91,27 @@ double ObjectiveUnchecked(const PlanProblem& p, const std::vector<int>& choice) 
   return total;
 }
 
+// A solution re-scored from its choice (never trusting a solver's own objective), with the
+// bound and gap its status allows.
+PlanSolution MakeSolution(const PlanProblem& p, std::vector<int> choice, std::string status,
+                          double bound, const char* method, std::string detail,
+                          Clock::time_point start) {
+  PlanSolution s;
+  s.choice = std::move(choice);
+  s.objective = ObjectiveUnchecked(p, s.choice);
+  s.bits = BitsUnchecked(p, s.choice);
+  HIQ_CHECK(s.bits <= p.budget_bits);
+  s.status = std::move(status);
+  s.bound = s.status == "optimal" ? s.objective : std::min(bound, s.objective);
+  s.gap = s.status == "optimal"
+              ? 0.0
+              : (s.objective - s.bound) / std::max(std::fabs(s.objective), DBL_EPSILON);
+  s.method = method;
+  s.detail = std::move(detail);
+  s.seconds = Seconds(start);
+  return s;
+}
+
 void CheckChoice(const char* function, const PlanProblem& p, const std::vector<int>& choice) {
   if (choice.size() != p.bits.size()) {
     throw SolverError(std::string(function) + ": choice has " + std::to_string(choice.size()) +
@@ -590,21 +611,9 @@ PlanSolution SolvePareto(const PlanProblem& p, const SolverOptions& options) {
     return choice;
   };
   auto make_solution = [&](std::vector<int> choice, std::string status, double bound,
-                           std::string how) {
-    PlanSolution s;
-    s.choice = std::move(choice);
-    s.objective = ObjectiveUnchecked(p, s.choice);
-    s.bits = BitsUnchecked(p, s.choice);
-    HIQ_CHECK(s.bits <= p.budget_bits);
-    s.status = std::move(status);
-    s.bound = s.status == "optimal" ? s.objective : std::min(bound, s.objective);
-    s.gap = s.status == "optimal"
-                ? 0.0
-                : (s.objective - s.bound) / std::max(std::fabs(s.objective), DBL_EPSILON);
-    s.method = "pareto";
-    s.detail = detail + "; " + how;
-    s.seconds = Seconds(start);
-    return s;
+                           const std::string& how) {
+    return MakeSolution(p, std::move(choice), std::move(status), bound, "pareto",
+                        detail + "; " + how, start);
   };
 
   // 2. A budget that does not bind: every group at its cheapest point.
@@ -845,20 +854,8 @@ PlanSolution SolveMilp(const PlanProblem& p, const SolverOptions& options,
   mip.warm_start = warm;
   auto finish = [&](std::vector<int> choice, std::string status, double bound,
                     const std::string& how) {
-    PlanSolution s;
-    s.choice = std::move(choice);
-    s.objective = ObjectiveUnchecked(p, s.choice);
-    s.bits = BitsUnchecked(p, s.choice);
-    HIQ_CHECK(s.bits <= p.budget_bits);
-    s.status = std::move(status);
-    s.bound = s.status == "optimal" ? s.objective : std::min(bound, s.objective);
-    s.gap = s.status == "optimal"
-                ? 0.0
-                : (s.objective - s.bound) / std::max(std::fabs(s.objective), DBL_EPSILON);
-    s.method = "milp";
-    s.detail = detail + "; " + how;
-    s.seconds = Seconds(start);
-    return s;
+    return MakeSolution(p, std::move(choice), std::move(status), bound, "milp",
+                        detail + "; " + how, start);
   };
   int n_cut = 0;
   for (;;) {

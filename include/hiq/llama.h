@@ -201,6 +201,11 @@ double HeadForwardBackward(const Stage<T>& stage, const Matrix<T>& h,
                            std::span<const int32_t> targets, double loss_scale, Matrix<T>* dh,
                            Stage<T>* grad, Matrix<T>* logits_out);
 
+// Process-wide, once at start: keep freed activation-sized buffers in the heap. The engine
+// allocates and frees many of them per pass; glibc would otherwise hand each back to the kernel
+// and fault it in again (28% of the plan stage's cost evaluations on stories260K).
+void KeepActivationMemory();
+
 // The whole model on one process (a stage with every block, the embedding and the head):
 // returns the summed NLL of (tokens -> targets); with `grad`, adds d(mean NLL)/dW into it.
 // The pipeline runs exactly these kernels split across ranks.
