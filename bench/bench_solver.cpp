@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "hiq/quant.h"   // LayerBits, HighCount, QuantSpec
+#include "hiq/error.h"   // SolverError
 #include "hiq/solver.h"  // PlanProblem, SolvePareto, SolveMilp
 
 namespace {
@@ -124,18 +125,25 @@ void BM_Milp(benchmark::State& state) {
   const hiq::PlanSolution pareto = hiq::SolvePareto(p);
   hiq::PlanSolution s;
   for (auto _ : state) {
-    s = hiq::SolveMilp(p, options, state.range(3) ? &pareto : nullptr);
+    try {
+      s = hiq::SolveMilp(p, options, state.range(3) ? &pareto : nullptr);
+    } catch (const hiq::SolverError& e) {
+      // A cold MILP may find no plan at all within its limit (70B size): that is the result.
+      state.SkipWithError(e.what());
+      return;
+    }
     benchmark::DoNotOptimize(s.choice.data());
   }
   Report(state, shape, state.range(1), p, s);
   state.counters["pareto_objective"] = pareto.objective;
 }
-// 7B only, cold at DESIGN.md's 100 s and warm at 60 s: about 5 minutes in all.
+// 7B cold at DESIGN.md's 100 s and warm at 60 s, and 70B cold at 100 s: about 7 minutes.
 BENCHMARK(BM_Milp)
     ->Args({0, 0, 100, 0})
     ->Args({0, 0, 60, 1})
     ->Args({0, 1, 100, 0})
     ->Args({0, 1, 60, 1})
+    ->Args({1, 1, 100, 0})
     ->ArgNames({"shape", "noise", "limit_s", "warm"})
     ->Unit(benchmark::kSecond)
     ->Iterations(1);

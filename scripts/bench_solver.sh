@@ -61,9 +61,11 @@ echo "bench_solver.sh: running $bench${filter:+ (filter $filter)}" >&2
 "$py" - "$out/bench_solver.json" <<'PY'
 import json, re, sys
 
-runs = [r for r in json.load(open(sys.argv[1]))["benchmarks"]
-        if r.get("run_type", "iteration") == "iteration"]
-if not runs:
+every = json.load(open(sys.argv[1]))["benchmarks"]
+failed = [r for r in every if r.get("error_occurred")]
+runs = [r for r in every if r.get("run_type", "iteration") == "iteration"
+        and not r.get("error_occurred")]
+if not runs and not failed:
     sys.exit("bench_solver.sh: the filter selected no benchmark")
 to_s = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 sizes = {"7B": "LLaMA-2-7B", "70B": "LLaMA-2-70B"}
@@ -82,6 +84,9 @@ for r in runs:
     print(f"| {method} | {sizes.get(size, size)}, {pairs} | {seed.group(1) if seed else 0} "
           f"| {r['real_time'] * to_s[r['time_unit']]:.3f} | {status} | {gap_text} "
           f"| {r['objective']:.9g} | {detail} |")
+for r in failed:  # a solve that produced no plan (e.g. a cold MILP at 70B size)
+    print(f"| {r['name']} | - | - | {r['real_time'] * to_s[r['time_unit']]:.3f} | no plan "
+          f"| - | - | {r['error_message']} |")
 print()
 for r in runs:
     if "pareto_objective" in r:
