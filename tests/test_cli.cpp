@@ -184,5 +184,14 @@ TEST(Cli, PlanWithABudgetAboveEveryAssignmentKeepsTheLargestRatioEverywhere) {
   EXPECT_NE(plan.find("\"ratio\": 0.2"), std::string::npos);
 }
 
+TEST(Jobs, PlanSbatchRefusesToRunOutsideASlurmJob) {
+  const std::string script = (test::SourceDir() / "jobs/plan.sbatch").string();
+  ASSERT_EQ(test::RunCommand("bash -n " + script).exit_code, 0) << "syntax";
+  const test::CommandResult r =
+      test::RunCommand("env -u SLURM_JOB_ID bash " + script + " configs/stories260k-w2.yaml");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("not inside a Slurm job"), std::string::npos) << r.output;
+}
+
 }  // namespace
 }  // namespace hiq
