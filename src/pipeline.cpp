@@ -1,6 +1,7 @@
 #include "hiq/pipeline.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <limits>
 #include <list>
 
@@ -35,6 +36,23 @@ std::vector<int32_t> Concat(const std::vector<Sequence>& seqs, size_t s0, size_t
   }
   return out;
 }
+
+// Non-blocking sends of matrices that this queue keeps alive until they complete. With a
+// bound, Send first waits for the oldest ones, so a fast rank cannot run unboundedly ahead.
+class SendQueue {
+ public:
+  explicit SendQueue(size_t max_in_flight = SIZE_MAX) : max_(max_in_flight) {}
+  void Send(const Comm& comm, Matrix<float>&& m, int dest, int tag) {
+    while (pending_.size() >= max_) pending_.pop_front();  // waits in the destructor
+    pending_.emplace_back(std::move(m), SendRequest());
+    pending_.back().second = comm.Isend(Span(pending_.back().first), dest, tag);
+  }
+  void WaitAll() { pending_.clear(); }
+
+ private:
+  size_t max_;
+  std::list<std::pair<Matrix<float>, SendRequest>> pending_;
+};
 
 // MPI guarantees tags up to 32767; messages between two ranks do not overtake each other, so a
 // wrapped tag still matches the right message.
@@ -153,8 +171,7 @@ std::vector<double> Pipeline::Nll(const std::vector<Sequence>& seqs, int micro_b
   const Rope<float>& rope = RopeFor(T);
   const size_t S = seqs.size(), mb_size = static_cast<size_t>(micro_batch);
   std::vector<double> nll(S, 0.0);
-  // Sent buffers stay alive until their send completes; at most two are in flight.
-  std::list<std::pair<Matrix<float>, SendRequest>> in_flight;
+  SendQueue sends(2);
   Matrix<float> h, next;
   for (size_t s0 = 0, mb = 0; s0 < S; s0 += mb_size, ++mb) {
     const size_t s1 = std::min(S, s0 + mb_size);
@@ -170,10 +187,7 @@ std::vector<double> Pipeline::Nll(const std::vector<Sequence>& seqs, int micro_b
       std::swap(h, next);
     }
     if (!is_last()) {
-      while (in_flight.size() >= 2) in_flight.pop_front();  // waits in the destructor
-      in_flight.emplace_back(std::move(h), SendRequest());
-      in_flight.back().second =
-          comm_.Isend(Span(in_flight.back().first), comm_.rank() + 1, Tag(mb));
+      sends.Send(comm_, std::move(h), comm_.rank() + 1, Tag(mb));
       h = Matrix<float>();
       continue;
     }
@@ -183,7 +197,7 @@ std::vector<double> Pipeline::Nll(const std::vector<Sequence>& seqs, int micro_b
                                           nullptr);
     }
   }
-  in_flight.clear();
+  sends.WaitAll();
   comm_.Broadcast(std::span<double>(nll), comm_.size() - 1);
   return nll;
 }
@@ -202,7 +216,7 @@ std::vector<double> Pipeline::ForwardJobs(const std::vector<Sequence>& seqs,
   const size_t n_local = stage_.blocks.size();
   if (inputs_to) inputs_to->per_block.assign(n_local, Matrix<float>(static_cast<int64_t>(S) * T, C));
   std::vector<double> nll(start_block.size(), 0.0);
-  std::list<std::pair<Matrix<float>, SendRequest>> in_flight;
+  SendQueue sends(2);
   size_t message = 0;  // messages to the next rank, in order (tags only need to be distinct)
   size_t received = 0;
   for (size_t j = 0; j < start_block.size(); ++j) {
@@ -233,10 +247,7 @@ std::vector<double> Pipeline::ForwardJobs(const std::vector<Sequence>& seqs,
         std::swap(h, next);
       }
       if (!is_last()) {
-        while (in_flight.size() >= 2) in_flight.pop_front();  // waits in the destructor
-        in_flight.emplace_back(std::move(h), SendRequest());
-        in_flight.back().second =
-            comm_.Isend(Span(in_flight.back().first), comm_.rank() + 1, Tag(message++));
+        sends.Send(comm_, std::move(h), comm_.rank() + 1, Tag(message++));
         h = Matrix<float>();
         continue;
       }
@@ -247,7 +258,7 @@ std::vector<double> Pipeline::ForwardJobs(const std::vector<Sequence>& seqs,
       }
     }
   }
-  in_flight.clear();
+  sends.WaitAll();
   comm_.Broadcast(std::span<double>(nll), comm_.size() - 1);
   return nll;
 }
@@ -294,7 +305,7 @@ std::vector<double> Pipeline::ForwardBackward(
     std::vector<std::vector<BlockCache<float>>> caches(g1 - g0,
                                                        std::vector<BlockCache<float>>(n_blocks));
     std::vector<Matrix<float>> outputs(g1 - g0);
-    std::list<std::pair<Matrix<float>, SendRequest>> sends;
+    SendQueue sends;  // unbounded: the whole group is sent before any backward arrives
     // Forward every sequence of the group; the next rank starts as soon as one arrives.
     for (size_t s = g0; s < g1; ++s) {
       Matrix<float> h, next;
@@ -311,9 +322,7 @@ std::vector<double> Pipeline::ForwardBackward(
       if (is_last()) {
         outputs[s - g0] = std::move(h);
       } else {
-        sends.emplace_back(std::move(h), SendRequest());
-        sends.back().second =
-            comm_.Isend(Span(sends.back().first), comm_.rank() + 1, Tag(2 * s));
+        sends.Send(comm_, std::move(h), comm_.rank() + 1, Tag(2 * s));
       }
     }
     // Backward in sequence order, so per-sequence statistics accumulate in sample order.
@@ -339,13 +348,11 @@ std::vector<double> Pipeline::ForwardBackward(
       if (is_first()) {
         EmbeddingBackward(dh, seqs[s].tokens, grad.embedding);
       } else {
-        sends.emplace_back(std::move(dh), SendRequest());
-        sends.back().second = comm_.Isend(Span(sends.back().first), comm_.rank() - 1,
-                                          Tag(2 * s + 1));
+        sends.Send(comm_, std::move(dh), comm_.rank() - 1, Tag(2 * s + 1));
       }
       on_gradient(static_cast<int>(s), grad);
     }
-    sends.clear();
+    sends.WaitAll();
   }
   comm_.Broadcast(std::span<double>(loss), comm_.size() - 1);
   return loss;
