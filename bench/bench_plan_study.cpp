@@ -149,13 +149,6 @@ std::vector<Plan> RandomPlans(const CostModel& cm, double budget, int n, double 
   return plans;
 }
 
-// The solved plan's per-layer terms: each layer's cost at its candidate.
-std::vector<double> TermsAt(const std::vector<std::vector<double>>& diag, const Plan& plan) {
-  std::vector<double> terms;
-  for (size_t l = 0; l < plan.size(); ++l) terms.push_back(diag[l][static_cast<size_t>(plan[l])]);
-  return terms;
-}
-
 struct Combo {
   CostMode mode;
   CostCenter center;

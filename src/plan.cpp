@@ -81,6 +81,12 @@ PlanSolution SolveOnRankZero(const RunConfig& config, const PlanProblem& problem
   return sol;
 }
 
+std::vector<double> TermsAt(const std::vector<std::vector<double>>& diag, const Plan& plan) {
+  std::vector<double> terms;
+  for (size_t l = 0; l < plan.size(); ++l) terms.push_back(diag[l][static_cast<size_t>(plan[l])]);
+  return terms;
+}
+
 PlanProblem MakePlanProblem(const CostModel& cm, const CostTerms& terms, double budget_bits) {
   PlanProblem p;
   for (int l = 0; l < cm.n_layers(); ++l) p.block_of_layer.push_back(l / kLinearsPerBlock);
@@ -279,9 +285,7 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
       best_sol = sol;
       have_solution = true;
       report.predicted_dloss = predicted;
-      for (int l = 0; l < cm.n_layers(); ++l) {
-        best_terms[static_cast<size_t>(l)] = terms.diag[static_cast<size_t>(l)][static_cast<size_t>(best[static_cast<size_t>(l)])];
-      }
+      best_terms = TermsAt(terms.diag, best);
       break;
     }
     if (sol.choice == *centre) {
@@ -304,9 +308,7 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
     best_sol = sol;
     have_solution = true;
     report.predicted_dloss = predicted;
-    for (int l = 0; l < cm.n_layers(); ++l) {
-      best_terms[static_cast<size_t>(l)] = terms.diag[static_cast<size_t>(l)][static_cast<size_t>(best[static_cast<size_t>(l)])];
-    }
+    best_terms = TermsAt(terms.diag, best);
     report.rounds = round + 1;
     centre = best;
   }

@@ -77,6 +77,8 @@ PlanProblem MakePlanProblem(const CostModel& cm, const CostTerms& terms, double 
 // error thrown on every rank alike;
 PlanSolution SolveOnRankZero(const RunConfig& config, const PlanProblem& problem,
                              const Comm& comm);
+// each layer's single-layer term at the plan's candidate;
+std::vector<double> TermsAt(const std::vector<std::vector<double>>& diag, const Plan& plan);
 // the per-layer rows of a plan (`terms`: each layer's cost at its candidate), the channel lists
 // gathered from the ranks that own them. Collective.
 std::vector<PlanLayerRow> LayerRows(const CostModel& cm, const Plan& plan,
