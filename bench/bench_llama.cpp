@@ -6,9 +6,9 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "hiq/checkpoint.h"
-#include "hiq/llama.h"
-#include "hiq/synth.h"
+#include "hiq/io/checkpoint.h"
+#include "hiq/model/llama.h"
+#include "hiq/io/synth.h"
 
 namespace hiq {
 namespace {
@@ -55,7 +55,7 @@ struct BlockSetup {
 BlockSetup MakeBlock(const LlamaConfig& config, int64_t T) {
   BlockSetup s{config, ZeroBlock<float>(config), MakeRope<float>(config, T), Matrix<float>(T, config.hidden_size)};
   uint32_t seed = 10;
-  ForEachBlockTensor(s.w, [&](const char*, Matrix<float>& m) {
+  ForEachBlockTensor(s.w, [&](const BlockTensor&, Matrix<float>& m) {
     if (m.rows() == 1) {
       Fill(m, seed++, 0.1f, 1.0f);
     } else {

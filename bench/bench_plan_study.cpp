@@ -6,7 +6,7 @@
 //   mpirun -np P build/bench/bench_plan_study CONFIG.yaml [--set key=value]... [--plans 30]
 //       [--bits-tolerance 0.10] [--seed 1] [--json OUT.json] [--plan-dir DIR]
 //
-// Setup exactly as RunPlanStage (include/hiq/plan.h): Fisher on calibration.fisher, candidates,
+// Setup exactly as RunPlanStage (include/hiq/stages/plan.h): Fisher on calibration.fisher, candidates,
 // the budget, the fixed ratio within it, the cost and check sets. Then:
 //  - N random plans: every layer's candidate uniform over R, kept only when the plan's total
 //    bits lie within +-tolerance (relative) of the budget's, redrawn otherwise. Their loss change
@@ -40,18 +40,18 @@
 #include <vector>
 
 
-#include "hiq/calibration.h"  // BuildSampleSet, StreamSeed
-#include "hiq/checkpoint.h"   // Checkpoint
-#include "hiq/config.h"       // LoadConfig, RunConfig, CanonicalText, Name
-#include "hiq/cost.h"         // CostModel, CostTerms, Plan, LayerName
-#include "hiq/error.h"        // ConfigError, SolverError
-#include "hiq/fisher.h"       // ComputeFisher
-#include "hiq/llama.h"        // KeepActivationMemory
-#include "hiq/mpi.h"          // MpiSession, Comm
-#include "hiq/pipeline.h"     // Pipeline
-#include "hiq/plan.h"         // PlanReport, PlanLayerRow, WritePlan, ModelFingerprint
-#include "hiq/sha256.h"       // Sha256Hex
-#include "hiq/solver.h"       // PlanProblem, Objective, SolvePareto
+#include "hiq/stages/calibration.h"  // BuildSampleSet, StreamSeed
+#include "hiq/io/checkpoint.h"   // Checkpoint
+#include "hiq/config/config.h"       // LoadConfig, RunConfig, CanonicalText, Name
+#include "hiq/stages/cost.h"         // CostModel, CostTerms, Plan, LayerName
+#include "hiq/base/error.h"        // ConfigError, SolverError
+#include "hiq/stages/fisher.h"       // ComputeFisher
+#include "hiq/model/llama.h"        // KeepActivationMemory
+#include "hiq/dist/mpi.h"          // MpiSession, Comm
+#include "hiq/dist/pipeline.h"     // Pipeline
+#include "hiq/stages/plan.h"         // PlanReport, PlanLayerRow, WritePlan, ModelFingerprint
+#include "hiq/base/sha256.h"       // Sha256Hex
+#include "hiq/solve/solver.h"       // PlanProblem, Objective, SolvePareto
 
 extern "C" void openblas_set_num_threads(int num_threads);
 
@@ -169,7 +169,7 @@ int Run(const Comm& comm, const Args& args) {
   if (args.n_plans < 3) throw ConfigError("bench_plan_study: --plans must be >= 3");
   SetThreads(config.threads);
   Checkpoint checkpoint(config.model.path);
-  Pipeline pipeline(comm, checkpoint);
+  Pipeline pipeline = LoadPipeline(comm, checkpoint);
   const std::string model_fingerprint = ModelFingerprint(checkpoint, pipeline);
   const QuantSpec spec{config.quant.bits_low, config.quant.bits_high, config.quant.group_size};
   const fs::path& tok = config.model.tokenizer;

@@ -1,4 +1,4 @@
-// Benchmarks for hiq/quant.h: QuantizeCandidate on LLaMA-7B layer shapes, and the _ref vs fast
+// Benchmarks for hiq/quant/quant.h: QuantizeCandidate on LLaMA-7B layer shapes, and the _ref vs fast
 // row kernel. Throughput is reported as GB/s of float32 weights read (n_out * n_in * 4 bytes);
 // the same number of bytes is written. Single-threaded, like the function.
 //   build/bench/bench_quant --benchmark_min_time=1
@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-#include "hiq/quant.h"  // QuantizeCandidate, FakeQuantizeRowGroups(Ref), TopChannels, HighCount
+#include "hiq/quant/quant.h"  // QuantizeCandidate, FakeQuantizeRowGroups(Ref), TopChannels, HighCount
 
 namespace {
 

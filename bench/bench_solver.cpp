@@ -1,4 +1,4 @@
-// Benchmarks of the global solve (include/hiq/solver.h) on seeded synthetic plan problems of
+// Benchmarks of the global solve (include/hiq/solve/solver.h) on seeded synthetic plan problems of
 // LLaMA-2-7B and LLaMA-2-70B size. scripts/bench_solver.sh runs this and prints the table in
 // docs/SOLVER.md.
 //
@@ -18,9 +18,9 @@
 #include <string>
 #include <vector>
 
-#include "hiq/quant.h"   // LayerBits, HighCount, QuantSpec
-#include "hiq/error.h"   // SolverError
-#include "hiq/solver.h"  // PlanProblem, SolvePareto, SolveMilp
+#include "hiq/quant/quant.h"   // LayerBits, HighCount, QuantSpec
+#include "hiq/base/error.h"   // SolverError
+#include "hiq/solve/solver.h"  // PlanProblem, SolvePareto, SolveMilp
 
 namespace {
 

@@ -1,11 +1,11 @@
 // Calibration sets: seeded, rank-free randomness and the sampling rule.
-#include "hiq/calibration.h"
+#include "hiq/stages/calibration.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "hiq/error.h"
+#include "hiq/base/error.h"
 #include "test_util.h"
 
 namespace hiq {

@@ -1,4 +1,4 @@
-// Tests for hiq/checkpoint.h: config.json validation (one case per rejection), the real
+// Tests for hiq/io/checkpoint.h: config.json validation (one case per rejection), the real
 // stories260K directory, sharded and F16/BF16 copies of it written to temp dirs, lazy mapping,
 // the tensor check and `hiq inspect` output.
 #include <gtest/gtest.h>
@@ -8,9 +8,9 @@
 #include <sstream>
 #include <thread>
 
-#include "hiq/checkpoint.h"
-#include "hiq/error.h"        // FormatError, IoError
-#include "hiq/safetensors.h"  // SafetensorsFile, WriteSafetensors, conversions
+#include "hiq/io/checkpoint.h"
+#include "hiq/base/error.h"        // FormatError, IoError
+#include "hiq/io/safetensors.h"  // SafetensorsFile, WriteSafetensors, conversions
 #include "test_util.h"        // TempDir, DataDir
 
 namespace hiq {

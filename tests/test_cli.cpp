@@ -5,7 +5,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "hiq/sha256.h"
+#include "hiq/base/sha256.h"
 #include "test_util.h"
 
 namespace hiq {

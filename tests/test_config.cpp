@@ -1,4 +1,4 @@
-// Tests of hiq/config.h: the shipped configs, defaults, path resolution, --set, the YAML and
+// Tests of hiq/config/config.h: the shipped configs, defaults, path resolution, --set, the YAML and
 // fingerprint round trips, every error message, and that docs/CONFIG.md is the generated text.
 #include <yaml-cpp/yaml.h>
 
@@ -6,9 +6,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "hiq/config.h"
-#include "hiq/error.h"   // ConfigError, IoError
-#include "hiq/sha256.h"  // Sha256Hex
+#include "hiq/config/config.h"
+#include "hiq/base/error.h"   // ConfigError, IoError
+#include "hiq/base/sha256.h"  // Sha256Hex
 #include "test_util.h"   // DataDir, SourceDir, TempDir, EXPECT_THROW_MSG
 
 namespace hiq {

@@ -1,4 +1,4 @@
-// Tests of the GLPK wrapper (include/hiq/glpk.h): known answers, warm starts, status mapping,
+// Tests of the GLPK wrapper (include/hiq/solve/glpk.h): known answers, warm starts, status mapping,
 // silence, and every argument check by its message.
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "hiq/glpk.h"
+#include "hiq/solve/glpk.h"
 #include "test_util.h"
 
 namespace hiq::glpk {

@@ -11,9 +11,9 @@
 #include <thread>
 #include <vector>
 
-#include "hiq/error.h"  // IoError, FormatError, ConfigError
-#include "hiq/h5.h"
-#include "hiq/sha256.h"
+#include "hiq/base/error.h"  // IoError, FormatError, ConfigError
+#include "hiq/io/h5.h"
+#include "hiq/base/sha256.h"
 #include "test_util.h"  // TempDir, EXPECT_THROW_WITH
 
 namespace hiq {

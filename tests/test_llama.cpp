@@ -1,6 +1,6 @@
 // The engine against an independent PyTorch oracle (llm.c's test_gpt2 manner) and against
 // central finite differences in double for every layer type.
-#include "hiq/llama.h"
+#include "hiq/model/llama.h"
 
 #include <gtest/gtest.h>
 
@@ -8,10 +8,10 @@
 #include <cstdio>
 #include <random>
 
-#include "hiq/checkpoint.h"
-#include "hiq/error.h"
-#include "hiq/pipeline.h"
-#include "hiq/safetensors.h"
+#include "hiq/io/checkpoint.h"
+#include "hiq/base/error.h"
+#include "hiq/dist/pipeline.h"
+#include "hiq/io/safetensors.h"
 #include "test_util.h"
 
 namespace hiq {
@@ -94,8 +94,8 @@ TEST_F(OracleTest, BackwardMatchesOracleGradientOfEveryWeight) {
   // Tied embeddings: the table's gradient is the sum of its two uses.
   check("model.embed_tokens.weight", grad.embedding + grad.lm_head);
   for (size_t b = 0; b < grad.blocks.size(); ++b) {
-    ForEachBlockTensor(grad.blocks[b], [&](const char* suffix, Matrix<float>& g) {
-      check("model.layers." + std::to_string(b) + "." + suffix, g);
+    ForEachBlockTensor(grad.blocks[b], [&](const BlockTensor& t, Matrix<float>& g) {
+      check(BlockTensorName(static_cast<int>(b), t.suffix), g);
     });
   }
   check("model.norm.weight", grad.final_norm);
@@ -254,12 +254,12 @@ TEST(FiniteDifference, BlockBackwardMatchesForEveryWeightAndInput) {
     return Probe(out, r);
   };
   ExpectGradientMatches("dx", x, dx, f);
-  ForEachBlockTensor(w, [&](const char* name, Matrix<double>& m) {
+  ForEachBlockTensor(w, [&](const BlockTensor& t, Matrix<double>& m) {
     Matrix<double>* g = nullptr;
-    ForEachBlockTensor(grad, [&](const char* gname, Matrix<double>& gm) {
-      if (std::string(gname) == name) g = &gm;
+    ForEachBlockTensor(grad, [&](const BlockTensor& gt, Matrix<double>& gm) {
+      if (&gt == &t) g = &gm;
     });
-    ExpectGradientMatches(name, m, *g, f);
+    ExpectGradientMatches(std::string(t.suffix).c_str(), m, *g, f);
   });
 }
 

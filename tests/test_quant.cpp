@@ -1,4 +1,4 @@
-// Tests for hiq/quant.h: the quantizer's definition and bounds, _ref vs fast kernels, candidates,
+// Tests for hiq/quant/quant.h: the quantizer's definition and bounds, _ref vs fast kernels, candidates,
 // channel scores, top-k channels, HighCount and the bit count (including docs/BITS.md's numbers).
 #include <gtest/gtest.h>
 
@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "hiq/error.h"  // ConfigError, FormatError
-#include "hiq/quant.h"  // the module under test
+#include "hiq/base/error.h"  // ConfigError, FormatError
+#include "hiq/quant/quant.h"  // the module under test
 #include "test_util.h"  // SourceDir, EXPECT_THROW_WITH, EXPECT_THROW_MSG
 
 namespace hiq {

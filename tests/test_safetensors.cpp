@@ -1,4 +1,4 @@
-// Tests for hiq/safetensors.h: exact dtype conversions, the real stories260K files, one hostile
+// Tests for hiq/io/safetensors.h: exact dtype conversions, the real stories260K files, one hostile
 // file per validation rule (each checked by its message), and writer round trips on disk.
 #include <gtest/gtest.h>
 
@@ -12,8 +12,8 @@
 #include <sstream>
 #include <thread>
 
-#include "hiq/error.h"  // FormatError, IoError
-#include "hiq/safetensors.h"
+#include "hiq/base/error.h"  // FormatError, IoError
+#include "hiq/io/safetensors.h"
 #include "test_util.h"  // TempDir, DataDir
 
 namespace hiq {

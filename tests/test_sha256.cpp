@@ -2,8 +2,8 @@
 #include <fstream>
 #include <string>
 
-#include "hiq/error.h"  // IoError
-#include "hiq/sha256.h"
+#include "hiq/base/error.h"  // IoError
+#include "hiq/base/sha256.h"
 #include "test_util.h"  // DataDir, TempDir, EXPECT_THROW_WITH
 
 namespace hiq {

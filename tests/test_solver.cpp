@@ -1,4 +1,4 @@
-// Tests of the global solve (include/hiq/solver.h): the pareto and milp paths against brute
+// Tests of the global solve (include/hiq/solve/solver.h): the pareto and milp paths against brute
 // force on hundreds of seeded random instances, the budget edge cases, the error messages,
 // determinism and warm starts.
 #include <gtest/gtest.h>
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "hiq/solver.h"
+#include "hiq/solve/solver.h"
 #include "test_util.h"
 
 namespace hiq {

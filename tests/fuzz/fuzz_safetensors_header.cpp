@@ -21,8 +21,8 @@
 #include <span>
 #include <vector>
 
-#include "hiq/error.h"        // FormatError
-#include "hiq/safetensors.h"  // ParseSafetensorsImage, ConvertToFloat, EncodeFloats
+#include "hiq/base/error.h"        // FormatError
+#include "hiq/io/safetensors.h"  // ParseSafetensorsImage, ConvertToFloat, EncodeFloats
 
 namespace {
 

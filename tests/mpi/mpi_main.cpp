@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include "hiq/model/blas.h"  // PinBlasCore
+
 namespace {
 struct MpiSession {
   MpiSession(int* argc, char*** argv) { MPI_Init(argc, argv); }
@@ -11,6 +13,7 @@ struct MpiSession {
 }  // namespace
 
 int main(int argc, char** argv) {
+  hiq::PinBlasCore(argv);  // the kernels hiq itself runs, before MPI starts
   MpiSession mpi(&argc, &argv);
   ::testing::InitGoogleTest(&argc, argv);
   int rank = 0;

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "hiq/error.h"  // FormatError
-#include "hiq/h5.h"     // H5File, H5Group
+#include "hiq/base/error.h"  // FormatError
+#include "hiq/io/h5.h"     // H5File, H5Group
 
 namespace hiq {
 namespace {

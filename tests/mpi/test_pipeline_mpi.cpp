@@ -5,12 +5,12 @@
 #include <cmath>
 #include <random>
 
-#include "hiq/checkpoint.h"
-#include "hiq/eval.h"
-#include "hiq/llama.h"
-#include "hiq/mpi.h"
-#include "hiq/pipeline.h"
-#include "hiq/safetensors.h"
+#include "hiq/io/checkpoint.h"
+#include "hiq/stages/eval.h"
+#include "hiq/model/llama.h"
+#include "hiq/dist/mpi.h"
+#include "hiq/dist/pipeline.h"
+#include "hiq/io/safetensors.h"
 #include "test_util.h"
 
 namespace hiq {
@@ -52,7 +52,7 @@ TEST(Pipeline, GradientsMatchTheOracleOnEveryRank) {
   const Comm comm = Comm::World();
   Checkpoint checkpoint(ModelDir());
   SafetensorsFile oracle(test::DataDir() / "reference" / "stories260K-sample64.safetensors");
-  Pipeline pipeline(comm, checkpoint);
+  Pipeline pipeline = LoadPipeline(comm, checkpoint);
   const std::vector<Sequence> seqs = {NextTokenSequence(oracle.ReadInt32("tokens"))};
   Matrix<float> embedding_grad, head_grad;
   int checked = 0;
@@ -60,10 +60,9 @@ TEST(Pipeline, GradientsMatchTheOracleOnEveryRank) {
       pipeline.ForwardBackward(seqs, 1, [&](int, const Stage<float>& grad) {
         for (size_t b = 0; b < grad.blocks.size(); ++b) {
           BlockWeights<float> g = grad.blocks[b];
-          ForEachBlockTensor(g, [&](const char* suffix, Matrix<float>& m) {
-            const std::string name = "model.layers." +
-                                     std::to_string(grad.block_begin + static_cast<int>(b)) +
-                                     "." + suffix;
+          ForEachBlockTensor(g, [&](const BlockTensor& t, Matrix<float>& m) {
+            const std::string name =
+                BlockTensorName(grad.block_begin + static_cast<int>(b), t.suffix);
             EXPECT_LT(RelativeError(m, oracle.ReadFloat("grad." + name)), kGradRelTol)
                 << name << " on rank " << comm.rank();
             ++checked;
@@ -99,7 +98,7 @@ TEST(Pipeline, GradientsMatchTheOracleOnEveryRank) {
 TEST(Pipeline, PerplexityIsBitIdenticalToTheWholeModelInOneProcess) {
   const Comm comm = Comm::World();
   Checkpoint checkpoint(ModelDir());
-  Pipeline pipeline(comm, checkpoint);
+  Pipeline pipeline = LoadPipeline(comm, checkpoint);
   std::vector<int32_t> stream(7 * 96 + 5);
   std::mt19937_64 rng(11);
   for (auto& t : stream) t = static_cast<int32_t>(rng() % 512);
@@ -119,7 +118,7 @@ TEST(Pipeline, PerplexityIsBitIdenticalToTheWholeModelInOneProcess) {
 TEST(Pipeline, PerSequenceGradientsAreBitIdenticalToTheWholeModel) {
   const Comm comm = Comm::World();
   Checkpoint checkpoint(ModelDir());
-  Pipeline pipeline(comm, checkpoint);
+  Pipeline pipeline = LoadPipeline(comm, checkpoint);
   const std::vector<Sequence> seqs = RandomSequences(3, 40, 512, 5);
   const Stage<float> whole = LoadStage(checkpoint, 0, 5, true, true);
   std::vector<Stage<float>> want;
@@ -137,10 +136,10 @@ TEST(Pipeline, PerSequenceGradientsAreBitIdenticalToTheWholeModel) {
       BlockWeights<float> got = grad.blocks[b];
       BlockWeights<float> exp = want[static_cast<size_t>(s)].blocks[static_cast<size_t>(grad.block_begin) + b];
       std::vector<Matrix<float>*> exp_list;
-      ForEachBlockTensor(exp, [&](const char*, Matrix<float>& m) { exp_list.push_back(&m); });
+      ForEachBlockTensor(exp, [&](const BlockTensor&, Matrix<float>& m) { exp_list.push_back(&m); });
       size_t i = 0;
-      ForEachBlockTensor(got, [&](const char* name, Matrix<float>& m) {
-        EXPECT_TRUE(BitEqual(m, *exp_list[i++])) << name << " block " << grad.block_begin + b;
+      ForEachBlockTensor(got, [&](const BlockTensor& t, Matrix<float>& m) {
+        EXPECT_TRUE(BitEqual(m, *exp_list[i++])) << t.suffix << " block " << grad.block_begin + b;
       });
     }
   });

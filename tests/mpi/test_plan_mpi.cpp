@@ -3,11 +3,11 @@
 // bit for bit what a one-process pipeline (over MPI_COMM_SELF, in the same job) gives.
 #include <gtest/gtest.h>
 
-#include "hiq/calibration.h"
-#include "hiq/config.h"
-#include "hiq/cost.h"
-#include "hiq/fisher.h"
-#include "hiq/plan.h"
+#include "hiq/stages/calibration.h"
+#include "hiq/config/config.h"
+#include "hiq/stages/cost.h"
+#include "hiq/stages/fisher.h"
+#include "hiq/stages/plan.h"
 #include "test_util.h"
 
 namespace hiq {
@@ -25,7 +25,7 @@ RunConfig SmallConfig() {
 
 struct StageRun {
   explicit StageRun(const Comm& comm, const RunConfig& config)
-      : checkpoint(config.model.path), pipeline(comm, checkpoint) {
+      : checkpoint(config.model.path), pipeline(LoadPipeline(comm, checkpoint)) {
     fisher_set = BuildSampleSet(config.calibration.fisher, "fisher", pipeline, config.model.tokenizer);
     cost_set = BuildSampleSet(config.calibration.cost, "cost", pipeline, config.model.tokenizer);
     fisher = ComputeFisher(pipeline, fisher_set);
@@ -116,8 +116,8 @@ TEST(PlanMpi, ASwitchFromTheCachedBlockInputEqualsTheWholeForward) {
 TEST(PlanMpi, TheWholeStageGivesTheSamePlanAsOneProcess) {
   const RunConfig config = SmallConfig();
   Checkpoint checkpoint(config.model.path);
-  Pipeline world(Comm::World(), checkpoint);
-  Pipeline self(Comm::Self(), checkpoint);
+  Pipeline world = LoadPipeline(Comm::World(), checkpoint);
+  Pipeline self = LoadPipeline(Comm::Self(), checkpoint);
   const PlanReport a = RunPlanStage(config, world, checkpoint, nullptr);
   const PlanReport b = RunPlanStage(config, self, checkpoint, nullptr);
   EXPECT_EQ(a.choice, b.choice);

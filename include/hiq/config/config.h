@@ -1,0 +1,158 @@
+// hiq/config/config.h - the run configuration: what `hiq plan|quantize CONFIG.yaml` does.
+//
+// A RunConfig is plain structs. Every field is listed exactly once, in one visitor list in
+// src/config/config.cpp (the gemma.cpp gemma_args.h ForEach pattern), with its dotted YAML key, default,
+// allowed range or choices and help text. That list drives YAML parsing, `--set key=value`
+// overrides (the value is parsed as YAML by the same code), validation, ToYaml, the canonical
+// text behind Fingerprint() and docs/CONFIG.md, so adding a key is one line there.
+//
+// Paths: a relative path in a YAML file is resolved against that file's directory (configs work
+// from any cwd); a relative path in a `--set` against the current directory. All are stored as
+// lexically normal absolute paths. Defaults that depend on other keys are resolved after the
+// overrides: model.tokenizer = <model.path>/tokenizer.model, output = <cwd>/out/<config stem>.
+//
+// Errors: a ConfigError whose message starts with where the value was set (the YAML file as
+// named by the caller, or `--set`) and names the dotted key, what was found and what is allowed:
+// "config.yaml: key 'quant.bits_low' = 12 is out of range [1, 8]". An unreadable file is an
+// IoError. No global state: every function is thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace hiq {
+
+// Choice-valued keys. The YAML spelling of each value is Name(value) (lower case, as listed).
+enum class SampleSource { kText, kTokens, kGenerate };  // text | tokens | generate
+enum class ChannelScore { kFisher, kFisherImpact };     // fisher | fisher_impact
+enum class CostMode { kLoss, kLocal, kFisher };         // loss | local | fisher
+enum class CostCenter { kPlan, kFp };                   // plan | fp
+enum class SolverMethod { kPareto, kMilp };             // pareto | milp
+enum class ReconInputs { kFp, kQuantized };             // fp | quantized
+std::string_view Name(SampleSource value);              // e.g. "generate"
+std::string_view Name(ChannelScore value);
+std::string_view Name(CostMode value);
+std::string_view Name(CostCenter value);
+std::string_view Name(SolverMethod value);
+std::string_view Name(ReconInputs value);
+
+// Field meanings, defaults and ranges: docs/CONFIG.md (generated from the visitor list). The
+// zero initialisers below are placeholders; RunConfig() sets the documented defaults.
+struct SampleSetConfig {  // calibration.fisher / .cost / .check
+  SampleSource source = SampleSource::kGenerate;
+  std::filesystem::path path;  // text or token file; empty for kGenerate
+  int n_sequences = 0;
+  int seq_len = 0;
+  uint64_t seed = 0;
+  double temperature = 0.0;  // kGenerate only
+  friend bool operator==(const SampleSetConfig&, const SampleSetConfig&) = default;
+};
+struct ModelSection {
+  std::filesystem::path path;       // HF LLaMA checkpoint directory (required)
+  std::filesystem::path tokenizer;  // SentencePiece tokenizer.model
+  friend bool operator==(const ModelSection&, const ModelSection&) = default;
+};
+struct CalibrationSection {
+  SampleSetConfig fisher;  // gradients -> Fisher channel scores
+  SampleSetConfig cost;    // loss differences of the cost matrix
+  SampleSetConfig check;   // held-out measurement of each plan
+  friend bool operator==(const CalibrationSection&, const CalibrationSection&) = default;
+};
+struct QuantSection {
+  int bits_low = 0;            // b_L
+  int bits_high = 0;           // b_H; 16 = FP16 retention
+  int group_size = 0;          // 0 = one group per output row
+  std::vector<double> ratios;  // candidate high-impact ratios R, strictly increasing
+  double budget_bits = 0.0;    // average bits per quantized weight; 0 = unset
+  double budget_ratio = 0.0;   // budget = bits of this fixed ratio in every layer; 0 = unset
+  ChannelScore score = ChannelScore::kFisher;
+  bool symmetric = false;
+  friend bool operator==(const QuantSection&, const QuantSection&) = default;
+};
+struct CostSection {
+  CostMode mode = CostMode::kLoss;
+  CostCenter center = CostCenter::kPlan;
+  bool pairs = false;
+  int refine = 0;
+  int local_fit_switches = 0;
+  friend bool operator==(const CostSection&, const CostSection&) = default;
+};
+struct SolverSection {
+  SolverMethod method = SolverMethod::kPareto;
+  double time_limit = 0.0;  // seconds
+  double mip_gap = 0.0;
+  friend bool operator==(const SolverSection&, const SolverSection&) = default;
+};
+struct ReconstructionSection {
+  bool enabled = false;
+  int steps = 0;
+  int batch = 0;
+  double adaround_lr = 0.0;
+  double adaround_lambda = 0.0;
+  double beta_start = 0.0;
+  double beta_end = 0.0;
+  double warmup = 0.0;  // fraction of steps
+  double lwc_lr = 0.0;
+  double lwc_init = 0.0;
+  ReconInputs inputs = ReconInputs::kFp;
+  friend bool operator==(const ReconstructionSection&, const ReconstructionSection&) = default;
+};
+struct EvalSection {
+  std::filesystem::path text;  // empty = no evaluation
+  int seq_len = 0;             // 0 = the model's context length
+  int max_windows = 0;         // 0 = all
+  friend bool operator==(const EvalSection&, const EvalSection&) = default;
+};
+
+// A whole run. A value type: copy freely; not synchronised (share it read-only across threads).
+struct RunConfig {
+  RunConfig();  // every key at its documented default; model.path empty (it is required)
+  ModelSection model;
+  CalibrationSection calibration;
+  QuantSection quant;
+  CostSection cost;
+  SolverSection solver;
+  ReconstructionSection reconstruction;
+  EvalSection eval;
+  std::filesystem::path output;
+  uint64_t seed;
+  int threads;  // OpenBLAS threads per rank; 0 = OpenBLAS's default
+  friend bool operator==(const RunConfig&, const RunConfig&) = default;
+};
+
+// Reads, parses, overrides and validates `yaml_file`. `overrides` are "dotted.key=value" strings
+// (from `--set`, or e.g. "output=DIR" for `--output DIR`), applied in order after the file.
+// Throws IoError if the file cannot be read, ConfigError for anything wrong in it.
+RunConfig LoadConfig(const std::filesystem::path& yaml_file,
+                     const std::vector<std::string>& overrides = {});
+
+// As LoadConfig, from text: relative paths resolve against `base_dir`, messages start with
+// `source_name`, and the default output is <cwd>/out/<stem of source_name>.
+RunConfig ParseConfig(std::string_view yaml_text, const std::filesystem::path& base_dir,
+                      const std::string& source_name,
+                      const std::vector<std::string>& overrides = {});
+
+// Checks ranges, cross-field rules and that input paths exist (what ParseConfig checks last);
+// for configs built in code. Throws ConfigError with messages starting with `source_name`.
+void ValidateConfig(const RunConfig& config, const std::string& source_name);
+
+// The resolved config as YAML with every key (what `hiq config` prints). ParseConfig of it, from
+// any directory, gives back an equal RunConfig.
+std::string ToYaml(const RunConfig& config);
+
+// Stable flat text ("key: value" per line, list order, fixed number formatting) of every key
+// that can change a result, i.e. all but `output` and `threads`, so that moving the output or
+// changing the thread count does not invalidate a --resume. Fingerprint() is its SHA-256 (hex).
+std::string CanonicalText(const RunConfig& config);
+std::string Fingerprint(const RunConfig& config);
+
+// Every dotted key, in list order (for CLI help and completion).
+std::vector<std::string> ConfigKeys();
+
+// The reference page docs/CONFIG.md: intro plus one table row per key (default, range, help).
+std::string ConfigMarkdown();
+
+}  // namespace hiq

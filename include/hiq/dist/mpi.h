@@ -1,0 +1,88 @@
+// hiq/dist/mpi.h - the one place hiq talks to MPI: a thin communicator wrapper.
+//
+// Every MPI call is made here, with MPI_ERRORS_RETURN set so that a failure becomes an MpiError
+// (naming the call and the peer rank) instead of Open MPI's default abort without context.
+// Numerical modules never include this header; only the pipeline layer and main() do.
+//
+// Ownership: Comm does not own MPI_COMM_WORLD; MpiSession (one per process, in main) owns
+// MPI_Init/MPI_Finalize. Not thread-safe: one thread per rank talks to MPI.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace hiq {
+
+// RAII MPI_Init / MPI_Finalize for main().
+class MpiSession {
+ public:
+  MpiSession(int* argc, char*** argv);
+  ~MpiSession();
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+};
+
+// A pending non-blocking send; Wait() before the buffer is reused. The destructor waits too,
+// so a buffer can never be freed under an in-flight send.
+class SendRequest {
+ public:
+  SendRequest() = default;
+  explicit SendRequest(MPI_Request request) : request_(request) {}
+  SendRequest(SendRequest&& other) noexcept;
+  SendRequest& operator=(SendRequest&& other) noexcept;
+  ~SendRequest();
+  void Wait();
+
+ private:
+  MPI_Request request_ = MPI_REQUEST_NULL;
+};
+
+class Comm {
+ public:
+  // MPI_COMM_WORLD with errors returned to us. Requires an MpiSession.
+  static Comm World();
+  // This process alone (MPI_COMM_SELF): a one-rank pipeline beside the world one, so that tests
+  // can compare a P-rank result with the one-process result inside the same job.
+  static Comm Self();
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+
+  // Point-to-point messages of floats or doubles; the receive size must match the sent size
+  // exactly (MpiError otherwise).
+  void Send(std::span<const float> data, int dest, int tag) const;
+  SendRequest Isend(std::span<const float> data, int dest, int tag) const;
+  void Recv(std::span<float> data, int source, int tag) const;
+  void Send(std::span<const double> data, int dest, int tag) const;
+  void Recv(std::span<double> data, int source, int tag) const;
+
+  void Barrier() const;
+  // Broadcasts from `root` in place.
+  void Broadcast(std::span<double> data, int root) const;
+  void Broadcast(std::span<int32_t> data, int root) const;
+  void Broadcast(std::string& text, int root) const;
+  // Every rank's `local` bytes, concatenated in rank order, on `root` (empty elsewhere).
+  std::vector<std::string> Gather(const std::string& local, int root) const;
+  // Logical AND over ranks.
+  bool AllTrue(bool local) const;
+  // Maximum and sum over ranks, on every rank (for statistics, never for results: a sum's
+  // rounding would depend on the rank count).
+  double AllMax(double local) const;
+  double AllSum(double local) const;
+
+  // Bytes this rank has sent point-to-point since construction (for the bench).
+  uint64_t bytes_sent() const { return *bytes_sent_; }
+
+ private:
+  Comm(MPI_Comm comm, int rank, int size);
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0, size_ = 1;
+  std::shared_ptr<uint64_t> bytes_sent_;
+};
+
+}  // namespace hiq

@@ -1,0 +1,39 @@
+// hiq/stages/calibration.h - the calibration sequence sets (calibration.fisher / .cost / .check).
+//
+// A set is N sequences of seq_len + 1 tokens (seq_len predictions each), from one of:
+//   text      random windows of a text file tokenized as a whole (one BOS at its start),
+//   tokens    random windows of a token file written by `hiq tokenize`,
+//   generate  sampled from the model itself from BOS at the set's temperature (data-free,
+//             in-domain), through the rank pipeline.
+// Randomness is seeded per set and per sequence from (set seed, set name[, sequence index]), so
+// a set never depends on the rank count, the thread count or the other sets.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "hiq/config/config.h"    // SampleSetConfig
+#include "hiq/dist/pipeline.h"  // Pipeline, Sequence
+
+namespace hiq {
+
+// Collective over the pipeline's ranks (generation runs the model); every rank returns the same
+// sequences. ConfigError when a file holds fewer than seq_len + 1 tokens.
+std::vector<Sequence> BuildSampleSet(const SampleSetConfig& set, const std::string& name,
+                                     Pipeline& pipeline,
+                                     const std::filesystem::path& tokenizer_model);
+
+// Random windows of `length` tokens from `tokens`, starts uniform over the possible ones.
+std::vector<std::vector<int32_t>> RandomWindows(const std::vector<int32_t>& tokens, int n,
+                                                int64_t length, uint64_t seed,
+                                                const std::string& name,
+                                                const std::string& source);
+
+// Index drawn from the categorical distribution softmax(logits / temperature), with u in [0, 1).
+int32_t SampleToken(std::span<const float> logits, double temperature, double u);
+
+// A stream seed from (seed, name, index): FNV-1a, so streams are independent of call order.
+uint64_t StreamSeed(uint64_t seed, const std::string& name, uint64_t index = 0);
+
+}  // namespace hiq

@@ -1,0 +1,103 @@
+// hiq/stages/plan.h - the plan stage: calibrate, build candidates, measure cost terms, solve under the
+// bit budget, re-centre, check on held-out sequences, and write the plan (DESIGN.md 1.1-1.4,
+// 2.1-2.3; `hiq plan`).
+//
+// Flow (collective over the pipeline's ranks; every rank ends with the same PlanReport):
+//   1. Fisher on calibration.fisher -> channel scores -> nested candidates per layer.
+//   2. The reference plan: the largest fixed ratio within budget (the "fixed ratio").
+//   3. Cost terms on calibration.cost around the centre (cost.center: plan = the reference plan,
+//      fp = the full-precision model), rank 0's solve (pareto or milp), broadcast of the choice.
+//      With center: plan, up to cost.refine re-centrings: measure around the new plan, re-solve,
+//      keep a plan only if its measured loss on the cost set falls.
+//   4. Check: measured loss change (vs full precision) on calibration.check of the plan and of
+//      the fixed ratio; a plan that measures worse than the fixed ratio is replaced by it.
+// Outputs (WritePlan, rank 0, each file written to a temporary name then renamed):
+//   OUT/plan.json  readable: spec, budget, results, per layer name/ratio/bits/channels/predicted
+//   OUT/plan.h5    the same numbers as datasets + attributes (docs/FORMATS.md)
+//   OUT/fixed/     the fixed ratio at the same budget in the same two files (the baseline)
+// Both carry a fingerprint of config + model, so a stale plan is never taken for a current one.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "hiq/config/config.h"    // RunConfig
+#include "hiq/io/checkpoint.h"   // Checkpoint
+#include "hiq/stages/cost.h"      // Plan, CostModel
+#include "hiq/dist/pipeline.h"  // Pipeline
+
+namespace hiq {
+
+struct PlanLayerRow {
+  std::string name;             // "model.layers.0.self_attn.q_proj"
+  int candidate = 0;
+  double ratio = 0;
+  int64_t n_out = 0, n_in = 0;
+  std::vector<int32_t> channels;  // high-impact input channels, ascending
+  double bits = 0;                // LayerBits
+  double predicted = 0;           // its cost term at the chosen candidate (nats/token)
+};
+
+struct PlanReport {
+  QuantSpec spec;
+  std::vector<double> ratios;
+  std::vector<PlanLayerRow> layers;
+  Plan choice;
+  double budget_avg_bits = 0, avg_bits = 0, fixed_ratio = 0;
+  // Loss changes vs the full-precision model, nats per token. predicted: on the cost set, from
+  // the terms; measured and fixed: on the check set.
+  double predicted_dloss = 0, measured_dloss = 0, fixed_dloss = 0;
+  std::string solver;  // "pareto" | "milp"
+  std::string status;  // "optimal" | "feasible..."
+  double solve_seconds = 0, cost_seconds = 0;
+  int evaluations = 0, rounds = 0;
+  bool fell_back = false;  // the plan measured worse than the fixed ratio: the fixed ratio is kept
+  std::string log;         // human-readable lines: rounds, fallback reason
+  std::string fingerprint;  // SHA-256 of the config's canonical text + the model fingerprint
+  std::string cost_mode, cost_center;
+  // The fixed ratio at the same budget, as a plan of its own (written to OUT/fixed/).
+  std::vector<PlanLayerRow> fixed_layers;
+  double fixed_avg_bits = 0;
+
+  // "avg_bits=... budget=... predicted_dloss=... measured_dloss=... fixed_dloss=... solver=...
+  //  status=optimal|feasible"
+  std::string KeyValues() const;
+  std::string Table() const;  // per-layer table for the terminal
+  std::string Json() const;   // what plan.json holds
+};
+
+// Runs the whole stage. Collective; `log` (rank 0 only, may be null) receives progress lines.
+PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Checkpoint& checkpoint,
+                        std::FILE* log);
+
+// Pieces of the stage that studies (bench/bench_plan_study.cpp) reuse:
+// the solver's problem from measured terms and the budget;
+PlanProblem MakePlanProblem(const CostModel& cm, const CostTerms& terms, double budget_bits);
+// the solve on rank 0 (config.solver), its choice and numbers broadcast to every rank, a solver
+// error thrown on every rank alike;
+PlanSolution SolveOnRankZero(const RunConfig& config, const PlanProblem& problem,
+                             const Comm& comm);
+// each layer's single-layer term at the plan's candidate;
+std::vector<double> TermsAt(const std::vector<std::vector<double>>& diag, const Plan& plan);
+// the per-layer rows of a plan (`terms`: each layer's cost at its candidate), the channel lists
+// gathered from the ranks that own them. Collective.
+std::vector<PlanLayerRow> LayerRows(const CostModel& cm, const Plan& plan,
+                                    const std::vector<double>& terms, const Comm& comm);
+
+// SHA-256 over config.json and every tensor's bytes, each rank hashing only the tensors it owns
+// and rank 0 combining them in name order, so the value is the same for any rank count.
+std::string ModelFingerprint(const Checkpoint& checkpoint, const Pipeline& pipeline);
+
+// Writes OUT/plan.json and OUT/plan.h5 atomically (rank 0 only). IoError if it cannot.
+void WritePlan(const PlanReport& report, const std::filesystem::path& out_dir);
+
+// Reads OUT/plan.json back (spec, ratios and per-layer rows). FormatError naming the file and
+// the key for anything missing or inconsistent.
+PlanReport ReadPlan(const std::filesystem::path& out_dir);
+
+// Round-to-nearest with the plan's channels and spec, applied in place to this stage's blocks
+// (hiq eval --plan). FormatError if the plan's layers do not match the model.
+void ApplyPlanRtn(const PlanReport& plan, Stage<float>& stage);
+
+}  // namespace hiq

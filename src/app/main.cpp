@@ -1,0 +1,240 @@
+// hiq - the command line. The one place that catches: every error is printed once as
+// "hiq: error: ..." (with the rank when several run) and, under MPI, takes the whole job down
+// with MPI_Abort so that no rank is left waiting in a collective.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include <sys/resource.h>
+
+#include "hiq/io/checkpoint.h"  // Checkpoint, PrintInspect
+#include "hiq/config/config.h"      // LoadConfig, ToYaml
+#include "hiq/base/error.h"       // hiq::Error
+#include "hiq/stages/eval.h"        // Perplexity
+#include "hiq/model/blas.h"        // PinBlasCore, SetBlasThreads, CurrentBlasInfo
+#include "hiq/model/llama.h"       // KeepActivationMemory
+#include "hiq/dist/mpi.h"         // MpiSession, Comm
+#include "hiq/dist/pipeline.h"    // Pipeline
+#include "hiq/stages/plan.h"        // RunPlanStage, WritePlan, ReadPlan, ApplyPlanRtn
+#include "hiq/io/synth.h"       // WriteSyntheticModel
+#include "hiq/io/tokenizer.h"   // Tokenizer, WriteTokenFile
+
+namespace hiq {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Peak resident set of this process, from the kernel's own accounting.
+double PeakRssMiB() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+// Only rank 0 talks to stdout; the other ranks compute silently.
+bool Speaks(const Comm& comm) { return comm.rank() == 0; }
+
+int RunInspect(const fs::path& dir, bool json) {
+  Checkpoint checkpoint(dir);
+  checkpoint.CheckLlamaTensors();
+  if (json) {
+    std::cout << InspectJson(checkpoint).dump(2) << "\n";
+  } else {
+    PrintInspect(checkpoint, std::cout);
+  }
+  return 0;
+}
+
+int RunTokenize(const fs::path& model, const fs::path& text, const fs::path& out, bool json) {
+  const Tokenizer tokenizer(model / "tokenizer.model");
+  const std::vector<int32_t> tokens = TokenizeFile(tokenizer, text);
+  TokenFileInfo info = MakeTokenFileInfo(tokenizer, text, tokens);
+  WriteTokenFile(out, tokens, info);
+  if (json) {
+    std::printf("{\"out\": \"%s\", \"count\": %zu, \"text_sha256\": \"%s\", \"tokenizer_sha256\": \"%s\"}\n",
+                out.c_str(), tokens.size(), info.text_sha256.c_str(),
+                info.tokenizer_sha256.c_str());
+  } else {
+    std::printf("out=%s count=%zu text_sha256=%s tokenizer_sha256=%s\n", out.c_str(),
+                tokens.size(), info.text_sha256.c_str(), info.tokenizer_sha256.c_str());
+  }
+  return 0;
+}
+
+struct EvalArgs {
+  fs::path model, text, plan;
+  int seq_len = 0, max_windows = 0, batch = 4;
+  bool json = false;
+};
+
+int RunEval(const Comm& comm, const EvalArgs& args) {
+  Checkpoint checkpoint(args.model);
+  const int64_t seq_len =
+      args.seq_len > 0 ? args.seq_len : checkpoint.config().max_position_embeddings;
+  // Every rank tokenizes (cheap, and identical): no broadcast of the token stream is needed.
+  const std::vector<int32_t> tokens = LoadTokens(args.text, args.model / "tokenizer.model");
+  const std::vector<Sequence> windows =
+      PerplexityWindows(tokens, seq_len, args.max_windows, args.text.string());
+  Pipeline pipeline = LoadPipeline(comm, checkpoint);
+  std::string plan_fields;
+  if (!args.plan.empty()) {
+    // Each rank quantizes only its own layers, round-to-nearest, as the plan says.
+    const PlanReport plan = ReadPlan(args.plan);
+    ApplyPlanRtn(plan, pipeline.mutable_stage());
+    char buf[96];
+    std::snprintf(buf, sizeof buf, " avg_bits=%.6f plan=%s", plan.avg_bits, args.plan.c_str());
+    plan_fields = buf;
+  }
+  const double sent_before = static_cast<double>(comm.bytes_sent());
+  const PerplexityResult result = Perplexity(pipeline, windows, args.batch);
+  // Statistics beside the result: the largest resident set of any rank, and the bytes that
+  // crossed between ranks per window.
+  const double rss_mb = comm.AllMax(PeakRssMiB());
+  const double sent = comm.AllSum(static_cast<double>(comm.bytes_sent()) - sent_before);
+  if (Speaks(comm)) {
+    char stats[192];
+    std::snprintf(stats, sizeof stats,
+                  " ranks=%d max_rss_mib=%.1f bytes_per_window=%.0f blas_core=%s threads=%d",
+                  comm.size(), rss_mb, sent / static_cast<double>(result.windows),
+                  CurrentBlasInfo().core.c_str(), CurrentBlasInfo().threads);
+    if (args.json) {
+      std::printf("%s\n", result.Json().c_str());
+    } else {
+      std::printf("model=%s text=%s\n", args.model.c_str(), args.text.c_str());
+      std::printf("%s%s%s\n", result.KeyValues().c_str(), stats, plan_fields.c_str());
+    }
+  }
+  return 0;
+}
+
+int RunPlan(const Comm& comm, const RunConfig& config, bool json) {
+  if (config.threads > 0) SetBlasThreads(config.threads);
+  Checkpoint checkpoint(config.model.path);
+  Pipeline pipeline = LoadPipeline(comm, checkpoint);
+  std::FILE* log = Speaks(comm) ? (json ? stderr : stdout) : nullptr;
+  const PlanReport report = RunPlanStage(config, pipeline, checkpoint, log);
+  if (Speaks(comm) && json) {
+    WritePlan(report, config.output);
+    std::printf("%s\n", report.Json().c_str());
+  } else if (Speaks(comm)) {
+    WritePlan(report, config.output);
+    std::printf("%s", report.Table().c_str());
+    std::printf("%s", report.log.c_str());
+    std::printf("wrote %s\n", (config.output / "plan.json").c_str());
+    std::printf("%s\n", report.KeyValues().c_str());
+  }
+  comm.Barrier();  // the plan is on disk before any rank reports success
+  return 0;
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{"hiq: layer-wise high-impact ratio post-training quantization for LLaMA models"};
+  app.require_subcommand(1);
+  int threads = 0;
+  app.add_option("--threads", threads, "OpenBLAS threads per rank (default: cores / local ranks)");
+
+  auto* inspect = app.add_subcommand("inspect", "Print a checkpoint's config and tensor table");
+  fs::path inspect_dir;
+  bool inspect_json = false;
+  inspect->add_option("MODEL_DIR", inspect_dir, "Hugging Face LLaMA model directory")->required();
+  inspect->add_flag("--json", inspect_json, "Print JSON instead of the table");
+
+  auto* tokenize = app.add_subcommand("tokenize", "Tokenize a text file into an HDF5 token file");
+  fs::path tok_model, tok_text, tok_out;
+  bool tok_json = false;
+  tokenize->add_option("--model", tok_model, "Model directory (its tokenizer.model)")->required();
+  tokenize->add_option("--text", tok_text, "UTF-8 text file")->required();
+  tokenize->add_option("--out", tok_out, "Output token file (.h5)")->required();
+  tokenize->add_flag("--json", tok_json, "Print JSON");
+
+  auto* config = app.add_subcommand("config", "Print the fully resolved config");
+  fs::path config_file;
+  std::vector<std::string> config_sets;
+  config->add_option("CONFIG", config_file, "YAML config")->required();
+  config->add_option("--set", config_sets, "Override a key: --set quant.bits_low=3");
+
+  auto* eval = app.add_subcommand("eval", "Perplexity on held-out text (GPTQ protocol)");
+  EvalArgs eval_args;
+  eval->add_option("--model", eval_args.model, "Model directory")->required();
+  eval->add_option("--text", eval_args.text, "Text file or token file (.h5)")->required();
+  eval->add_option("--seq-len", eval_args.seq_len, "Window length (default: model context)");
+  eval->add_option("--max-windows", eval_args.max_windows, "Evaluate at most K windows");
+  eval->add_option("--batch", eval_args.batch, "Windows per pipeline message")
+      ->check(CLI::Range(1, 1024));
+  eval->add_flag("--json", eval_args.json, "Print the result as JSON");
+  eval->add_option("--plan", eval_args.plan,
+                   "Apply the plan in this output directory by round-to-nearest first");
+
+  auto* plan = app.add_subcommand("plan", "Fisher, cost terms and the global solve: write a plan");
+  fs::path plan_config;
+  fs::path plan_output;
+  std::vector<std::string> plan_sets;
+  plan->add_option("CONFIG", plan_config, "YAML config")->required();
+  plan->add_option("--output", plan_output, "Output directory (overrides the config's output)");
+  plan->add_option("--set", plan_sets, "Override a key: --set cost.mode=local");
+  bool plan_json = false;
+  plan->add_flag("--json", plan_json, "Print the plan as JSON (progress goes to stderr)");
+
+  auto* synth = app.add_subcommand("synth", "Write a random-weight model with real layer shapes");
+  SynthOptions synth_opts;
+  synth->add_option("--shape", synth_opts.shape, "llama2-7b | llama2-70b | tiny")->required();
+  synth->add_option("--layers", synth_opts.layers, "Number of blocks")->required();
+  synth->add_option("--seed", synth_opts.seed, "Seed of the weights")->required();
+  synth->add_option("--out", synth_opts.out, "Output model directory")->required();
+  synth->add_option("--tokenizer-from", synth_opts.tokenizer_from,
+                    "Copy tokenizer.model from this model directory");
+  synth->add_option("--dtype", synth_opts.dtype, "F32 | F16 | BF16 (default F16)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  SetBlasThreads(threads);
+  const Comm comm = Comm::World();
+  if (*inspect) return RunInspect(inspect_dir, inspect_json);
+  if (*tokenize) return RunTokenize(tok_model, tok_text, tok_out, tok_json);
+  if (*config) {
+    std::cout << ToYaml(LoadConfig(config_file, config_sets));
+    return 0;
+  }
+  if (*eval) return RunEval(comm, eval_args);
+  if (*plan) {
+    if (!plan_output.empty()) plan_sets.push_back("output=" + plan_output.string());
+    return RunPlan(comm, LoadConfig(plan_config, plan_sets), plan_json);
+  }
+  if (*synth) {
+    const SynthResult r = WriteSyntheticModel(synth_opts);
+    std::printf("out=%s params=%lld bytes=%lld\n", synth_opts.out.c_str(),
+                static_cast<long long>(r.params), static_cast<long long>(r.bytes));
+    return 0;
+  }
+  return 1;
+}
+
+}  // namespace
+}  // namespace hiq
+
+int main(int argc, char** argv) {
+  hiq::PinBlasCore(argv);
+  hiq::KeepActivationMemory();
+  hiq::MpiSession mpi(&argc, &argv);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  try {
+    return hiq::Run(argc, argv);
+  } catch (const std::exception& e) {
+    if (size > 1) {
+      std::fprintf(stderr, "hiq: error: rank %d: %s\n", rank, e.what());
+      std::fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    std::fprintf(stderr, "hiq: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,1045 @@
+// src/config/config.cpp - the one list of config keys (ForEachField) and everything it drives: defaults,
+// YAML and --set parsing, validation, ToYaml, the canonical text and docs/CONFIG.md.
+//
+// The list calls visitor(field, default, Meta{key, limits, ..., help}) once per key. A visitor is
+// a struct with one template operator(); what differs per field type (how to parse, format,
+// check and document an int, a path, a choice...) lives in the overload sets Parse, Format,
+// Check, TypeName and Allowed below, one overload per type, so no visitor repeats it.
+#include "hiq/config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+#include <span>
+#include <sstream>
+#include <type_traits>
+
+#include "hiq/base/error.h"   // ConfigError, IoError, HIQ_CHECK
+#include "hiq/base/sha256.h"  // Sha256Hex
+
+namespace hiq {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// The YAML names of each enum, indexed by the enum's value.
+constexpr std::array<std::string_view, 3> kSampleSourceNames = {"text", "tokens", "generate"};
+constexpr std::array<std::string_view, 2> kChannelScoreNames = {"fisher", "fisher_impact"};
+constexpr std::array<std::string_view, 3> kCostModeNames = {"loss", "local", "fisher"};
+constexpr std::array<std::string_view, 2> kCostCenterNames = {"plan", "fp"};
+constexpr std::array<std::string_view, 2> kSolverMethodNames = {"pareto", "milp"};
+constexpr std::array<std::string_view, 2> kReconInputsNames = {"fp", "quantized"};
+std::span<const std::string_view> Choices(SampleSource) { return kSampleSourceNames; }
+std::span<const std::string_view> Choices(ChannelScore) { return kChannelScoreNames; }
+std::span<const std::string_view> Choices(CostMode) { return kCostModeNames; }
+std::span<const std::string_view> Choices(CostCenter) { return kCostCenterNames; }
+std::span<const std::string_view> Choices(SolverMethod) { return kSolverMethodNames; }
+std::span<const std::string_view> Choices(ReconInputs) { return kReconInputsNames; }
+
+template <class E>
+std::string_view EnumName(E value) {
+  const auto names = Choices(value);
+  const auto index = static_cast<size_t>(value);
+  HIQ_CHECK(index < names.size());
+  return names[index];
+}
+
+// Allowed interval of a numeric key; an infinite end is always open.
+struct Limits {
+  double lo = -kInf;
+  double hi = kInf;
+  bool lo_open = false;
+  bool hi_open = false;
+};
+constexpr Limits Closed(double lo, double hi) { return {lo, hi, false, false}; }
+constexpr Limits OpenClosed(double lo, double hi) { return {lo, hi, true, false}; }
+constexpr Limits AtLeast(double lo) { return {lo, kInf, false, true}; }
+constexpr Limits Positive() { return {0.0, kInf, true, true}; }
+
+// Everything the list says about one key besides its field and default.
+struct Meta {
+  std::string key;                    // dotted YAML path
+  Limits limits = {};                 // numbers, and each element of a list
+  bool zero_ok = false;               // 0 (a documented "unset" or "auto") is allowed too
+  std::string_view default_doc = {};  // docs/CONFIG.md text instead of the default value
+  std::string_view allowed_doc = {};  // docs/CONFIG.md text instead of the range
+  bool fingerprint = true;            // part of CanonicalText (false: cannot change a result)
+  std::string_view help;
+};
+
+struct SampleSetDefaults {
+  SampleSource source;
+  int n_sequences;
+  uint64_t seed;
+};
+
+// The three calibration sample sets share one field list; only their defaults differ.
+template <class Visitor>
+void ForEachSampleSetField(SampleSetConfig& s, const std::string& p, const SampleSetDefaults& d,
+                           Visitor& v) {
+  v(s.source, d.source,
+    {.key = p + ".source",
+     .help = "Where the sequences come from: `text` = windows of seq_len tokens cut from a "
+             "text file, `tokens` = windows from a token .h5 file written by `hiq tokenize`, "
+             "`generate` = sequences sampled from the model itself (data-free)."});
+  v(s.path, fs::path(),
+    {.key = p + ".path",
+     .default_doc = "unset",
+     .allowed_doc = "existing file",
+     .help = "The text file (source `text`) or token .h5 file (source `tokens`). Required for "
+             "those sources and must be unset for `generate`."});
+  v(s.n_sequences, d.n_sequences,
+    {.key = p + ".n_sequences", .limits = Closed(1, 1 << 20), .help = "Number of sequences."});
+  v(s.seq_len, 128,
+    {.key = p + ".seq_len", .limits = Closed(1, 1 << 20), .help = "Tokens per sequence."});
+  v(s.seed, d.seed,
+    {.key = p + ".seed",
+     .help = "Seed of this set's random stream (which windows are cut, or what is sampled)."});
+  v(s.temperature, 1.0,
+    {.key = p + ".temperature",
+     .limits = OpenClosed(0, 100),
+     .help = "Sampling temperature for source `generate` (logits are divided by it); unused "
+             "by the other sources."});
+}
+
+// THE list: every key of a run, once, in the order ToYaml prints them.
+template <class Visitor>
+void ForEachField(RunConfig& c, Visitor& v) {
+  v(c.model.path, fs::path(),
+    {.key = "model.path",
+     .default_doc = "required",
+     .allowed_doc = "existing directory",
+     .help = "Hugging Face LLaMA checkpoint directory: config.json plus model.safetensors, or "
+             "sharded model-*.safetensors with model.safetensors.index.json (F32, F16 or BF16)."});
+  v(c.model.tokenizer, fs::path(),
+    {.key = "model.tokenizer",
+     .default_doc = "`<model.path>/tokenizer.model`",
+     .allowed_doc = "existing file (when text is read)",
+     .help = "SentencePiece tokenizer.model that tokenizes calibration and evaluation text."});
+
+  ForEachSampleSetField(c.calibration.fisher, "calibration.fisher", {SampleSource::kText, 128, 1},
+                        v);
+  ForEachSampleSetField(c.calibration.cost, "calibration.cost", {SampleSource::kGenerate, 32, 2},
+                        v);
+  ForEachSampleSetField(c.calibration.check, "calibration.check", {SampleSource::kGenerate, 32, 3},
+                        v);
+
+  v(c.quant.bits_low, 2,
+    {.key = "quant.bits_low",
+     .limits = Closed(1, 8),
+     .help = "Bit-width b_L of the low-precision channels of every quantized linear layer."});
+  v(c.quant.bits_high, 3,
+    {.key = "quant.bits_high",
+     .limits = Closed(2, 16),
+     .help = "Bit-width b_H of the high-impact channels; must be greater than bits_low. "
+             "16 keeps them in FP16 (the FP16-retention baseline)."});
+  v(c.quant.group_size, 32,
+    {.key = "quant.group_size",
+     .limits = Closed(8, 1 << 20),
+     .zero_ok = true,
+     .help = "Quantization group along the input dimension: one scale and zero per group of "
+             "this many input channels; 0 = one per output row."});
+  v(c.quant.ratios, std::vector<double>{0.02, 0.05, 0.10, 0.15, 0.20},
+    {.key = "quant.ratios",
+     .limits = OpenClosed(0, 1),
+     .help = "Candidate high-impact ratios R: the fraction of a layer's input channels (top "
+             "scores) quantized at bits_high. The plan picks one per layer."});
+  v(c.quant.budget_bits, 0.0,
+    {.key = "quant.budget_bits",
+     .limits = Closed(0, 16),
+     .default_doc = "`0.0` (unset)",
+     .help = "Budget as average bits per quantized weight, counting codes, scales/zeros and "
+             "channel indices; 0 = unset. Set exactly one of budget_bits and budget_ratio."});
+  v(c.quant.budget_ratio, 0.0,
+    {.key = "quant.budget_ratio",
+     .limits = Closed(0, 1),
+     .default_doc = "`0.0` (unset)",
+     .help = "Budget as a ratio: the bits that this same fixed ratio costs in every layer, so "
+             "the plan is compared with the fixed-ratio baseline at matched bits; 0 = unset."});
+  v(c.quant.score, ChannelScore::kFisher,
+    {.key = "quant.score",
+     .help = "Channel score that ranks the input channels: `fisher` = sum_i F_ij, "
+             "`fisher_impact` = sum_i F_ij (W_ij - Q_bL(W_ij))^2."});
+  v(c.quant.symmetric, false,
+    {.key = "quant.symmetric",
+     .help = "Symmetric quantization (scale only) instead of asymmetric (scale and zero)."});
+
+  v(c.cost.mode, CostMode::kLoss,
+    {.key = "cost.mode",
+     .help = "Cost estimator: `loss` = end-to-end loss differences (the paper's), `local` = "
+             "block-local first-order term g . dY plus a fitted quadratic term, `fisher` = "
+             "gradient projections (M = S^T S / N)."});
+  v(c.cost.center, CostCenter::kPlan,
+    {.key = "cost.center",
+     .help = "Where loss differences are measured: `plan` = around the quantized operating "
+             "point (first the fixed-ratio plan that meets the budget, then the current plan), "
+             "`fp` = around the full-precision model (the paper's reproduction)."});
+  v(c.cost.pairs, false,
+    {.key = "cost.pairs",
+     .help = "Also measure the within-block pair terms (off-diagonal entries of M)."});
+  v(c.cost.refine, 2,
+    {.key = "cost.refine",
+     .limits = Closed(0, 20),
+     .help = "Re-centring rounds with center `plan`: measure around the current plan, solve, "
+             "keep the new plan only if its measured loss falls."});
+  v(c.cost.local_fit_switches, 10,
+    {.key = "cost.local_fit_switches",
+     .limits = Closed(0, 1000),
+     .help = "With mode `local`: end-to-end block switches measured to fit the two "
+             "coefficients of its quadratic term; 0 = first-order term only."});
+
+  v(c.solver.method, SolverMethod::kPareto,
+    {.key = "solver.method",
+     .help = "`pareto` = per-block Pareto frontiers, then a multiple-choice knapsack over them "
+             "(exact, scales to 7B); `milp` = the linearised quadratic program in GLPK directly "
+             "(the cross-check)."});
+  v(c.solver.time_limit, 60.0,
+    {.key = "solver.time_limit",
+     .limits = Positive(),
+     .help = "GLPK time limit per solve, in seconds."});
+  v(c.solver.mip_gap, 0.0,
+    {.key = "solver.mip_gap",
+     .limits = Closed(0, 1),
+     .help = "Relative MIP gap at which GLPK may stop; 0 = prove optimality."});
+
+  v(c.reconstruction.enabled, true,
+    {.key = "reconstruction.enabled",
+     .help = "Run the hybrid AdaRound + learnable-weight-clipping reconstruction per block; "
+             "false = round-to-nearest with the planned ratios."});
+  v(c.reconstruction.steps, 5000,
+    {.key = "reconstruction.steps",
+     .limits = Closed(0, 100000000),
+     .help = "Optimizer steps per transformer block."});
+  v(c.reconstruction.batch, 4,
+    {.key = "reconstruction.batch",
+     .limits = Closed(1, 4096),
+     .help = "Calibration sequences per optimizer step."});
+  v(c.reconstruction.adaround_lr, 1e-3,
+    {.key = "reconstruction.adaround_lr",
+     .limits = Positive(),
+     .help = "Adam learning rate of the AdaRound variables V (high-impact channels)."});
+  v(c.reconstruction.adaround_lambda, 0.01,
+    {.key = "reconstruction.adaround_lambda",
+     .limits = AtLeast(0),
+     .help = "Weight lambda of the rounding regulariser sum(1 - |2 h(V) - 1|^beta)."});
+  v(c.reconstruction.beta_start, 20.0,
+    {.key = "reconstruction.beta_start",
+     .limits = Positive(),
+     .help = "Regulariser exponent beta after the warm-up; annealed down to beta_end."});
+  v(c.reconstruction.beta_end, 2.0,
+    {.key = "reconstruction.beta_end",
+     .limits = Positive(),
+     .help = "Regulariser exponent beta at the last step; at most beta_start."});
+  v(c.reconstruction.warmup, 0.2,
+    {.key = "reconstruction.warmup",
+     .limits = Closed(0, 1),
+     .help = "Fraction of the steps before the rounding regulariser is switched on."});
+  v(c.reconstruction.lwc_lr, 1e-2,
+    {.key = "reconstruction.lwc_lr",
+     .limits = Positive(),
+     .help = "AdamW learning rate (no weight decay) of the learnable weight-clipping logits "
+             "(low-bit channels)."});
+  v(c.reconstruction.lwc_init, 4.0,
+    {.key = "reconstruction.lwc_init",
+     .help = "Initial clipping logits: xmax = sigmoid(logit) max(W), likewise xmin; 4.0 "
+             "starts at 98% of the range."});
+  v(c.reconstruction.inputs, ReconInputs::kFp,
+    {.key = "reconstruction.inputs",
+     .help = "Block inputs: `fp` = the cached full-precision inputs (every rank works at "
+             "once), `quantized` = outputs of the already-quantized preceding blocks."});
+
+  v(c.eval.text, fs::path(),
+    {.key = "eval.text",
+     .default_doc = "unset",
+     .allowed_doc = "existing file",
+     .help = "Held-out text for perplexity in non-overlapping windows (the GPTQ protocol); "
+             "unset = no evaluation."});
+  v(c.eval.seq_len, 0,
+    {.key = "eval.seq_len",
+     .limits = Closed(0, 1 << 20),
+     .help = "Window length in tokens; 0 = the model's context length."});
+  v(c.eval.max_windows, 0,
+    {.key = "eval.max_windows",
+     .limits = Closed(0, 1 << 30),
+     .help = "Evaluate at most this many windows; 0 = all."});
+
+  v(c.output, fs::path(),
+    {.key = "output",
+     .default_doc = "`out/<config file stem>` under the current directory",
+     .allowed_doc = "path",
+     .fingerprint = false,
+     .help = "Output directory: model.h5, shards/ and the stage files. `--output DIR` "
+             "overrides it."});
+  v(c.seed, uint64_t{0},
+    {.key = "seed", .help = "Run seed; every random stream is seeded from (seed, tensor name)."});
+  v(c.threads, 0,
+    {.key = "threads",
+     .limits = Closed(0, 1024),
+     .fingerprint = false,
+     .help = "OpenBLAS threads per rank; 0 = OpenBLAS's default. Results do not depend on "
+             "it."});
+}
+
+// ---- Messages -----------------------------------------------------------------------------
+
+[[noreturn]] void Fail(std::string_view source, const std::string& what) {
+  throw ConfigError(std::string(source) + ": " + what);
+}
+
+std::string Q(std::string_view text) { return "'" + std::string(text) + "'"; }
+
+std::string Got(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Scalar:
+      return Q(node.Scalar());
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a map";
+    default:
+      return "nothing";
+  }
+}
+
+std::string Join(std::span<const std::string_view> names, std::string_view quote) {
+  std::string out;
+  for (const auto name : names) {
+    if (!out.empty()) out += ", ";
+    out += std::string(quote) + std::string(name) + std::string(quote);
+  }
+  return out;
+}
+
+// Shortest text that reads back to the same double, always recognisable as a float.
+std::string FormatDouble(double value) {
+  char buf[64];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
+  HIQ_CHECK(ec == std::errc());
+  std::string text(buf, end);
+  if (text.find_first_of(".en") == std::string::npos) text += ".0";
+  return text;
+}
+
+// A range bound as people write it: 1048576, not 1.048576e+06.
+std::string FormatBound(double value) {
+  if (value == std::floor(value) && std::abs(value) < 1e15) {
+    return std::to_string(static_cast<int64_t>(value));
+  }
+  return FormatDouble(value);
+}
+
+std::string RangeText(const Limits& l) {
+  if (l.lo == -kInf && l.hi == kInf) return "any";
+  const std::string lo = l.lo == -kInf ? "(-inf" : (l.lo_open ? "(" : "[") + FormatBound(l.lo);
+  const std::string hi = l.hi == kInf ? "inf)" : FormatBound(l.hi) + (l.hi_open ? ")" : "]");
+  return lo + ", " + hi;
+}
+
+bool InLimits(double value, const Limits& l) {
+  const bool lo_ok = l.lo_open ? value > l.lo : value >= l.lo;
+  const bool hi_ok = l.hi_open ? value < l.hi : value <= l.hi;
+  return lo_ok && hi_ok;
+}
+
+void CheckNumber(double value, const std::string& shown, const Meta& m, std::string_view source) {
+  if (m.zero_ok && value == 0) return;
+  if (InLimits(value, m.limits)) return;
+  Fail(source, "key " + Q(m.key) + " = " + shown + " is out of range " + RangeText(m.limits) +
+                   (m.zero_ok ? " and not 0" : ""));
+}
+
+std::string FormatList(const std::vector<double>& values) {
+  std::string out = "[";
+  for (size_t i = 0; i < values.size(); ++i) out += (i ? ", " : "") + FormatDouble(values[i]);
+  return out + "]";
+}
+
+void CheckList(const std::vector<double>& values, const Meta& m, std::string_view source) {
+  if (values.empty()) Fail(source, "key " + Q(m.key) + " must not be empty");
+  for (const double value : values) {
+    if (!InLimits(value, m.limits)) {
+      Fail(source, "key " + Q(m.key) + " has element " + FormatDouble(value) + " out of range " +
+                       RangeText(m.limits));
+    }
+  }
+  for (size_t i = 1; i < values.size(); ++i) {
+    if (!(values[i] > values[i - 1])) {
+      Fail(source, "key " + Q(m.key) + " must be strictly increasing, got " + FormatList(values));
+    }
+  }
+}
+
+// ---- Per-type behaviour: Parse (YAML node -> field), Format, Check, TypeName, Allowed ---------
+
+struct ParseContext {
+  std::string_view source;  // the file name as given, or "--set"
+  fs::path base_dir;        // absolute; relative paths resolve against it
+};
+
+const std::string& ScalarOf(const YAML::Node& node, const Meta& m, const ParseContext& ctx,
+                            const std::string& expected) {
+  if (!node.IsScalar())
+    Fail(ctx.source, "key " + Q(m.key) + " must be " + expected + ", got " + Got(node));
+  return node.Scalar();
+}
+
+std::optional<double> ToDouble(const std::string& text) {
+  double value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || !std::isfinite(value)) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+fs::path NormalPath(const fs::path& path) {
+  fs::path out = path.lexically_normal();
+  if (!out.has_filename() && out.has_relative_path()) out = out.parent_path();  // "a/b/" -> "a/b"
+  return out;
+}
+
+void Parse(const YAML::Node& node, const Meta& m, const ParseContext& ctx, int& out) {
+  HIQ_CHECK(m.limits.lo >= INT_MIN && m.limits.hi <= INT_MAX);  // so the cast below is safe
+  const std::string& text = ScalarOf(node, m, ctx, "an integer");
+  int64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec == std::errc::result_out_of_range) CheckNumber(kInf, text, m, ctx.source);
+  if (ec != std::errc() || end != text.data() + text.size()) {
+    Fail(ctx.source, "key " + Q(m.key) + " must be an integer, got " + Q(text));
+  }
+  CheckNumber(static_cast<double>(value), std::to_string(value), m, ctx.source);
+  out = static_cast<int>(value);
+}
+
+void Parse(const YAML::Node& node, const Meta& m, const ParseContext& ctx, uint64_t& out) {
+  const std::string& text = ScalarOf(node, m, ctx, "a non-negative integer");
+  uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) {
+    Fail(ctx.source, "key " + Q(m.key) + " must be an integer in [0, 2^64), got " + Q(text));
+  }
+  out = value;
+}
+
+void Parse(const YAML::Node& node, const Meta& m, const ParseContext& ctx, double& out) {
+  const std::string& text = ScalarOf(node, m, ctx, "a number");
+  const std::optional<double> value = ToDouble(text);
+  if (!value) Fail(ctx.source, "key " + Q(m.key) + " must be a finite number, got " + Q(text));
+  CheckNumber(*value, FormatDouble(*value), m, ctx.source);
+  out = *value;
+}
+
+void Parse(const YAML::Node& node, const Meta& m, const ParseContext& ctx, bool& out) {
+  const std::string& text = ScalarOf(node, m, ctx, "true or false");
+  if (text == "true" || text == "True" || text == "TRUE") {
+    out = true;
+  } else if (text == "false" || text == "False" || text == "FALSE") {
+    out = false;
+  } else {
+    Fail(ctx.source, "key " + Q(m.key) + " must be true or false, got " + Q(text));
+  }
+}
+
+template <class E>
+requires std::is_enum_v<E>
+void Parse(const YAML::Node& node, const Meta& m, const ParseContext& ctx, E& out) {
+  const auto names = Choices(out);
+  const std::string& text = ScalarOf(node, m, ctx, "one of: " + Join(names, ""));
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == text) {
+      out = static_cast<E>(i);
+      return;
+    }
+  }
+  Fail(ctx.source, "key " + Q(m.key) + " = " + Q(text) + " is not one of: " + Join(names, ""));
+}
+
+// null or "" = unset; relative paths resolve against ctx.base_dir.
+void Parse(const YAML::Node& node, const Meta& m, const ParseContext& ctx, fs::path& out) {
+  if (node.IsNull()) {
+    out.clear();
+    return;
+  }
+  const std::string& text = ScalarOf(node, m, ctx, "a path");
+  out = text.empty() ? fs::path() : NormalPath(ctx.base_dir / text);
+}
+
+void Parse(const YAML::Node& node, const Meta& m, const ParseContext& ctx,
+           std::vector<double>& out) {
+  if (!node.IsSequence()) {
+    Fail(ctx.source, "key " + Q(m.key) + " must be a list of numbers, got " + Got(node));
+  }
+  std::vector<double> values;
+  for (const YAML::Node& element : node) {
+    const std::optional<double> value =
+        element.IsScalar() ? ToDouble(element.Scalar()) : std::nullopt;
+    if (!value) {
+      Fail(ctx.source,
+           "key " + Q(m.key) + " must be a list of numbers, got " + Got(element) + " in it");
+    }
+    values.push_back(*value);
+  }
+  CheckList(values, m, ctx.source);
+  out = std::move(values);
+}
+
+std::string QuoteYaml(std::string_view text) {
+  std::string out = "\"";
+  for (const char ch : text) {
+    const auto byte = static_cast<unsigned char>(ch);
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (byte < 0x20 || byte == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", byte);
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+std::string Format(int value) { return std::to_string(value); }
+std::string Format(uint64_t value) { return std::to_string(value); }
+std::string Format(double value) { return FormatDouble(value); }
+std::string Format(bool value) { return value ? "true" : "false"; }
+std::string Format(const fs::path& value) { return QuoteYaml(value.string()); }
+std::string Format(const std::vector<double>& values) { return FormatList(values); }
+template <class E>
+requires std::is_enum_v<E> std::string Format(E value) { return std::string(EnumName(value)); }
+
+void Check(int value, const Meta& m, std::string_view source) {
+  CheckNumber(value, std::to_string(value), m, source);
+}
+void Check(double value, const Meta& m, std::string_view source) {
+  CheckNumber(value, FormatDouble(value), m, source);
+}
+void Check(const std::vector<double>& values, const Meta& m, std::string_view source) {
+  CheckList(values, m, source);
+}
+template <class T>
+void Check(const T&, const Meta&, std::string_view) {}  // choices, bools, paths: any value goes
+
+std::string TypeName(int) { return "int"; }
+std::string TypeName(uint64_t) { return "uint64"; }
+std::string TypeName(double) { return "float"; }
+std::string TypeName(bool) { return "bool"; }
+std::string TypeName(const fs::path&) { return "path"; }
+std::string TypeName(const std::vector<double>&) { return "list of float"; }
+template <class E>
+requires std::is_enum_v<E> std::string TypeName(E) { return "choice"; }
+
+std::string Allowed(int, const Meta& m) { return (m.zero_ok ? "0 or " : "") + RangeText(m.limits); }
+std::string Allowed(uint64_t, const Meta&) { return "[0, 2^64)"; }
+std::string Allowed(double, const Meta& m) {
+  return (m.zero_ok ? "0 or " : "") + RangeText(m.limits);
+}
+std::string Allowed(bool, const Meta&) { return "`true`, `false`"; }
+std::string Allowed(const fs::path&, const Meta&) { return "path"; }
+std::string Allowed(const std::vector<double>&, const Meta& m) {
+  return "non-empty, strictly increasing, each in " + RangeText(m.limits);
+}
+template <class E>
+requires std::is_enum_v<E> std::string Allowed(E value, const Meta&) {
+  return Join(Choices(value), "`");
+}
+
+// ---- Visitors ------------------------------------------------------------------------------
+
+struct SetDefaults {
+  template <class T>
+  void operator()(T& field, const std::type_identity_t<T>& def, const Meta&) const {
+    field = def;
+  }
+};
+
+// Parses `node` into the field named `key`.
+struct AssignKey {
+  std::string_view key;
+  const YAML::Node& node;
+  const ParseContext& ctx;
+  bool found = false;
+  template <class T>
+  void operator()(T& field, const std::type_identity_t<T>&, const Meta& m) {
+    if (m.key != key) return;
+    Parse(node, m, ctx, field);
+    found = true;
+  }
+};
+
+// Where each key's value came from (the file or --set), for messages about the final config.
+struct Origins {
+  std::map<std::string, std::string, std::less<>> by_key;
+  std::string fallback;  // keys left at their default: the file is the place to set them
+  std::string Of(std::string_view key) const {
+    const auto it = by_key.find(key);
+    return it == by_key.end() ? fallback : it->second;
+  }
+  std::string Of(std::string_view key1, std::string_view key2) const {
+    const std::string a = Of(key1), b = Of(key2);
+    return a == b ? a : a + ", " + b;
+  }
+};
+
+struct CheckRanges {
+  const Origins& origins;
+  template <class T>
+  void operator()(T& field, const std::type_identity_t<T>&, const Meta& m) const {
+    Check(field, m, origins.Of(m.key));
+  }
+};
+
+// One row per key: everything ToYaml, CanonicalText and ConfigMarkdown print.
+struct Row {
+  std::string key, type, value, default_text, allowed;
+  std::string_view help;
+  bool fingerprint;
+};
+struct Describe {
+  std::vector<Row> rows;
+  template <class T>
+  void operator()(T& field, const std::type_identity_t<T>& def, const Meta& m) {
+    rows.push_back({m.key, TypeName(field), Format(field),
+                    m.default_doc.empty() ? "`" + Format(def) + "`" : std::string(m.default_doc),
+                    m.allowed_doc.empty() ? Allowed(field, m) : std::string(m.allowed_doc), m.help,
+                    m.fingerprint});
+  }
+};
+
+std::vector<Row> Rows(const RunConfig& config) {
+  RunConfig copy = config;  // the list takes a mutable config; Describe only reads it
+  Describe describe;
+  ForEachField(copy, describe);
+  return describe.rows;
+}
+
+// The valid keys, and the sections (proper prefixes) they sit in.
+struct KeySet {
+  std::vector<std::string> leaves;
+  std::set<std::string, std::less<>> leaf_set, sections;
+  bool IsLeaf(std::string_view key) const { return leaf_set.contains(key); }
+  bool IsSection(std::string_view key) const { return sections.contains(key); }
+};
+
+const KeySet& Keys() {
+  static const KeySet keys = [] {
+    KeySet k;
+    for (const Row& row : Rows(RunConfig())) {
+      HIQ_CHECK(k.leaf_set.insert(row.key).second);  // every key appears once in the list
+      k.leaves.push_back(row.key);
+      for (size_t dot = row.key.find('.'); dot != std::string::npos;
+           dot = row.key.find('.', dot + 1)) {
+        k.sections.insert(row.key.substr(0, dot));
+      }
+    }
+    return k;
+  }();
+  return keys;
+}
+
+// Optimal string alignment distance: Levenshtein plus transpositions ("lwo" -> "low" is 1).
+size_t EditDistance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// True if `abbreviation` can be read off `word` left to right ("n_seqs" in "n_sequences").
+bool IsSubsequence(std::string_view abbreviation, std::string_view word) {
+  size_t at = 0;
+  for (const char ch : word) at += at < abbreviation.size() && abbreviation[at] == ch;
+  return at == abbreviation.size();
+}
+
+// The key the user most likely meant: an abbreviated key in the same section first (shortest),
+// else the nearest key or section by edit distance, if it is near enough to be help, not noise.
+std::string UnknownKey(const std::string& key) {
+  const KeySet& keys = Keys();
+  const size_t dot = key.rfind('.');
+  const std::string parent = dot == std::string::npos ? "" : key.substr(0, dot + 1);
+  const std::string_view name = std::string_view(key).substr(parent.size());
+  std::string best;
+  for (const std::string& leaf : keys.leaves) {
+    if (leaf.starts_with(parent) && leaf.find('.', parent.size()) == std::string::npos &&
+        IsSubsequence(name, std::string_view(leaf).substr(parent.size())) &&
+        (best.empty() || leaf.size() < best.size())) {
+      best = leaf;
+    }
+  }
+  if (best.empty()) {
+    size_t best_distance = std::max<size_t>(2, key.size() / 3) + 1;
+    auto consider = [&](const std::string& candidate) {
+      const size_t distance = EditDistance(key, candidate);
+      if (distance < best_distance) {
+        best_distance = distance;
+        best = candidate;
+      }
+    };
+    for (const std::string& leaf : keys.leaves) consider(leaf);
+    for (const std::string& section : keys.sections) consider(section);
+  }
+  if (best.empty()) return "unknown key " + Q(key) + " (docs/CONFIG.md lists the keys)";
+  return "unknown key " + Q(key) + " (did you mean " + Q(best) + "?)";
+}
+
+// ---- Parsing -------------------------------------------------------------------------------
+
+YAML::Node LoadYaml(const std::string& text, std::string_view source, std::string_view what) {
+  std::vector<YAML::Node> documents;
+  try {
+    documents = YAML::LoadAll(text);
+  } catch (const YAML::Exception& e) {
+    if (e.mark.is_null()) Fail(source, "YAML syntax error" + std::string(what) + ": " + e.msg);
+    Fail(source, "YAML syntax error" + std::string(what) + " at line " +
+                     std::to_string(e.mark.line + 1) + ", column " +
+                     std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
+  if (documents.size() > 1) {
+    Fail(source, "expected one YAML document" + std::string(what) + ", found " +
+                     std::to_string(documents.size()));
+  }
+  return documents.empty() ? YAML::Node() : documents[0];
+}
+
+void AssignLeaf(RunConfig& config, const std::string& key, const YAML::Node& node,
+                const ParseContext& ctx, Origins& origins) {
+  AssignKey assign{key, node, ctx};
+  ForEachField(config, assign);
+  HIQ_CHECK(assign.found);
+  origins.by_key[key] = std::string(ctx.source);
+}
+
+// Walks a YAML map; `prefix` is the dotted section it sits in ("" at the top). Dotted keys
+// ("quant.bits_low: 3") are accepted at any level, as on the command line.
+void ApplyMap(RunConfig& config, const YAML::Node& map, const std::string& prefix,
+              const ParseContext& ctx, std::set<std::string>& seen, Origins& origins) {
+  for (const auto& entry : map) {
+    if (!entry.first.IsScalar()) {
+      Fail(ctx.source, "keys must be names, got " + Got(entry.first) +
+                           (prefix.empty() ? "" : " in section " + Q(prefix)));
+    }
+    const std::string key =
+        prefix.empty() ? entry.first.Scalar() : prefix + "." + entry.first.Scalar();
+    if (!seen.insert(key).second) Fail(ctx.source, "duplicate key " + Q(key));
+    if (Keys().IsLeaf(key)) {
+      AssignLeaf(config, key, entry.second, ctx, origins);
+    } else if (Keys().IsSection(key)) {
+      if (entry.second.IsNull()) continue;  // "eval:" with nothing under it
+      if (!entry.second.IsMap()) {
+        Fail(ctx.source,
+             "key " + Q(key) + " is a section and must hold keys, got " + Got(entry.second));
+      }
+      ApplyMap(config, entry.second, key, ctx, seen, origins);
+    } else {
+      Fail(ctx.source, UnknownKey(key));
+    }
+  }
+}
+
+// "dotted.key=value"; the value is YAML (so lists and quoting work as in the file).
+void ApplyOverride(RunConfig& config, const std::string& override_text, Origins& origins) {
+  constexpr std::string_view kSource = "--set";
+  const size_t eq = override_text.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    Fail(kSource, "expected key=value, got " + Q(override_text));
+  }
+  const std::string key = override_text.substr(0, eq);
+  if (Keys().IsSection(key)) {
+    Fail(kSource,
+         "key " + Q(key) + " is a section; set one of its keys, e.g. " +
+             Q(*std::find_if(Keys().leaves.begin(), Keys().leaves.end(),
+                             [&](const std::string& k) { return k.starts_with(key + "."); })));
+  }
+  if (!Keys().IsLeaf(key)) Fail(kSource, UnknownKey(key));
+  const YAML::Node node =
+      LoadYaml(override_text.substr(eq + 1), kSource, " in the value of " + Q(key));
+  const ParseContext ctx{kSource, fs::current_path()};
+  AssignLeaf(config, key, node, ctx, origins);
+}
+
+// ---- Validation ----------------------------------------------------------------------------
+
+void RequireExisting(const fs::path& path, const std::string& key, bool directory,
+                     const Origins& origins, std::string_view hint = {}) {
+  std::error_code ec;
+  const fs::file_status status = fs::status(path, ec);
+  std::string problem;
+  if (!fs::exists(status)) {
+    problem = "does not exist";
+  } else if (directory && !fs::is_directory(status)) {
+    problem = "is not a directory";
+  } else if (!directory && !fs::is_regular_file(status)) {
+    problem = "is not a regular file";
+  } else {
+    return;
+  }
+  Fail(origins.Of(key),
+       "key " + Q(key) + " = " + Q(path.string()) + " " + problem + std::string(hint));
+}
+
+void Validate(const RunConfig& c, const Origins& origins) {
+  RunConfig copy = c;
+  CheckRanges check_ranges{origins};
+  ForEachField(copy, check_ranges);
+  if (c.model.path.empty()) {
+    Fail(origins.Of("model.path"),
+         "missing required key model.path. HINT: add 'model: {path: DIR}' with a Hugging Face "
+         "LLaMA checkpoint directory, or pass --set model.path=DIR");
+  }
+
+  const QuantSection& q = c.quant;
+  if (q.bits_high <= q.bits_low) {
+    Fail(origins.Of("quant.bits_high", "quant.bits_low"),
+         "key 'quant.bits_high' = " + std::to_string(q.bits_high) +
+             " must be greater than key 'quant.bits_low' = " + std::to_string(q.bits_low));
+  }
+  const std::string budget_sources = origins.Of("quant.budget_bits", "quant.budget_ratio");
+  if (q.budget_bits > 0 && q.budget_ratio > 0) {
+    Fail(budget_sources,
+         "keys 'quant.budget_bits' and 'quant.budget_ratio' are both set; set exactly one");
+  }
+  if (q.budget_bits == 0 && q.budget_ratio == 0) {
+    Fail(budget_sources,
+         "neither key 'quant.budget_bits' nor 'quant.budget_ratio' is set; set exactly one. "
+         "HINT: 'quant: {budget_ratio: 0.1}' spends what a fixed 10% ratio costs");
+  }
+  if (q.budget_bits > 0 && q.budget_bits < q.bits_low) {
+    Fail(origins.Of("quant.budget_bits", "quant.bits_low"),
+         "key 'quant.budget_bits' = " + FormatDouble(q.budget_bits) +
+             " is below key 'quant.bits_low' = " + std::to_string(q.bits_low) +
+             ", so no plan can meet it");
+  }
+  const ReconstructionSection& r = c.reconstruction;
+  if (r.beta_start < r.beta_end) {
+    Fail(origins.Of("reconstruction.beta_start", "reconstruction.beta_end"),
+         "key 'reconstruction.beta_start' = " + FormatDouble(r.beta_start) +
+             " must be at least key 'reconstruction.beta_end' = " + FormatDouble(r.beta_end) +
+             " (beta is annealed downwards)");
+  }
+
+  RequireExisting(c.model.path, "model.path", /*directory=*/true, origins,
+                  ". HINT: point model.path at a Hugging Face LLaMA checkpoint directory, in the "
+                  "file or with --set model.path=DIR");
+
+  std::string text_reader;  // the first key whose file the tokenizer must read
+  const std::pair<std::string, const SampleSetConfig*> sets[] = {
+      {"calibration.fisher", &c.calibration.fisher},
+      {"calibration.cost", &c.calibration.cost},
+      {"calibration.check", &c.calibration.check}};
+  for (const auto& [name, set] : sets) {
+    const std::string path_key = name + ".path", source_key = name + ".source";
+    const std::string sources = origins.Of(path_key, source_key);
+    if (set->source == SampleSource::kGenerate) {
+      if (!set->path.empty()) {
+        Fail(sources, "key " + Q(path_key) + " is set but key " + Q(source_key) +
+                          " is 'generate', which reads no file. HINT: remove it, or pass --set " +
+                          path_key + "=");
+      }
+      continue;
+    }
+    if (set->path.empty()) {
+      Fail(sources, "key " + Q(path_key) + " must be set when key " + Q(source_key) + " is " +
+                        Q(EnumName(set->source)));
+    }
+    RequireExisting(set->path, path_key, /*directory=*/false, origins);
+    if (set->source == SampleSource::kText && text_reader.empty()) text_reader = path_key;
+  }
+  if (!c.eval.text.empty()) {
+    RequireExisting(c.eval.text, "eval.text", /*directory=*/false, origins);
+    if (text_reader.empty()) text_reader = "eval.text";
+  }
+  if (!text_reader.empty()) {
+    if (c.model.tokenizer.empty()) {
+      Fail(origins.Of("model.tokenizer"),
+           "key 'model.tokenizer' is unset but " + Q(text_reader) + " is text to tokenize");
+    }
+    RequireExisting(c.model.tokenizer, "model.tokenizer", /*directory=*/false, origins,
+                    " (needed to tokenize " + Q(text_reader) + ")");
+  }
+  if (c.output.empty()) Fail(origins.Of("output"), "key 'output' is unset");
+}
+
+std::string EscapeMarkdownCell(std::string_view text) {
+  std::string out;
+  for (const char ch : text) {
+    if (ch == '|') out += '\\';
+    out += ch;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string_view Name(SampleSource value) { return EnumName(value); }
+std::string_view Name(ChannelScore value) { return EnumName(value); }
+std::string_view Name(CostMode value) { return EnumName(value); }
+std::string_view Name(CostCenter value) { return EnumName(value); }
+std::string_view Name(SolverMethod value) { return EnumName(value); }
+std::string_view Name(ReconInputs value) { return EnumName(value); }
+
+RunConfig::RunConfig() {
+  SetDefaults set_defaults;
+  ForEachField(*this, set_defaults);
+}
+
+RunConfig ParseConfig(std::string_view yaml_text, const fs::path& base_dir,
+                      const std::string& source_name, const std::vector<std::string>& overrides) {
+  RunConfig config;
+  Origins origins;
+  origins.fallback = source_name;
+  const ParseContext ctx{source_name, NormalPath(fs::absolute(base_dir))};
+  const YAML::Node root = LoadYaml(std::string(yaml_text), source_name, "");
+  if (root.IsMap()) {
+    std::set<std::string> seen;
+    ApplyMap(config, root, "", ctx, seen, origins);
+  } else if (!root.IsNull()) {
+    Fail(source_name, "the top level must be a map of keys, got " + Got(root));
+  }
+  for (const std::string& override_text : overrides) ApplyOverride(config, override_text, origins);
+
+  // Defaults that follow other keys are resolved last, so that --set model.path=DIR moves the
+  // tokenizer along with it.
+  if (config.model.tokenizer.empty() && !config.model.path.empty()) {
+    config.model.tokenizer = config.model.path / "tokenizer.model";
+  }
+  if (config.output.empty()) {
+    config.output = NormalPath(fs::current_path() / "out" / fs::path(source_name).stem());
+  }
+  Validate(config, origins);
+  return config;
+}
+
+RunConfig LoadConfig(const fs::path& yaml_file, const std::vector<std::string>& overrides) {
+  const std::string name = yaml_file.string();
+  std::error_code ec;
+  if (!fs::exists(yaml_file, ec)) {
+    throw IoError("LoadConfig: config file " + Q(name) + " does not exist");
+  }
+  if (fs::is_directory(yaml_file, ec)) {
+    throw IoError("LoadConfig: config file " + Q(name) + " is a directory, expected a YAML file");
+  }
+  std::ifstream in(yaml_file, std::ios::binary);
+  if (!in) {
+    throw IoError("LoadConfig: cannot open config file " + Q(name) + ": " + std::strerror(errno));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw IoError("LoadConfig: cannot read config file " + Q(name));
+  return ParseConfig(text.str(), fs::absolute(yaml_file).parent_path(), name, overrides);
+}
+
+void ValidateConfig(const RunConfig& config, const std::string& source_name) {
+  Origins origins;
+  origins.fallback = source_name;
+  Validate(config, origins);
+}
+
+std::string ToYaml(const RunConfig& config) {
+  std::string out = "# hiq run config, resolved: every key, absolute paths (docs/CONFIG.md).\n";
+  out += "# fingerprint: " + Fingerprint(config) + "\n";
+  std::vector<std::string> open;  // the sections enclosing the previous key
+  for (const Row& row : Rows(config)) {
+    std::vector<std::string> parts;
+    for (size_t begin = 0;;) {
+      const size_t dot = row.key.find('.', begin);
+      parts.push_back(row.key.substr(begin, dot - begin));
+      if (dot == std::string::npos) break;
+      begin = dot + 1;
+    }
+    size_t common = 0;
+    while (common < open.size() && common + 1 < parts.size() && open[common] == parts[common]) {
+      ++common;
+    }
+    open.resize(common);
+    for (size_t i = common; i + 1 < parts.size(); ++i) {
+      out += std::string(2 * i, ' ') + parts[i] + ":\n";
+      open.push_back(parts[i]);
+    }
+    out += std::string(2 * (parts.size() - 1), ' ') + parts.back() + ": " + row.value + "\n";
+  }
+  return out;
+}
+
+std::string CanonicalText(const RunConfig& config) {
+  std::string out = "hiq-config-v1\n";  // bump when the formatting below changes
+  for (const Row& row : Rows(config)) {
+    if (row.fingerprint) out += row.key + ": " + row.value + "\n";
+  }
+  return out;
+}
+
+std::string Fingerprint(const RunConfig& config) { return Sha256Hex(CanonicalText(config)); }
+
+std::vector<std::string> ConfigKeys() { return Keys().leaves; }
+
+std::string ConfigMarkdown() {
+  std::string out = R"(# hiq run configuration
+
+<!-- Generated by hiq::ConfigMarkdown() from the key list in src/config/config.cpp: do not edit.
+     tests/test_config.cpp fails when this file is stale; regenerate it with
+     HIQ_UPDATE_DOCS=1 build/tests/test_config --gtest_filter='ConfigDocs.*' -->
+
+A run (`hiq plan|quantize CONFIG.yaml`) is described by one YAML file of nested sections, e.g.
+`quant: {bits_low: 2, bits_high: 3}`; a dotted key such as `quant.bits_low: 2` is accepted too.
+Every key except `model.path` has a default, so a config lists only what it changes (see
+`configs/`). `hiq config CONFIG.yaml` prints the resolved config: every key, paths made
+absolute, plus its fingerprint; that output loads back to the same config.
+
+**Paths.** A relative path in a config file is resolved against the directory of that file, so
+a config works from any working directory; a relative path given with `--set` is resolved
+against the current directory. `model.tokenizer` defaults to `tokenizer.model` inside
+`model.path`, and `output` to `out/<config file stem>` under the current directory. An empty
+path (`""`) means unset.
+
+**Overrides.** `--set key=value` (repeatable, applied in order after the file) sets one dotted
+key; the value is read as YAML, e.g. `--set quant.ratios=[0.05,0.1]` or
+`--set calibration.cost.source=text`. `--output DIR` is `--set output=DIR`.
+
+**Checks.** Unknown keys (with the closest valid key), wrong types, values out of range,
+inconsistent keys and missing input files are errors that name the key and where it was set
+(the file, or `--set`). Exactly one of `quant.budget_bits` and `quant.budget_ratio` must be set.
+
+**Calibration sets.** `calibration.fisher` gives the gradients whose squares rank the channels
+(real text works best); `calibration.cost` the sequences on which the loss differences of the
+cost matrix are measured (in-domain: sampled from the model when no in-domain text exists);
+`calibration.check` held-out sequences on which every plan's loss is measured before it is kept.
+
+**Fingerprint.** Stage outputs are stamped with the SHA-256 of the canonical text of every key
+that can change a result (all but `output` and `threads`).
+
+| key | type | default | allowed | meaning |
+|---|---|---|---|---|
+)";
+  for (const Row& row : Rows(RunConfig())) {
+    out += "| `" + row.key + "` | " + row.type + " | " + EscapeMarkdownCell(row.default_text) +
+           " | " + EscapeMarkdownCell(row.allowed) + " | " + EscapeMarkdownCell(row.help) + " |\n";
+  }
+  return out;
+}
+
+}  // namespace hiq

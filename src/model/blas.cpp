@@ -1,0 +1,71 @@
+// The thread and kernel policy (see hiq/model/blas.h).
+#include "hiq/model/blas.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+
+extern "C" {
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
+char* openblas_get_corename(void);
+char* openblas_get_config(void);
+}
+
+namespace hiq {
+
+namespace {
+
+constexpr const char* kPinnedCore = "SkylakeX";
+
+bool HasAvx512() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+}
+
+}  // namespace
+
+void PinBlasCore(char** argv) {
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr || std::getenv("HIQ_BLAS_PINNED") != nullptr) {
+    return;
+  }
+  if (!HasAvx512()) return;
+  setenv("OPENBLAS_CORETYPE", kPinnedCore, 1);
+  setenv("HIQ_BLAS_PINNED", "1", 1);
+  execv("/proc/self/exe", argv);
+  // Only reached if the re-exec failed: say so, and run with OpenBLAS's own choice.
+  std::perror("hiq: warning: could not re-execute to pin the OpenBLAS kernels");
+}
+
+int SetBlasThreads(int threads) {
+  if (threads <= 0) {
+    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    const int ranks = local != nullptr ? std::max(1, std::atoi(local)) : 1;
+    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / ranks);
+  }
+  openblas_set_num_threads(threads);
+  return threads;
+}
+
+BlasInfo CurrentBlasInfo() {
+  BlasInfo info;
+  info.core = openblas_get_corename();
+  info.config = openblas_get_config();
+  info.threads = openblas_get_num_threads();
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.starts_with("model name")) {
+      const size_t colon = line.find(':');
+      info.cpu_model = colon == std::string::npos ? line : line.substr(colon + 2);
+      break;
+    }
+  }
+  return info;
+}
+
+}  // namespace hiq

@@ -1,0 +1,903 @@
+// The global solve (see include/hiq/solve/solver.h and docs/SOLVER.md).
+//
+// Conventions used throughout: a "group" is a set of layers of one block connected by pair
+// terms (a block whose layers share no pair term falls apart into one group per layer); groups
+// are independent except through the budget, which is what makes the pareto path exact. Every
+// answer is re-scored with the canonical Objective()/Bits() and checked against the budget in
+// double before it is returned.
+#include "hiq/solve/solver.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <numeric>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "hiq/solve/glpk.h"  // glpk::Problem, glp_intopt behind RAII
+
+namespace hiq {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Bits or costs closer than this (relative to the budget / objective scale) are treated as
+// equal by the pre-GLPK filters, which only ever keep extra points: exactness is then restored
+// by the canonical re-check of the final plan. 1e-12 is ~1e4 ulps, far above the rounding of a
+// few hundred additions and far below any real difference (one bit in 1e10 is 1e-10).
+constexpr double kFilterRelTol = 1e-12;
+// Times the knapsack is re-solved with a no-good cut after GLPK's 1e-7 row tolerance let an
+// over-budget plan through. Each cut removes exactly one plan, so optimality is kept.
+constexpr int kMaxBudgetCuts = 50;
+
+// printf-like formatting without a runtime format string (-Wformat-nonliteral).
+std::string Format(double v, std::chars_format format, int precision) {
+  char buf[64];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, format, precision);
+  HIQ_CHECK(ec == std::errc());
+  return std::string(buf, end);
+}
+std::string Num(double v) { return Format(v, std::chars_format::general, 17); }
+std::string Fixed(double v, int decimals) { return Format(v, std::chars_format::fixed, decimals); }
+
+// "name[a][b]" for messages.
+std::string Entry(const char* name, size_t a, size_t b) {
+  std::string s(name);
+  s.append("[").append(std::to_string(a)).append("][").append(std::to_string(b)).append("]");
+  return s;
+}
+
+double Seconds(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// What is left of a time limit that started at `start`; at least 1 ms so that GLPK still runs
+// (and reports the time limit) when the enumeration or model building used it all.
+double RemainingSeconds(Clock::time_point start, double limit_s) {
+  return std::max(limit_s - Seconds(start), 1e-3);
+}
+
+void CheckOptions(const char* function, const SolverOptions& options) {
+  if (!(options.time_limit_s > 0)) {
+    throw SolverError(std::string(function) + ": time_limit_s is " + Num(options.time_limit_s) +
+                      "; expected a positive number of seconds (or infinity)");
+  }
+  if (!(options.mip_gap >= 0) || !std::isfinite(options.mip_gap)) {
+    throw SolverError(std::string(function) + ": mip_gap is " + Num(options.mip_gap) +
+                      "; expected a finite number >= 0");
+  }
+}
+
+// ---------------------------------------------------------------- canonical sums and bounds
+
+double BitsUnchecked(const PlanProblem& p, const std::vector<int>& choice) {
+  double total = 0;
+  for (size_t l = 0; l < choice.size(); ++l) total += p.bits[l][choice[l]];
+  return total;
+}
+
+double ObjectiveUnchecked(const PlanProblem& p, const std::vector<int>& choice) {
+  double total = 0;
+  for (size_t l = 0; l < choice.size(); ++l) total += p.cost[l][choice[l]];
+  for (const PlanProblem::Pair& pair : p.pairs) {
+    const size_t k2 = p.cost[pair.l2].size();
+    total += pair.cost[choice[pair.l1] * k2 + choice[pair.l2]];
+  }
+  return total;
+}
+
+// A solution re-scored from its choice (never trusting a solver's own objective), with the
+// bound and gap its status allows.
+PlanSolution MakeSolution(const PlanProblem& p, std::vector<int> choice, std::string status,
+                          double bound, const char* method, std::string detail,
+                          Clock::time_point start) {
+  PlanSolution s;
+  s.choice = std::move(choice);
+  s.objective = ObjectiveUnchecked(p, s.choice);
+  s.bits = BitsUnchecked(p, s.choice);
+  HIQ_CHECK(s.bits <= p.budget_bits);
+  s.status = std::move(status);
+  s.bound = s.status == "optimal" ? s.objective : std::min(bound, s.objective);
+  s.gap = s.status == "optimal"
+              ? 0.0
+              : (s.objective - s.bound) / std::max(std::fabs(s.objective), DBL_EPSILON);
+  s.method = method;
+  s.detail = std::move(detail);
+  s.seconds = Seconds(start);
+  return s;
+}
+
+void CheckChoice(const char* function, const PlanProblem& p, const std::vector<int>& choice) {
+  if (choice.size() != p.bits.size()) {
+    throw SolverError(std::string(function) + ": choice has " + std::to_string(choice.size()) +
+                      " entries; expected one per layer (" + std::to_string(p.bits.size()) + ")");
+  }
+  for (size_t l = 0; l < choice.size(); ++l) {
+    if (choice[l] < 0 || choice[l] >= static_cast<int>(p.bits[l].size())) {
+      throw SolverError(std::string(function) + ": choice[" + std::to_string(l) + "] is " +
+                        std::to_string(choice[l]) + "; expected a candidate index in 0.." +
+                        std::to_string(p.bits[l].size() - 1));
+    }
+  }
+}
+
+// The assignment with the fewest (most) bits in every layer; ties to the lower index.
+std::vector<int> ExtremeBitsChoice(const PlanProblem& p, bool most) {
+  std::vector<int> choice(p.bits.size());
+  for (size_t l = 0; l < p.bits.size(); ++l) {
+    const auto& b = p.bits[l];
+    choice[l] = static_cast<int>(most ? std::max_element(b.begin(), b.end()) - b.begin()
+                                      : std::min_element(b.begin(), b.end()) - b.begin());
+  }
+  return choice;
+}
+
+// Average bits as short as is unambiguous: 6 significant digits unless that would make the
+// budget print the same as the bound it misses.
+std::string AvgBits(double v, bool precise) {
+  return Format(v, std::chars_format::general, precise ? 17 : 6);
+}
+
+// Throws the "infeasible budget" error if no assignment fits.
+void CheckBudgetFeasible(const char* function, const PlanProblem& p) {
+  const double min_bits = BitsUnchecked(p, ExtremeBitsChoice(p, false));
+  if (p.budget_bits >= min_bits) return;
+  const double max_bits = BitsUnchecked(p, ExtremeBitsChoice(p, true));
+  const double budget_avg = p.budget_bits / p.n_weights;
+  const double min_avg = min_bits / p.n_weights;
+  const bool precise = AvgBits(budget_avg, false) == AvgBits(min_avg, false);
+  throw SolverError(std::string(function) + ": budget " + AvgBits(budget_avg, precise) +
+                    " bits/weight is infeasible: achievable average bits range from " +
+                    AvgBits(min_avg, precise) + " to " + AvgBits(max_bits / p.n_weights, precise) +
+                    ". HINT: raise the budget to at least " + AvgBits(min_avg, precise) +
+                    " bits/weight");
+}
+
+// The power of two nearest above |v| (1 for 0), so that dividing by it is exact.
+double PowerOfTwoScale(double v) {
+  if (!(v > 0) || !std::isfinite(v)) return 1.0;
+  int exponent = 0;
+  std::frexp(v, &exponent);  // v = f * 2^exponent, f in [0.5, 1)
+  return std::ldexp(1.0, exponent);
+}
+
+std::string StatusOf(const glpk::MipResult& r) {
+  if (r.status == glpk::MipStatus::kOptimal) return "optimal";
+  return r.time_limit_hit ? "feasible (time limit)" : "feasible";
+}
+
+// ---------------------------------------------------------------- groups and frontiers
+
+struct Group {
+  int block = 0;
+  std::vector<int> layers;  // ascending
+};
+
+// Connected components of the pair graph; ordered by (block, first layer) for determinism.
+std::vector<Group> MakeGroups(const PlanProblem& p) {
+  const int n_layer = static_cast<int>(p.bits.size());
+  std::vector<int> parent(n_layer);
+  std::iota(parent.begin(), parent.end(), 0);
+  auto find = [&](int l) {
+    while (parent[l] != l) l = parent[l] = parent[parent[l]];
+    return l;
+  };
+  for (const PlanProblem::Pair& pair : p.pairs) {
+    const int a = find(pair.l1), b = find(pair.l2);
+    parent[std::max(a, b)] = std::min(a, b);  // the root is the smallest layer
+  }
+  std::map<int, int> index_of_root;  // ordered: roots ascend with their first layer
+  std::vector<Group> groups;
+  for (int l = 0; l < n_layer; ++l) {
+    const int root = find(l);
+    auto [it, added] = index_of_root.emplace(root, static_cast<int>(groups.size()));
+    if (added) groups.push_back(Group{p.block_of_layer[l], {}});
+    groups[it->second].layers.push_back(l);
+  }
+  std::stable_sort(groups.begin(), groups.end(), [](const Group& a, const Group& b) {
+    return a.block != b.block ? a.block < b.block : a.layers[0] < b.layers[0];
+  });
+  return groups;
+}
+
+// One combination of a group's candidates: code is the mixed-radix number with the group's
+// first layer most significant, so code order is lexicographic order of the choices.
+struct Point {
+  double bits;
+  double cost;
+  uint32_t code;
+};
+
+int64_t CombinationCount(const PlanProblem& p, const Group& g) {
+  int64_t n = 1;
+  for (int l : g.layers) {
+    n *= static_cast<int64_t>(p.bits[l].size());
+    if (n > kParetoMaxBlockCombinations) return n;
+  }
+  return n;
+}
+
+void DecodeInto(const PlanProblem& p, const Group& g, uint32_t code, std::vector<int>* choice) {
+  for (size_t k = g.layers.size(); k-- > 0;) {
+    const uint32_t radix = static_cast<uint32_t>(p.bits[g.layers[k]].size());
+    (*choice)[g.layers[k]] = static_cast<int>(code % radix);
+    code /= radix;
+  }
+}
+
+// Every combination's exact (bits, cost) by depth-first enumeration with partial sums, then the
+// Pareto frontier: sorted by bits ascending, a point is kept only if it costs strictly less
+// than every point with fewer or equal bits. Ties (same bits and cost) keep the smallest code.
+// The result has strictly increasing bits and strictly decreasing cost.
+std::vector<Point> Frontier(const PlanProblem& p, const Group& g,
+                            const std::vector<std::vector<int>>& pairs_of_layer) {
+  const int depth_n = static_cast<int>(g.layers.size());
+  // For each depth, the pair terms linking it to a shallower layer of the group.
+  struct Link {
+    int other_depth;
+    const double* table;  // row-major K_shallow x K_deep (the shallower layer is l1)
+    int k_deep;
+  };
+  std::vector<std::vector<Link>> links(depth_n);
+  for (int k = 0; k < depth_n; ++k) {
+    const int l = g.layers[k];
+    for (int pair_index : pairs_of_layer[l]) {
+      const PlanProblem::Pair& pair = p.pairs[pair_index];
+      if (pair.l2 != l) continue;  // registered at its deeper layer only
+      const int other = static_cast<int>(
+          std::lower_bound(g.layers.begin(), g.layers.end(), pair.l1) - g.layers.begin());
+      links[k].push_back({other, pair.cost.data(), static_cast<int>(p.bits[l].size())});
+    }
+  }
+  std::vector<Point> points;
+  points.reserve(static_cast<size_t>(CombinationCount(p, g)));
+  std::vector<int> m(depth_n, 0);
+  std::vector<double> bits_at(depth_n + 1, 0.0), cost_at(depth_n + 1, 0.0);
+  std::vector<uint32_t> code_at(depth_n + 1, 0);
+  // Iterative depth-first walk: position k is the depth being (re)assigned.
+  int k = 0;
+  m[0] = 0;
+  while (k >= 0) {
+    const int l = g.layers[k];
+    const int n_cand = static_cast<int>(p.bits[l].size());
+    if (m[k] == n_cand) {
+      --k;
+      if (k >= 0) ++m[k];
+      continue;
+    }
+    double cost = cost_at[k] + p.cost[l][m[k]];
+    for (const Link& link : links[k]) cost += link.table[m[link.other_depth] * link.k_deep + m[k]];
+    bits_at[k + 1] = bits_at[k] + p.bits[l][m[k]];
+    cost_at[k + 1] = cost;
+    code_at[k + 1] = code_at[k] * static_cast<uint32_t>(n_cand) + static_cast<uint32_t>(m[k]);
+    if (k + 1 == depth_n) {
+      points.push_back({bits_at[k + 1], cost, code_at[k + 1]});
+      ++m[k];
+    } else {
+      ++k;
+      m[k] = 0;
+    }
+  }
+  std::sort(points.begin(), points.end(), [](const Point& a, const Point& b) {
+    if (a.bits != b.bits) return a.bits < b.bits;
+    if (a.cost != b.cost) return a.cost < b.cost;
+    return a.code < b.code;
+  });
+  std::vector<Point> frontier;
+  for (const Point& pt : points) {
+    if (frontier.empty() || pt.cost < frontier.back().cost) frontier.push_back(pt);
+  }
+  return frontier;
+}
+
+// ---------------------------------------------------------------- multiple-choice knapsack
+
+// min sum_g cost[g][pick_g] s.t. sum_g bits[g][pick_g] <= capacity, one pick per group. Each
+// group's points have strictly increasing bits and strictly decreasing cost (a frontier).
+struct Knapsack {
+  std::vector<std::vector<Point>> groups;
+  double capacity = 0;  // on the sum of bits
+};
+
+struct Relaxation {
+  double lambda = 0;        // the LP-optimal price of one bit (0 if the budget is slack)
+  double lp_bound = 0;      // LP relaxation value: a lower bound on the knapsack optimum
+  std::vector<int> greedy;  // an integer-feasible pick per group
+  double greedy_cost = 0;
+  double greedy_bits = 0;
+};
+
+// Lagrangian (LP dual) bound for a bit price lambda >= 0:
+//   L(lambda) = sum_g min_p (cost_p + lambda bits_p) - lambda capacity <= knapsack optimum,
+// with equality to the LP relaxation at the optimal lambda. Bits are taken relative to each
+// group's fewest-bits point so that lambda * bits does not cancel catastrophically.
+// best (optional) receives each group's min_p term.
+double LagrangianBound(const Knapsack& ks, double lambda, std::vector<double>* best) {
+  double capacity = ks.capacity;
+  for (const auto& pts : ks.groups) capacity -= pts[0].bits;
+  double bound = -lambda * capacity;
+  if (best != nullptr) best->clear();
+  for (const auto& pts : ks.groups) {
+    double group_best = pts[0].cost;
+    for (const Point& pt : pts) {
+      group_best = std::min(group_best, pt.cost + lambda * (pt.bits - pts[0].bits));
+    }
+    bound += group_best;
+    if (best != nullptr) best->push_back(group_best);
+  }
+  return bound;
+}
+
+// The LP relaxation of a multiple-choice knapsack is solved greedily on the lower convex hull
+// of each group (Sinha & Zoltners 1979): start every group at its fewest-bits point and take
+// hull increments in order of cost saved per bit until the capacity is reached. The increment
+// that does not fit sets the bit price lambda, and L(lambda) is the LP bound. The
+// same walk, skipping increments that do not fit, then polished by single-group moves into the
+// remaining capacity, gives an integer incumbent.
+Relaxation SolveRelaxation(const Knapsack& ks) {
+  const int n_group = static_cast<int>(ks.groups.size());
+  struct Increment {
+    double saving_per_bit;
+    int group;
+    int step;  // from hull point `step` to `step + 1`
+  };
+  std::vector<std::vector<int>> hull(n_group);  // indices into the group's points
+  std::vector<Increment> increments;
+  for (int g = 0; g < n_group; ++g) {
+    const auto& pts = ks.groups[g];
+    auto& h = hull[g];
+    for (int i = 0; i < static_cast<int>(pts.size()); ++i) {
+      // Pop the last hull point while it is not strictly below the chord to point i.
+      while (h.size() >= 2) {
+        const Point& a = pts[h[h.size() - 2]];
+        const Point& b = pts[h.back()];
+        const Point& c = pts[i];
+        if ((b.cost - a.cost) * (c.bits - b.bits) >= (c.cost - b.cost) * (b.bits - a.bits)) {
+          h.pop_back();
+        } else {
+          break;
+        }
+      }
+      h.push_back(i);
+    }
+    for (int s = 0; s + 1 < static_cast<int>(h.size()); ++s) {
+      const Point& a = pts[h[s]];
+      const Point& b = pts[h[s + 1]];
+      increments.push_back({(a.cost - b.cost) / (b.bits - a.bits), g, s});
+    }
+  }
+  std::stable_sort(increments.begin(), increments.end(), [](const auto& a, const auto& b) {
+    return a.saving_per_bit > b.saving_per_bit;
+  });
+
+  Relaxation r;
+  std::vector<int> step(n_group, 0);
+  std::vector<char> blocked(n_group, 0);
+  bool priced = false;
+  double used = 0;
+  for (int g = 0; g < n_group; ++g) used += ks.groups[g][0].bits;
+  for (const Increment& inc : increments) {
+    if (blocked[inc.group] || inc.step != step[inc.group]) continue;
+    const auto& pts = ks.groups[inc.group];
+    const double dw = pts[hull[inc.group][inc.step + 1]].bits - pts[hull[inc.group][inc.step]].bits;
+    if (dw <= ks.capacity - used) {
+      ++step[inc.group];
+      used += dw;
+      continue;
+    }
+    // The first increment that does not fit is the LP's fractional one: its slope is the
+    // optimal bit price.
+    if (!priced) r.lambda = inc.saving_per_bit;
+    priced = true;
+    blocked[inc.group] = 1;
+  }
+  r.lp_bound = LagrangianBound(ks, r.lambda, nullptr);
+  r.greedy.resize(n_group);
+  for (int g = 0; g < n_group; ++g) r.greedy[g] = hull[g][step[g]];
+  auto totals = [&] {
+    r.greedy_cost = r.greedy_bits = 0;
+    for (int g = 0; g < n_group; ++g) {
+      r.greedy_cost += ks.groups[g][r.greedy[g]].cost;
+      r.greedy_bits += ks.groups[g][r.greedy[g]].bits;
+    }
+  };
+  totals();
+  // Polish: move one group at a time to the point with the largest saving that still fits.
+  for (;;) {
+    double best_saving = 0;
+    int best_g = -1, best_i = -1;
+    for (int g = 0; g < n_group; ++g) {
+      const auto& pts = ks.groups[g];
+      const Point& cur = pts[r.greedy[g]];
+      for (int i = r.greedy[g] + 1; i < static_cast<int>(pts.size()); ++i) {
+        if (r.greedy_bits - cur.bits + pts[i].bits > ks.capacity) break;
+        if (cur.cost - pts[i].cost > best_saving) {
+          best_saving = cur.cost - pts[i].cost;
+          best_g = g;
+          best_i = i;
+        }
+      }
+    }
+    if (best_g < 0) break;
+    r.greedy[best_g] = best_i;
+    totals();
+  }
+  return r;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- public: checks
+
+void ValidatePlanProblem(const PlanProblem& p) {
+  const char* fn = "ValidatePlanProblem: ";
+  const size_t n_layer = p.bits.size();
+  if (n_layer == 0) throw SolverError(std::string(fn) + "the problem has no layers");
+  if (p.cost.size() != n_layer || p.block_of_layer.size() != n_layer) {
+    throw SolverError(std::string(fn) + "bits has " + std::to_string(n_layer) + " layers, cost " +
+                      std::to_string(p.cost.size()) + ", block_of_layer " +
+                      std::to_string(p.block_of_layer.size()) + "; expected the same number");
+  }
+  for (size_t l = 0; l < n_layer; ++l) {
+    const std::string layer = "layer " + std::to_string(l);
+    if (p.bits[l].empty()) throw SolverError(fn + layer + " has no candidates");
+    if (p.cost[l].size() != p.bits[l].size()) {
+      throw SolverError(fn + layer + " has " + std::to_string(p.bits[l].size()) + " bits and " +
+                        std::to_string(p.cost[l].size()) +
+                        " costs; expected one of each per "
+                        "candidate");
+    }
+    if (p.block_of_layer[l] < 0) {
+      throw SolverError(fn + layer + " is in block " + std::to_string(p.block_of_layer[l]) +
+                        "; expected a block id >= 0");
+    }
+    for (size_t m = 0; m < p.bits[l].size(); ++m) {
+      if (!std::isfinite(p.bits[l][m]) || p.bits[l][m] < 0) {
+        throw SolverError(fn + Entry("bits", l, m) + " is " + Num(p.bits[l][m]) +
+                          "; expected a finite number >= 0");
+      }
+      if (!std::isfinite(p.cost[l][m])) {
+        throw SolverError(fn + Entry("cost", l, m) + " is " + Num(p.cost[l][m]) +
+                          "; expected a finite number");
+      }
+    }
+  }
+  std::map<std::pair<int, int>, size_t> seen;
+  for (size_t i = 0; i < p.pairs.size(); ++i) {
+    const PlanProblem::Pair& pair = p.pairs[i];
+    const std::string name = "pair " + std::to_string(i) + " (layers " + std::to_string(pair.l1) +
+                             ", " + std::to_string(pair.l2) + ")";
+    const int n = static_cast<int>(n_layer);
+    if (pair.l1 < 0 || pair.l2 < 0 || pair.l1 >= n || pair.l2 >= n || pair.l1 >= pair.l2) {
+      throw SolverError(fn + name + " is invalid; expected two layers 0 <= l1 < l2 < " +
+                        std::to_string(n));
+    }
+    if (p.block_of_layer[pair.l1] != p.block_of_layer[pair.l2]) {
+      throw SolverError(fn + name + " joins blocks " + std::to_string(p.block_of_layer[pair.l1]) +
+                        " and " + std::to_string(p.block_of_layer[pair.l2]) +
+                        "; pair terms exist only within a block (DESIGN.md 1.3)");
+    }
+    if (auto [it, added] = seen.emplace(std::make_pair(pair.l1, pair.l2), i); !added) {
+      throw SolverError(fn + name + " repeats pair " + std::to_string(it->second) +
+                        "; expected at most one pair per two layers");
+    }
+    const size_t k1 = p.bits[pair.l1].size(), k2 = p.bits[pair.l2].size();
+    if (pair.cost.size() != k1 * k2) {
+      throw SolverError(fn + name + " has " + std::to_string(pair.cost.size()) +
+                        " costs; expected " + std::to_string(k1) + " x " + std::to_string(k2) +
+                        " = " + std::to_string(k1 * k2));
+    }
+    for (size_t k = 0; k < pair.cost.size(); ++k) {
+      if (!std::isfinite(pair.cost[k])) {
+        throw SolverError(fn + name + " cost[" + std::to_string(k) + "] is " + Num(pair.cost[k]) +
+                          "; expected a finite number");
+      }
+    }
+  }
+  if (!std::isfinite(p.budget_bits)) {
+    throw SolverError(std::string(fn) + "budget_bits is " + Num(p.budget_bits) +
+                      "; expected a finite number of bits");
+  }
+  if (!(p.n_weights > 0) || !std::isfinite(p.n_weights)) {
+    throw SolverError(std::string(fn) + "n_weights is " + Num(p.n_weights) +
+                      "; expected the (positive) number of quantized weights");
+  }
+}
+
+double Objective(const PlanProblem& problem, const std::vector<int>& choice) {
+  CheckChoice("Objective", problem, choice);
+  return ObjectiveUnchecked(problem, choice);
+}
+
+double Bits(const PlanProblem& problem, const std::vector<int>& choice) {
+  CheckChoice("Bits", problem, choice);
+  return BitsUnchecked(problem, choice);
+}
+
+// ---------------------------------------------------------------- public: solvers
+
+PlanSolution SolveBruteForce(const PlanProblem& p) {
+  const auto start = Clock::now();
+  ValidatePlanProblem(p);
+  double n_assign = 1;
+  for (const auto& b : p.bits) n_assign *= static_cast<double>(b.size());
+  if (n_assign > kBruteForceMaxAssignments) {
+    throw SolverError("SolveBruteForce: the problem has " + Fixed(n_assign, 0) +
+                      " assignments; expected at most " + Fixed(kBruteForceMaxAssignments, 0) +
+                      ". HINT: use SolvePareto, which is exact at any size");
+  }
+  CheckBudgetFeasible("SolveBruteForce", p);
+  const size_t n_layer = p.bits.size();
+  std::vector<int> choice(n_layer, 0), best;
+  double best_objective = 0;
+  // Odometer with the last layer fastest: assignments come in lexicographic order, and only a
+  // strictly better one replaces the incumbent, so ties go to the smallest.
+  for (;;) {
+    if (BitsUnchecked(p, choice) <= p.budget_bits) {
+      const double objective = ObjectiveUnchecked(p, choice);
+      if (best.empty() || objective < best_objective) {
+        best = choice;
+        best_objective = objective;
+      }
+    }
+    size_t l = n_layer;
+    while (l > 0 && ++choice[l - 1] == static_cast<int>(p.bits[l - 1].size())) {
+      choice[--l] = 0;
+    }
+    if (l == 0) break;
+  }
+  PlanSolution s;
+  s.choice = best;
+  s.objective = s.bound = best_objective;
+  s.bits = BitsUnchecked(p, best);
+  s.status = "optimal";
+  s.method = "brute_force";
+  s.detail = Fixed(n_assign, 0) + " assignments";
+  s.seconds = Seconds(start);
+  return s;
+}
+
+PlanSolution SolvePareto(const PlanProblem& p, const SolverOptions& options) {
+  const auto start = Clock::now();
+  ValidatePlanProblem(p);
+  CheckOptions("SolvePareto", options);
+  CheckBudgetFeasible("SolvePareto", p);
+  const int n_layer = static_cast<int>(p.bits.size());
+
+  // 1. Groups and their frontiers.
+  std::vector<std::vector<int>> pairs_of_layer(n_layer);
+  for (size_t i = 0; i < p.pairs.size(); ++i) {
+    pairs_of_layer[p.pairs[i].l1].push_back(static_cast<int>(i));
+    pairs_of_layer[p.pairs[i].l2].push_back(static_cast<int>(i));
+  }
+  const std::vector<Group> groups = MakeGroups(p);
+  const int n_group = static_cast<int>(groups.size());
+  Knapsack ks;
+  ks.groups.reserve(n_group);
+  int64_t n_combination = 0;
+  size_t n_frontier = 0, min_frontier = SIZE_MAX, max_frontier = 0;
+  for (const Group& g : groups) {
+    const int64_t n = CombinationCount(p, g);
+    if (n > kParetoMaxBlockCombinations) {
+      throw SolverError("SolvePareto: block " + std::to_string(g.block) + " has " +
+                        std::to_string(g.layers.size()) +
+                        " layers coupled by pair terms with more than " +
+                        std::to_string(kParetoMaxBlockCombinations) +
+                        " candidate combinations; expected at most that many. HINT: use "
+                        "SolveMilp, or drop pair terms so that the block splits");
+    }
+    n_combination += n;
+    ks.groups.push_back(Frontier(p, g, pairs_of_layer));
+    n_frontier += ks.groups.back().size();
+    min_frontier = std::min(min_frontier, ks.groups.back().size());
+    max_frontier = std::max(max_frontier, ks.groups.back().size());
+  }
+  ks.capacity = p.budget_bits;
+  std::string detail = std::to_string(n_group) + " groups, " + std::to_string(n_combination) +
+                       " combinations, " + std::to_string(n_frontier) + " frontier points (" +
+                       std::to_string(min_frontier) + "-" + std::to_string(max_frontier) +
+                       " per group)";
+
+  auto choice_of = [&](const std::vector<int>& pick) {
+    std::vector<int> choice(n_layer, 0);
+    for (int g = 0; g < n_group; ++g) {
+      DecodeInto(p, groups[g], ks.groups[g][pick[g]].code, &choice);
+    }
+    return choice;
+  };
+  auto make_solution = [&](std::vector<int> choice, std::string status, double bound,
+                           const std::string& how) {
+    return MakeSolution(p, std::move(choice), std::move(status), bound, "pareto",
+                        detail + "; " + how, start);
+  };
+
+  // 2. A budget that does not bind: every group at its cheapest point.
+  {
+    std::vector<int> pick(n_group);
+    for (int g = 0; g < n_group; ++g) pick[g] = static_cast<int>(ks.groups[g].size()) - 1;
+    std::vector<int> choice = choice_of(pick);
+    if (BitsUnchecked(p, choice) <= p.budget_bits) {
+      return make_solution(std::move(choice), "optimal", 0, "budget not binding");
+    }
+  }
+
+  // 3. Drop points that cannot fit next to the fewest-bits points of the other groups.
+  double min_total = 0;
+  for (const auto& pts : ks.groups) min_total += pts[0].bits;
+  const double bits_slack = kFilterRelTol * std::fabs(p.budget_bits);
+  for (auto& pts : ks.groups) {
+    const double room = p.budget_bits - (min_total - pts[0].bits) + bits_slack;
+    while (pts.size() > 1 && pts.back().bits > room) pts.pop_back();
+  }
+
+  // 4. LP bound and greedy incumbent; fix out every point whose Lagrangian bound exceeds the
+  //    incumbent (no plan containing it can be better). The incumbent's points always stay.
+  const Relaxation relax = SolveRelaxation(ks);
+  std::vector<int> incumbent_choice = choice_of(relax.greedy);
+  const bool have_incumbent = BitsUnchecked(p, incumbent_choice) <= p.budget_bits;
+  size_t n_kept = 0;
+  for (const auto& pts : ks.groups) n_kept += pts.size();
+  if (have_incumbent) {
+    // Both sides are sums of O(n_group) terms of at most these magnitudes.
+    double magnitude = std::fabs(relax.greedy_cost);
+    for (const auto& pts : ks.groups) magnitude += std::fabs(pts[0].cost);
+    const double cost_slack = kFilterRelTol * magnitude;
+    std::vector<double> best;
+    const double dual = LagrangianBound(ks, relax.lambda, &best);
+    n_kept = 0;
+    for (int g = 0; g < n_group; ++g) {
+      std::vector<Point> kept;
+      for (int i = 0; i < static_cast<int>(ks.groups[g].size()); ++i) {
+        const Point& pt = ks.groups[g][i];
+        const double bound_with =
+            dual - best[g] + pt.cost + relax.lambda * (pt.bits - ks.groups[g][0].bits);
+        if (i == relax.greedy[g] || bound_with <= relax.greedy_cost + cost_slack) {
+          kept.push_back(pt);
+        }
+      }
+      ks.groups[g] = std::move(kept);
+      n_kept += ks.groups[g].size();
+    }
+    detail += ", " + std::to_string(n_kept) + " left after the Lagrangian bound";
+    if (n_kept == static_cast<size_t>(n_group)) {
+      return make_solution(std::move(incumbent_choice), "optimal", relax.lp_bound,
+                           "greedy incumbent proven optimal by the bound");
+    }
+  }
+
+  // 5. GLPK on what is left: binary x per point, one per group, one (scaled) budget row.
+  //    Bits are shifted by each group's fewest-bits point and scaled by a power of two so that
+  //    the row is O(1); costs likewise. Power-of-two scaling is exact in double.
+  double base_bits = 0, base_cost = 0, max_weight = 0, max_cost = 0;
+  for (const auto& pts : ks.groups) {
+    base_bits += pts.front().bits;
+    base_cost += pts.back().cost;
+    max_weight = std::max(max_weight, pts.back().bits - pts.front().bits);
+    max_cost = std::max(max_cost, pts.front().cost - pts.back().cost);
+  }
+  const double capacity = std::max(p.budget_bits - base_bits, 0.0);
+  const double bit_scale = PowerOfTwoScale(std::max(capacity, max_weight));
+  const double cost_scale = PowerOfTwoScale(max_cost);
+  glpk::Problem lp;
+  std::vector<std::vector<int>> col_of(n_group);
+  std::vector<int> budget_cols;
+  std::vector<double> budget_coefs;
+  for (int g = 0; g < n_group; ++g) {
+    const auto& pts = ks.groups[g];
+    for (const Point& pt : pts) {
+      const int col =
+          lp.AddColumn(glpk::ColKind::kBinary, 0, 1, (pt.cost - pts.back().cost) / cost_scale);
+      col_of[g].push_back(col);
+      if (pt.bits > pts.front().bits) {
+        budget_cols.push_back(col);
+        budget_coefs.push_back((pt.bits - pts.front().bits) / bit_scale);
+      }
+    }
+    lp.AddRow(col_of[g], std::vector<double>(pts.size(), 1.0), 1.0, 1.0);
+  }
+  lp.AddRow(budget_cols, budget_coefs, -glpk::kInf, capacity / bit_scale);
+
+  glpk::MipOptions mip;
+  mip.mip_gap = options.mip_gap;
+  mip.verbose = options.verbose;
+  glpk::MipResult r;
+  int n_cut = 0;
+  std::vector<int> choice;
+  for (;;) {
+    mip.time_limit_s = RemainingSeconds(start, options.time_limit_s);
+    r = lp.SolveMip(mip);
+    if (r.status == glpk::MipStatus::kInfeasible || r.status == glpk::MipStatus::kNoSolution) {
+      if (have_incumbent) {
+        return make_solution(std::move(incumbent_choice),
+                             r.time_limit_hit ? "feasible (time limit)" : "feasible",
+                             relax.lp_bound, "GLPK found no better plan than the greedy");
+      }
+      throw SolverError(
+          std::string("SolvePareto: GLPK found no plan within the budget (") +
+          glpk::MipStatusName(r.status) +
+          (r.time_limit_hit ? ", time limit " + Num(options.time_limit_s) + " s" : std::string()) +
+          "). HINT: raise time_limit_s");
+    }
+    std::vector<int> pick(n_group, -1);
+    std::vector<int> cut_cols;
+    for (int g = 0; g < n_group; ++g) {
+      for (size_t i = 0; i < col_of[g].size(); ++i) {
+        if (r.x[col_of[g][i]] == 1.0) {
+          HIQ_CHECK(pick[g] < 0);
+          pick[g] = static_cast<int>(i);
+          cut_cols.push_back(col_of[g][i]);
+        }
+      }
+      HIQ_CHECK(pick[g] >= 0);
+    }
+    choice = choice_of(pick);
+    if (BitsUnchecked(p, choice) <= p.budget_bits) break;
+    // GLPK's row tolerance admitted a plan a hair over budget: forbid exactly this plan.
+    if (++n_cut > kMaxBudgetCuts) {
+      throw SolverError("SolvePareto: GLPK kept returning plans over the budget after " +
+                        std::to_string(kMaxBudgetCuts) + " cuts");
+    }
+    lp.AddRow(cut_cols, std::vector<double>(cut_cols.size(), 1.0), -glpk::kInf, n_group - 1.0);
+  }
+  const double bound = r.bound * cost_scale + base_cost;
+  return make_solution(std::move(choice), StatusOf(r), std::max(bound, relax.lp_bound),
+                       "GLPK " + std::string(StatusOf(r)) + " on " +
+                           std::to_string(lp.num_columns()) + " points in " + Fixed(r.seconds, 3) +
+                           " s" + (n_cut ? ", " + std::to_string(n_cut) + " budget cuts" : ""));
+}
+
+PlanSolution SolveMilp(const PlanProblem& p, const SolverOptions& options,
+                       const PlanSolution* warm_start) {
+  const auto start = Clock::now();
+  ValidatePlanProblem(p);
+  CheckOptions("SolveMilp", options);
+  CheckBudgetFeasible("SolveMilp", p);
+  const int n_layer = static_cast<int>(p.bits.size());
+  if (warm_start != nullptr) {
+    CheckChoice("SolveMilp (warm start)", p, warm_start->choice);
+    if (BitsUnchecked(p, warm_start->choice) > p.budget_bits) {
+      throw SolverError("SolveMilp: the warm start plan has " +
+                        Num(BitsUnchecked(p, warm_start->choice)) +
+                        " bits; expected at most the budget " + Num(p.budget_bits));
+    }
+  }
+
+  // Scales: bits shifted by each layer's fewest bits and divided by a power of two so that the
+  // budget row is O(1); costs divided by a power of two near their largest magnitude.
+  double base_bits = 0, max_weight = 0, max_cost = 0;
+  for (int l = 0; l < n_layer; ++l) {
+    const auto& b = p.bits[l];
+    const double lo = *std::min_element(b.begin(), b.end());
+    base_bits += lo;
+    max_weight = std::max(max_weight, *std::max_element(b.begin(), b.end()) - lo);
+    for (double c : p.cost[l]) max_cost = std::max(max_cost, std::fabs(c));
+  }
+  for (const auto& pair : p.pairs) {
+    for (double c : pair.cost) max_cost = std::max(max_cost, std::fabs(c));
+  }
+  const double capacity = std::max(p.budget_bits - base_bits, 0.0);
+  const double bit_scale = PowerOfTwoScale(std::max(capacity, max_weight));
+  const double cost_scale = PowerOfTwoScale(max_cost);
+
+  glpk::Problem lp;
+  std::vector<int> first_x(n_layer);  // column of x_{l,0}; x_{l,m} is first_x[l] + m
+  std::vector<int> budget_cols;
+  std::vector<double> budget_coefs;
+  for (int l = 0; l < n_layer; ++l) {
+    const int k = static_cast<int>(p.bits[l].size());
+    const double lo = *std::min_element(p.bits[l].begin(), p.bits[l].end());
+    std::vector<int> cols;
+    for (int m = 0; m < k; ++m) {
+      const int col = lp.AddColumn(glpk::ColKind::kBinary, 0, 1, p.cost[l][m] / cost_scale);
+      if (m == 0) first_x[l] = col;
+      cols.push_back(col);
+      if (p.bits[l][m] > lo) {
+        budget_cols.push_back(col);
+        budget_coefs.push_back((p.bits[l][m] - lo) / bit_scale);
+      }
+    }
+    lp.AddRow(cols, std::vector<double>(k, 1.0), 1.0, 1.0);  // exactly one candidate
+  }
+  // y_{(l1,m1),(l2,m2)} >= 0 with row sums x_{l1,m1} and column sums x_{l2,m2}: for binary x
+  // with one 1 per layer, the only such y is the outer product, i.e. y = x_{l1,m1} x_{l2,m2}.
+  std::vector<int> first_y(p.pairs.size());
+  for (size_t i = 0; i < p.pairs.size(); ++i) {
+    const auto& pair = p.pairs[i];
+    const int k1 = static_cast<int>(p.bits[pair.l1].size());
+    const int k2 = static_cast<int>(p.bits[pair.l2].size());
+    for (int m1 = 0; m1 < k1; ++m1) {
+      for (int m2 = 0; m2 < k2; ++m2) {
+        const int col = lp.AddColumn(glpk::ColKind::kContinuous, 0, glpk::kInf,
+                                     pair.cost[m1 * k2 + m2] / cost_scale);
+        if (m1 == 0 && m2 == 0) first_y[i] = col;
+      }
+    }
+    for (int m1 = 0; m1 < k1; ++m1) {
+      std::vector<int> cols{first_x[pair.l1] + m1};
+      std::vector<double> coefs{-1.0};
+      for (int m2 = 0; m2 < k2; ++m2) cols.push_back(first_y[i] + m1 * k2 + m2);
+      coefs.resize(cols.size(), 1.0);
+      lp.AddRow(cols, coefs, 0.0, 0.0);
+    }
+    for (int m2 = 0; m2 < k2; ++m2) {
+      std::vector<int> cols{first_x[pair.l2] + m2};
+      std::vector<double> coefs{-1.0};
+      for (int m1 = 0; m1 < k1; ++m1) cols.push_back(first_y[i] + m1 * k2 + m2);
+      coefs.resize(cols.size(), 1.0);
+      lp.AddRow(cols, coefs, 0.0, 0.0);
+    }
+  }
+  lp.AddRow(budget_cols, budget_coefs, -glpk::kInf, capacity / bit_scale);
+  std::string detail = std::to_string(n_layer) + " layers, " + std::to_string(p.pairs.size()) +
+                       " pairs: " + std::to_string(lp.num_columns()) + " columns, " +
+                       std::to_string(lp.num_rows()) + " rows";
+
+  std::vector<double> warm;
+  if (warm_start != nullptr) {
+    warm.assign(lp.num_columns(), 0.0);
+    for (int l = 0; l < n_layer; ++l) warm[first_x[l] + warm_start->choice[l]] = 1.0;
+    for (size_t i = 0; i < p.pairs.size(); ++i) {
+      const int k2 = static_cast<int>(p.bits[p.pairs[i].l2].size());
+      warm[first_y[i] + warm_start->choice[p.pairs[i].l1] * k2 +
+           warm_start->choice[p.pairs[i].l2]] = 1.0;
+    }
+  }
+
+  glpk::MipOptions mip;
+  mip.mip_gap = options.mip_gap;
+  mip.verbose = options.verbose;
+  mip.warm_start = warm;
+  auto finish = [&](std::vector<int> choice, std::string status, double bound,
+                    const std::string& how) {
+    return MakeSolution(p, std::move(choice), std::move(status), bound, "milp",
+                        detail + "; " + how, start);
+  };
+  int n_cut = 0;
+  for (;;) {
+    mip.time_limit_s = RemainingSeconds(start, options.time_limit_s);
+    const glpk::MipResult r = lp.SolveMip(mip);
+    const double bound = r.bound == -glpk::kInf ? -glpk::kInf : r.bound * cost_scale;
+    if (r.status == glpk::MipStatus::kNoSolution || r.status == glpk::MipStatus::kInfeasible) {
+      if (warm_start != nullptr) {
+        return finish(warm_start->choice, r.time_limit_hit ? "feasible (time limit)" : "feasible",
+                      bound,
+                      "GLPK found no plan before the time limit; the warm start is returned");
+      }
+      throw SolverError(
+          std::string("SolveMilp: GLPK found no plan within the budget (") +
+          glpk::MipStatusName(r.status) +
+          (r.time_limit_hit ? ", time limit " + Num(options.time_limit_s) + " s" : std::string()) +
+          "). HINT: raise time_limit_s, or pass SolvePareto's plan as warm start");
+    }
+    std::vector<int> choice(n_layer, -1);
+    std::vector<int> cut_cols;
+    for (int l = 0; l < n_layer; ++l) {
+      for (int m = 0; m < static_cast<int>(p.bits[l].size()); ++m) {
+        if (r.x[first_x[l] + m] == 1.0) {
+          HIQ_CHECK(choice[l] < 0);
+          choice[l] = m;
+          cut_cols.push_back(first_x[l] + m);
+        }
+      }
+      HIQ_CHECK(choice[l] >= 0);
+    }
+    if (BitsUnchecked(p, choice) <= p.budget_bits) {
+      return finish(std::move(choice), StatusOf(r), bound,
+                    "GLPK " + StatusOf(r) + " in " + Fixed(r.seconds, 3) + " s" +
+                        (r.warm_start_used ? " (warm start accepted)" : "") +
+                        (n_cut ? ", " + std::to_string(n_cut) + " budget cuts" : ""));
+    }
+    if (++n_cut > kMaxBudgetCuts) {
+      throw SolverError("SolveMilp: GLPK kept returning plans over the budget after " +
+                        std::to_string(kMaxBudgetCuts) + " cuts");
+    }
+    lp.AddRow(cut_cols, std::vector<double>(cut_cols.size(), 1.0), -glpk::kInf, n_layer - 1.0);
+  }
+}
+
+}  // namespace hiq

@@ -1,0 +1,114 @@
+#include "hiq/stages/calibration.h"
+
+#include <cmath>
+#include <random>
+
+#include "hiq/base/error.h"  // ConfigError
+#include "hiq/stages/eval.h"       // LoadTokens
+#include "hiq/io/tokenizer.h"  // Tokenizer
+
+namespace hiq {
+
+uint64_t StreamSeed(uint64_t seed, const std::string& name, uint64_t index) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  auto mix = [&](uint64_t v) {
+    for (int i = 0; i < 8; ++i) h = (h ^ ((v >> (8 * i)) & 0xff)) * 0x100000001b3ULL;
+  };
+  mix(seed);
+  for (unsigned char c : name) h = (h ^ c) * 0x100000001b3ULL;
+  mix(index);
+  return h;
+}
+
+// mt19937_64's output sequence is fixed by the C++ standard, unlike the std distributions, so
+// the draws are done by hand.
+static double Uniform01(std::mt19937_64& rng) {
+  return static_cast<double>(rng() >> 11) * 0x1.0p-53;
+}
+
+std::vector<std::vector<int32_t>> RandomWindows(const std::vector<int32_t>& tokens, int n,
+                                                int64_t length, uint64_t seed,
+                                                const std::string& name,
+                                                const std::string& source) {
+  const int64_t total = static_cast<int64_t>(tokens.size());
+  if (total < length) {
+    throw ConfigError("calibration." + name + ": " + source + " holds " + std::to_string(total) +
+                      " tokens, fewer than one window of seq_len + 1 = " +
+                      std::to_string(length) + ". HINT: lower calibration." + name + ".seq_len");
+  }
+  std::mt19937_64 rng(StreamSeed(seed, name));
+  const uint64_t starts = static_cast<uint64_t>(total - length + 1);
+  std::vector<std::vector<int32_t>> windows;
+  for (int i = 0; i < n; ++i) {
+    const int64_t start = static_cast<int64_t>(rng() % starts);
+    windows.emplace_back(tokens.begin() + start, tokens.begin() + start + length);
+  }
+  return windows;
+}
+
+int32_t SampleToken(std::span<const float> logits, double temperature, double u) {
+  double max = -INFINITY;
+  for (float x : logits) max = std::max(max, static_cast<double>(x));
+  std::vector<double> p(logits.size());
+  double sum = 0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    p[i] = std::exp((static_cast<double>(logits[i]) - max) / temperature);
+    sum += p[i];
+  }
+  double acc = 0;
+  const double target = u * sum;
+  for (size_t i = 0; i < p.size(); ++i) {
+    acc += p[i];
+    if (target < acc) return static_cast<int32_t>(i);
+  }
+  return static_cast<int32_t>(p.size() - 1);
+}
+
+namespace {
+
+std::vector<std::vector<int32_t>> Generate(const SampleSetConfig& set, const std::string& name,
+                                           Pipeline& pipeline, int32_t bos) {
+  const size_t n = static_cast<size_t>(set.n_sequences);
+  std::vector<std::vector<int32_t>> seqs(n, std::vector<int32_t>{bos});
+  std::vector<std::mt19937_64> rngs;
+  for (size_t i = 0; i < n; ++i) rngs.emplace_back(StreamSeed(set.seed, name, i));
+  std::vector<int32_t> next(n);
+  std::vector<KvCache<float>> caches;
+  for (int step = 0; step < set.seq_len; ++step) {
+    std::vector<int32_t> current(n);
+    for (size_t i = 0; i < n; ++i) current[i] = seqs[i].back();
+    const Matrix<float> logits = pipeline.DecodeStep(current, step, caches);
+    if (pipeline.is_last()) {
+      for (size_t i = 0; i < n; ++i) {
+        const auto row = logits.row(static_cast<int64_t>(i));
+        next[i] = SampleToken(std::span<const float>(row.data(), static_cast<size_t>(row.size())),
+                              set.temperature, Uniform01(rngs[i]));
+      }
+    }
+    pipeline.comm().Broadcast(std::span<int32_t>(next), pipeline.comm().size() - 1);
+    for (size_t i = 0; i < n; ++i) seqs[i].push_back(next[i]);
+  }
+  return seqs;
+}
+
+}  // namespace
+
+std::vector<Sequence> BuildSampleSet(const SampleSetConfig& set, const std::string& name,
+                                     Pipeline& pipeline,
+                                     const std::filesystem::path& tokenizer_model) {
+  std::vector<std::vector<int32_t>> windows;
+  if (set.source == SampleSource::kGenerate) {
+    // LLaMA's <s> is 1; a model with its own tokenizer says so.
+    const int32_t bos = std::filesystem::exists(tokenizer_model) ? Tokenizer(tokenizer_model).bos_id() : 1;
+    windows = Generate(set, name, pipeline, bos);
+  } else {
+    const std::vector<int32_t> tokens = LoadTokens(set.path, tokenizer_model);
+    windows = RandomWindows(tokens, set.n_sequences, set.seq_len + 1, set.seed, name,
+                            set.path.string());
+  }
+  std::vector<Sequence> seqs;
+  for (const auto& w : windows) seqs.push_back(NextTokenSequence(w));
+  return seqs;
+}
+
+}  // namespace hiq

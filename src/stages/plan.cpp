@@ -1,0 +1,512 @@
+#include "hiq/stages/plan.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "hiq/stages/calibration.h"  // BuildSampleSet
+#include "hiq/base/error.h"        // FormatError, IoError
+#include "hiq/stages/fisher.h"       // ComputeFisher
+#include "hiq/io/h5.h"           // H5File
+#include "hiq/base/sha256.h"       // Sha256Hex
+#include "hiq/solve/solver.h"       // SolvePareto, SolveMilp
+
+namespace hiq {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void Log(std::FILE* log, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+void Log(std::FILE* log, const char* fmt, ...) {
+  if (log == nullptr) return;
+  va_list args;
+  va_start(args, fmt);
+  std::vfprintf(log, fmt, args);
+  va_end(args);
+  std::fflush(log);
+}
+
+PlanSolution Solve(const RunConfig& config, const PlanProblem& problem) {
+  SolverOptions options;
+  options.time_limit_s = config.solver.time_limit;
+  options.mip_gap = config.solver.mip_gap;
+  return config.solver.method == SolverMethod::kPareto ? SolvePareto(problem, options)
+                                                       : SolveMilp(problem, options);
+}
+
+// Loss changes print with 6 decimals everywhere (nats per token).
+std::string Fixed6(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6f", v);
+  return buf;
+}
+
+}  // namespace
+
+// Rank 0 solves; every rank receives its choice, status and numbers.
+PlanSolution SolveOnRankZero(const RunConfig& config, const PlanProblem& problem,
+                             const Comm& comm) {
+  PlanSolution sol;
+  std::string error;
+  if (comm.rank() == 0) {
+    try {
+      sol = Solve(config, problem);
+    } catch (const SolverError& e) {
+      error = e.what();
+    }
+  }
+  // A solver error is every rank's error: share it so that all throw the same message.
+  comm.Broadcast(error, 0);
+  if (!error.empty()) throw SolverError(error);
+  std::string status = sol.status + "\n" + sol.method;
+  comm.Broadcast(status, 0);
+  const size_t nl = status.find('\n');
+  sol.status = status.substr(0, nl);
+  sol.method = status.substr(nl + 1);
+  std::vector<int32_t> choice(problem.bits.size());
+  std::copy(sol.choice.begin(), sol.choice.end(), choice.begin());
+  comm.Broadcast(std::span<int32_t>(choice), 0);
+  sol.choice.assign(choice.begin(), choice.end());
+  std::vector<double> numbers = {sol.objective, sol.bits, sol.seconds, sol.gap};
+  comm.Broadcast(std::span<double>(numbers), 0);
+  sol.objective = numbers[0];
+  sol.bits = numbers[1];
+  sol.seconds = numbers[2];
+  sol.gap = numbers[3];
+  return sol;
+}
+
+std::vector<double> TermsAt(const std::vector<std::vector<double>>& diag, const Plan& plan) {
+  std::vector<double> terms;
+  for (size_t l = 0; l < plan.size(); ++l) terms.push_back(diag[l][static_cast<size_t>(plan[l])]);
+  return terms;
+}
+
+PlanProblem MakePlanProblem(const CostModel& cm, const CostTerms& terms, double budget_bits) {
+  PlanProblem p;
+  for (int l = 0; l < cm.n_layers(); ++l) p.block_of_layer.push_back(BlockOfLayer(l));
+  p.bits = cm.bits();
+  p.cost = terms.diag;
+  p.pairs = terms.pairs;
+  p.budget_bits = budget_bits;
+  p.n_weights = cm.n_weights();
+  return p;
+}
+
+// The per-layer rows of a plan; the channel lists live on the owning ranks and are gathered.
+std::vector<PlanLayerRow> LayerRows(const CostModel& cm, const Plan& plan,
+                                    const std::vector<double>& terms, const Comm& comm) {
+  std::string mine;
+  for (int l = 0; l < cm.n_layers(); ++l) {
+    if (const LayerCandidates* c = cm.Local(l)) {
+      const auto& cols = c->high_cols[static_cast<size_t>(plan[static_cast<size_t>(l)])];
+      mine += std::to_string(l) + ":";
+      for (int32_t col : cols) mine += " " + std::to_string(col);
+      mine += "\n";
+    }
+  }
+  std::vector<std::vector<int32_t>> channels(static_cast<size_t>(cm.n_layers()));
+  std::string all;
+  for (const std::string& part : comm.Gather(mine, 0)) all += part;
+  comm.Broadcast(all, 0);
+  std::istringstream in(all);
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    int layer = 0;
+    char colon = 0;
+    fields >> layer >> colon;
+    for (int32_t col; fields >> col;) channels[static_cast<size_t>(layer)].push_back(col);
+  }
+  std::vector<PlanLayerRow> rows;
+  for (int l = 0; l < cm.n_layers(); ++l) {
+    PlanLayerRow row;
+    row.name = LayerName(l);
+    row.candidate = plan[static_cast<size_t>(l)];
+    row.ratio = cm.ratios()[static_cast<size_t>(row.candidate)];
+    row.n_out = cm.shapes()[static_cast<size_t>(l)].first;
+    row.n_in = cm.shapes()[static_cast<size_t>(l)].second;
+    row.channels = channels[static_cast<size_t>(l)];
+    row.bits = cm.bits()[static_cast<size_t>(l)][static_cast<size_t>(row.candidate)];
+    row.predicted = terms[static_cast<size_t>(l)];
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+std::string PlanReport::KeyValues() const {
+  std::ostringstream out;
+  out << "avg_bits=" << Fixed6(avg_bits) << " budget=" << Fixed6(budget_avg_bits)
+      << " predicted_dloss=" << Fixed6(predicted_dloss)
+      << " measured_dloss=" << Fixed6(measured_dloss)
+      << " fixed_dloss=" << Fixed6(fixed_dloss) << " fixed_ratio=" << fixed_ratio
+      << " solver=" << solver << " status=" << (status.rfind("optimal", 0) == 0 ? "optimal" : "feasible")
+      << " cost=" << cost_mode << "/" << cost_center << " evaluations=" << evaluations
+      << " rounds=" << rounds << " fell_back=" << (fell_back ? "true" : "false");
+  return out.str();
+}
+
+std::string PlanReport::Table() const {
+  std::ostringstream out;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-36s %7s %6s %12s %12s\n", "layer", "ratio", "n_high",
+                "bits/weight", "predicted");
+  out << line;
+  for (const PlanLayerRow& r : layers) {
+    std::snprintf(line, sizeof line, "%-36s %7.3f %6zu %12.4f %12.6f\n", r.name.c_str(), r.ratio,
+                  r.channels.size(), r.bits / static_cast<double>(r.n_out * r.n_in), r.predicted);
+    out << line;
+  }
+  return out.str();
+}
+
+std::string ModelFingerprint(const Checkpoint& checkpoint, const Pipeline& pipeline) {
+  const Stage<float>& stage = pipeline.stage();
+  std::string lines;
+  for (const ModelTensor& t : ModelTensors(stage.config, {stage.block_begin, stage.block_end,
+                                                          stage.has_embedding, stage.has_head})) {
+    const std::string& name = t.name;
+    const auto bytes = checkpoint.Bytes(name);
+    lines += name + " " +
+             Sha256Hex(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size())) +
+             "\n";
+  }
+  std::string result;
+  const std::vector<std::string> parts = pipeline.comm().Gather(lines, 0);
+  if (pipeline.comm().rank() == 0) {
+    std::vector<std::string> all;
+    for (const std::string& part : parts) {
+      std::istringstream in(part);
+      for (std::string l; std::getline(in, l);) all.push_back(l);
+    }
+    std::sort(all.begin(), all.end());
+    all.erase(std::unique(all.begin(), all.end()), all.end());
+    std::string text = Sha256HexOfFile(checkpoint.dir() / "config.json") + "\n";
+    for (const std::string& l : all) text += l + "\n";
+    result = Sha256Hex(text);
+  }
+  pipeline.comm().Broadcast(result, 0);
+  return result;
+}
+
+PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Checkpoint& checkpoint,
+                        std::FILE* log) {
+  const Comm& comm = pipeline.comm();
+  const auto t0 = Clock::now();
+  auto since = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+  PlanReport report;
+  report.spec = {config.quant.bits_low, config.quant.bits_high, config.quant.group_size};
+  report.ratios = config.quant.ratios;
+  report.solver = std::string(Name(config.solver.method));
+  report.cost_mode = std::string(Name(config.cost.mode));
+  report.cost_center = std::string(Name(config.cost.center));
+  report.fingerprint =
+      Sha256Hex(CanonicalText(config) + "\nmodel " + ModelFingerprint(checkpoint, pipeline));
+  const std::filesystem::path& tok = config.model.tokenizer;
+
+  // 1. Fisher and candidates.
+  const std::vector<Sequence> fisher_set =
+      BuildSampleSet(config.calibration.fisher, "fisher", pipeline, tok);
+  const FisherBlocks fisher = ComputeFisher(pipeline, fisher_set);
+  CostModel cm(pipeline, report.spec, config.quant.ratios, config.quant.score, fisher);
+  Log(log, "[%.1fs] fisher: %zu sequences of %d tokens\n", since(), fisher_set.size(),
+      config.calibration.fisher.seq_len);
+
+  // 2. Budget and the reference plan.
+  const double budget = config.quant.budget_ratio > 0 ? cm.BitsAtRatio(config.quant.budget_ratio)
+                                                      : config.quant.budget_bits * cm.n_weights();
+  report.budget_avg_bits = budget / cm.n_weights();
+  const std::optional<Plan> fixed = cm.FixedPlanWithin(budget);
+  if (!fixed) {
+    // No ratio fits; the solver states the achievable range (zero costs, same bits).
+    CostTerms zero;
+    zero.diag.assign(static_cast<size_t>(cm.n_layers()),
+                     std::vector<double>(static_cast<size_t>(cm.n_candidates()), 0.0));
+    SolveOnRankZero(config, MakePlanProblem(cm, zero, budget), comm);
+  }
+  report.fixed_ratio = cm.ratios()[static_cast<size_t>(fixed->front())];
+
+  // 3. Cost terms, solve, re-centre.
+  const std::vector<Sequence> cost_set =
+      BuildSampleSet(config.calibration.cost, "cost", pipeline, tok);
+  const std::vector<Sequence> check_set =
+      BuildSampleSet(config.calibration.check, "check", pipeline, tok);
+  Log(log, "[%.1fs] cost set %zu x %d, check set %zu x %d\n", since(), cost_set.size(),
+      config.calibration.cost.seq_len, check_set.size(), config.calibration.check.seq_len);
+  const double fp_cost = cm.MeasurePlans(cost_set, {std::nullopt})[0];
+  const bool around_plan = config.cost.center == CostCenter::kPlan;
+  std::optional<Plan> centre = around_plan ? fixed : std::nullopt;
+  Plan best = *fixed;
+  double best_loss = 0;                 // measured on the cost set
+  std::vector<double> best_terms(static_cast<size_t>(cm.n_layers()), 0.0);
+  PlanSolution best_sol;
+  bool have_solution = false;
+  // When the budget covers the largest ratio in every layer there is nothing to trade: more
+  // high-impact channels are never meant to cost loss, and measured terms could only add noise.
+  const bool nothing_to_trade = fixed->front() == cm.n_candidates() - 1;
+  if (nothing_to_trade) {
+    report.log += "the budget covers the largest ratio in every layer: nothing to trade\n";
+    best_loss = cm.MeasurePlans(cost_set, {best})[0];
+    report.predicted_dloss = best_loss - fp_cost;
+    best_sol.status = "optimal";
+  }
+  for (int round = 0; !nothing_to_trade && round <= (around_plan ? config.cost.refine : 0);
+       ++round) {
+    const CostTerms terms = cm.Measure(config.cost.mode, cost_set, centre, config.cost.pairs,
+                                       config.cost.local_fit_switches);
+    report.evaluations += terms.evaluations;
+    report.cost_seconds += terms.seconds;
+    if (round == 0) {
+      best_loss = around_plan ? terms.centre_loss : cm.MeasurePlans(cost_set, {best})[0];
+      report.predicted_dloss = best_loss - fp_cost;
+    }
+    const PlanSolution sol = SolveOnRankZero(config, MakePlanProblem(cm, terms, budget), comm);
+    report.solve_seconds += sol.seconds;
+    const double predicted = (terms.centre_loss - fp_cost) + sol.objective;
+    Log(log, "[%.1fs] round %d: %d evaluations in %.1fs, solve %s in %.3fs, predicted %.6f\n",
+        since(), round, terms.evaluations, terms.seconds, sol.status.c_str(), sol.seconds,
+        predicted);
+    if (!around_plan) {  // the paper's: one solve around full precision
+      best = sol.choice;
+      best_sol = sol;
+      have_solution = true;
+      report.predicted_dloss = predicted;
+      best_terms = TermsAt(terms.diag, best);
+      break;
+    }
+    if (sol.choice == *centre) {
+      report.log += "round " + std::to_string(round) + ": the solve kept the centre; converged\n";
+      if (!have_solution) best_sol = sol, have_solution = true;
+      break;
+    }
+    const double loss = cm.MeasurePlans(cost_set, {sol.choice})[0];
+    Log(log, "[%.1fs] round %d: new plan measures %.6f on the cost set (centre %.6f)\n", since(),
+        round, loss - fp_cost, best_loss - fp_cost);
+    if (!(loss < best_loss)) {
+      report.log += "round " + std::to_string(round) + ": new plan measured " +
+                    Fixed6(loss - fp_cost) + " >= " + Fixed6(best_loss - fp_cost) +
+                    " on the cost set; kept the previous plan\n";
+      if (!have_solution) best_sol = sol, have_solution = true;
+      break;
+    }
+    best = sol.choice;
+    best_loss = loss;
+    best_sol = sol;
+    have_solution = true;
+    report.predicted_dloss = predicted;
+    best_terms = TermsAt(terms.diag, best);
+    report.rounds = round + 1;
+    centre = best;
+  }
+  report.status = best_sol.status;
+
+  // 4. Check on held-out sequences.
+  const std::vector<double> check = cm.MeasurePlans(check_set, {best, *fixed, std::nullopt});
+  report.measured_dloss = check[0] - check[2];
+  report.fixed_dloss = check[1] - check[2];
+  Log(log, "[%.1fs] check: plan %.6f, fixed ratio %.3f %.6f (nats/token vs full precision)\n",
+      since(), report.measured_dloss, report.fixed_ratio, report.fixed_dloss);
+  if (report.measured_dloss > report.fixed_dloss) {
+    report.fell_back = true;
+    report.log += "the plan measured " + Fixed6(report.measured_dloss) +
+                  " on the check set, worse than the fixed ratio's " +
+                  Fixed6(report.fixed_dloss) + ": writing the fixed ratio instead\n";
+    best = *fixed;
+    report.measured_dloss = report.fixed_dloss;
+    std::fill(best_terms.begin(), best_terms.end(), 0.0);
+  }
+  report.choice = best;
+  report.avg_bits = cm.PlanBits(best) / cm.n_weights();
+
+  report.layers = LayerRows(cm, best, best_terms, comm);
+  report.fixed_layers = LayerRows(cm, *fixed, std::vector<double>(best_terms.size(), 0.0), comm);
+  report.fixed_avg_bits = cm.PlanBits(*fixed) / cm.n_weights();
+  return report;
+}
+
+namespace {
+
+nlohmann::json ToJson(const PlanReport& r) {
+  nlohmann::json j;
+  j["format"] = "hiq-plan";
+  j["format_version"] = 1;
+  j["fingerprint"] = r.fingerprint;
+  j["spec"] = {{"bits_low", r.spec.bits_low},
+               {"bits_high", r.spec.bits_high},
+               {"group_size", r.spec.group_size}};
+  j["ratios"] = r.ratios;
+  j["budget_avg_bits"] = r.budget_avg_bits;
+  j["avg_bits"] = r.avg_bits;
+  j["fixed_ratio"] = r.fixed_ratio;
+  j["predicted_dloss"] = r.predicted_dloss;
+  j["measured_dloss"] = r.measured_dloss;
+  j["fixed_dloss"] = r.fixed_dloss;
+  j["solver"] = r.solver;
+  j["status"] = r.status;
+  j["cost"] = {{"mode", r.cost_mode}, {"center", r.cost_center}};
+  j["evaluations"] = r.evaluations;
+  j["rounds"] = r.rounds;
+  j["fell_back"] = r.fell_back;
+  j["log"] = r.log;
+  j["layers"] = nlohmann::json::array();
+  for (const PlanLayerRow& row : r.layers) {
+    j["layers"].push_back({{"name", row.name},
+                           {"candidate", row.candidate},
+                           {"ratio", row.ratio},
+                           {"shape", {row.n_out, row.n_in}},
+                           {"bits", row.bits},
+                           {"predicted_dloss", row.predicted},
+                           {"channels", row.channels}});
+  }
+  return j;
+}
+
+}  // namespace
+
+std::string PlanReport::Json() const { return ToJson(*this).dump(1); }
+
+namespace {
+
+void WritePlanFiles(const PlanReport& r, const std::filesystem::path& out_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(out_dir, ec);
+  if (ec) throw IoError("WritePlan: cannot create '" + out_dir.string() + "': " + ec.message());
+  const std::filesystem::path json_path = out_dir / "plan.json";
+  const std::filesystem::path tmp = out_dir / "plan.json.tmp";
+  {
+    std::ofstream out(tmp);
+    out << r.Json() << "\n";
+    out.close();
+    if (!out) throw IoError("WritePlan: cannot write '" + tmp.string() + "'");
+  }
+  H5File h5 = H5File::Create(out_dir / "plan.h5");
+  H5Group root = h5.root();
+  root.SetAttribute("format", std::string_view("hiq-plan"));
+  root.SetAttribute("format_version", int64_t{1});
+  root.SetAttribute("fingerprint", std::string_view(r.fingerprint));
+  root.SetAttribute("bits_low", int64_t{r.spec.bits_low});
+  root.SetAttribute("bits_high", int64_t{r.spec.bits_high});
+  root.SetAttribute("group_size", r.spec.group_size);
+  root.SetAttribute("ratios", std::span<const double>(r.ratios));
+  root.SetAttribute("budget_avg_bits", r.budget_avg_bits);
+  root.SetAttribute("avg_bits", r.avg_bits);
+  root.SetAttribute("predicted_dloss", r.predicted_dloss);
+  root.SetAttribute("measured_dloss", r.measured_dloss);
+  root.SetAttribute("fixed_dloss", r.fixed_dloss);
+  root.SetAttribute("solver", std::string_view(r.solver));
+  root.SetAttribute("status", std::string_view(r.status));
+  std::vector<int32_t> candidate;
+  std::vector<double> ratio, bits, predicted;
+  for (const PlanLayerRow& row : r.layers) {
+    candidate.push_back(row.candidate);
+    ratio.push_back(row.ratio);
+    bits.push_back(row.bits);
+    predicted.push_back(row.predicted);
+  }
+  const uint64_t n = r.layers.size();
+  root.WriteDataset<int32_t>("candidate", candidate, {n});
+  root.WriteDataset<double>("ratio", ratio, {n});
+  root.WriteDataset<double>("bits", bits, {n});
+  root.WriteDataset<double>("predicted_dloss", predicted, {n});
+  H5Group channels = root.CreateGroup("channels");
+  for (const PlanLayerRow& row : r.layers) {
+    channels.WriteDataset<int32_t>(row.name, row.channels, {row.channels.size()});
+  }
+  h5.Commit();
+  std::filesystem::rename(tmp, json_path, ec);
+  if (ec) throw IoError("WritePlan: cannot rename to '" + json_path.string() + "': " + ec.message());
+}
+
+}  // namespace
+
+void WritePlan(const PlanReport& report, const std::filesystem::path& out_dir) {
+  PlanReport fixed = report;
+  fixed.layers = report.fixed_layers;
+  fixed.avg_bits = report.fixed_avg_bits;
+  fixed.predicted_dloss = 0;
+  fixed.measured_dloss = report.fixed_dloss;
+  fixed.solver = "fixed";
+  fixed.status = "fixed ratio " + std::to_string(report.fixed_ratio);
+  fixed.log.clear();
+  WritePlanFiles(fixed, out_dir / "fixed");
+  WritePlanFiles(report, out_dir);
+}
+
+PlanReport ReadPlan(const std::filesystem::path& out_dir) {
+  const std::filesystem::path path = out_dir / "plan.json";
+  std::ifstream in(path);
+  if (!in) throw IoError("ReadPlan: cannot open '" + path.string() + "'");
+  std::stringstream text;
+  text << in.rdbuf();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text.str());
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError("ReadPlan: " + path.string() + " is not JSON: " + e.what());
+  }
+  auto need = [&](const nlohmann::json& obj, const char* key) -> const nlohmann::json& {
+    if (!obj.is_object() || !obj.contains(key)) {
+      throw FormatError("ReadPlan: " + path.string() + ": missing key '" + key + "'");
+    }
+    return obj.at(key);
+  };
+  if (need(j, "format") != "hiq-plan" || need(j, "format_version") != 1) {
+    throw FormatError("ReadPlan: " + path.string() + " is not a hiq-plan version 1 file");
+  }
+  PlanReport r;
+  try {
+    r.fingerprint = need(j, "fingerprint").get<std::string>();
+    const auto& spec = need(j, "spec");
+    r.spec.bits_low = need(spec, "bits_low").get<int>();
+    r.spec.bits_high = need(spec, "bits_high").get<int>();
+    r.spec.group_size = need(spec, "group_size").get<int64_t>();
+    r.ratios = need(j, "ratios").get<std::vector<double>>();
+    r.avg_bits = need(j, "avg_bits").get<double>();
+    r.budget_avg_bits = need(j, "budget_avg_bits").get<double>();
+    for (const auto& layer : need(j, "layers")) {
+      PlanLayerRow row;
+      row.name = need(layer, "name").get<std::string>();
+      row.candidate = need(layer, "candidate").get<int>();
+      row.ratio = need(layer, "ratio").get<double>();
+      const auto shape = need(layer, "shape").get<std::vector<int64_t>>();
+      if (shape.size() != 2) throw FormatError("ReadPlan: " + path.string() + ": layer '" + row.name + "' shape must have 2 entries");
+      row.n_out = shape[0];
+      row.n_in = shape[1];
+      row.bits = need(layer, "bits").get<double>();
+      row.channels = need(layer, "channels").get<std::vector<int32_t>>();
+      r.layers.push_back(std::move(row));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError("ReadPlan: " + path.string() + ": " + e.what());
+  }
+  return r;
+}
+
+void ApplyPlanRtn(const PlanReport& plan, Stage<float>& stage) {
+  ValidateQuantSpec(plan.spec);
+  const size_t expected = static_cast<size_t>(NumLayers(stage.config));
+  if (plan.layers.size() != expected) {
+    throw FormatError("ApplyPlanRtn: the plan has " + std::to_string(plan.layers.size()) +
+                      " layers, the model " + std::to_string(expected));
+  }
+  for (size_t b = 0; b < stage.blocks.size(); ++b) {
+    for (Linear kind : kLinears) {
+      const int l = LayerIndex(stage.block_begin + static_cast<int>(b), kind);
+      const PlanLayerRow& row = plan.layers[static_cast<size_t>(l)];
+      Matrix<float>& w = stage.blocks[b].linear(kind);
+      if (row.name != LayerName(l) || row.n_out != w.rows() || row.n_in != w.cols()) {
+        throw FormatError("ApplyPlanRtn: plan layer " + std::to_string(l) + " is '" + row.name +
+                          "' [" + std::to_string(row.n_out) + ", " + std::to_string(row.n_in) +
+                          "], the model's is '" + LayerName(l) + "' [" +
+                          std::to_string(w.rows()) + ", " + std::to_string(w.cols()) + "]");
+      }
+      QuantizeCandidate(w.data(), w.rows(), w.cols(), row.channels, plan.spec, w.data());
+    }
+  }
+}
+
+}  // namespace hiq
