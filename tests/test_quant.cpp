@@ -343,21 +343,76 @@ TEST(QuantizeCandidate, RejectsBadColumnsWeightsAndSpecs) {
   std::vector<float> w(2 * 8, 0.5f), out(w.size());
   const std::vector<int32_t> dup = {1, 3, 3}, outside = {2, 8};
   EXPECT_THROW_MSG(QuantizeCandidate(w.data(), 2, 8, dup, QuantSpec{}, out.data()), FormatError,
-                   "QuantizeCandidate: high_cols[2] = 3 does not exceed high_cols[1] = 3, "
+                   "QuantizeLayer: high_cols[2] = 3 does not exceed high_cols[1] = 3, "
                    "expected strictly increasing column indices");
   EXPECT_THROW_MSG(QuantizeCandidate(w.data(), 2, 8, outside, QuantSpec{}, out.data()), FormatError,
-                   "QuantizeCandidate: high_cols[1] = 8 is outside [0, 8)");
+                   "QuantizeLayer: high_cols[1] = 8 is outside [0, 8)");
   EXPECT_THROW_MSG(QuantizeCandidate(w.data(), 2, 8, {}, QuantSpec{2, 12, 64}, out.data()),
                    ConfigError,
                    "QuantSpec.bits_high = 12, expected 1..8, or 16 to keep high-impact channels "
                    "in FP16");
   w[1 * 8 + 6] = NAN;
   EXPECT_THROW_MSG(QuantizeCandidate(w.data(), 2, 8, {}, QuantSpec{}, out.data()), FormatError,
-                   "QuantizeCandidate: weight (row 1, column 6) is nan, expected a finite value "
+                   "QuantizeLayer: weight (row 1, column 6) is nan, expected a finite value "
                    "with |w| <= 32752");
   w[1 * 8 + 6] = 40000.0f;
   EXPECT_THROW_WITH(QuantizeCandidate(w.data(), 2, 8, {}, QuantSpec{}, out.data()), FormatError,
                     "weight (row 1, column 6) is 40000");
+}
+
+// The stored form: every element of a layer dequantizes to what the candidate weight holds, the
+// arrays count exactly LayerBits, and a damaged array is refused by name.
+TEST(QuantizedLayer, DequantizedStoredFormIsTheCandidateAndCountsLayerBits) {
+  const int64_t n_out = 24, n_in = 200;
+  const std::vector<float> w = RandomMatrix(n_out, n_in, 77);
+  std::vector<double> scores(n_in);
+  for (int64_t j = 0; j < n_in; ++j) scores[j] = std::cos(0.11 * double(j));
+  for (const int64_t n_high : {int64_t{0}, int64_t{1}, int64_t{20}, n_in}) {
+    const std::vector<int32_t> high = TopChannels(scores, n_high);
+    for (const QuantSpec spec : {QuantSpec{2, 3, 64}, QuantSpec{3, 4, 0}, QuantSpec{2, 16, 32},
+                                 QuantSpec{1, 8, 7}}) {
+      const QuantizedLayer q = QuantizeLayer(w.data(), n_out, n_in, high, spec);
+      ValidateQuantizedLayer(q, "test");
+      EXPECT_EQ(StoredBits(q), LayerBits(n_out, n_in, n_high, spec))
+          << "n_high " << n_high << " bits_high " << spec.bits_high;
+      std::vector<float> deq(w.size());
+      Dequantize(q, deq.data());
+      EXPECT_EQ(deq, CandidateByHand(w, n_out, n_in, high, spec)) << "n_high " << n_high;
+    }
+  }
+}
+
+TEST(QuantizedLayer, ClippingNarrowsTheLowGridOnly) {
+  const int64_t n_out = 4, n_in = 64;
+  const std::vector<float> w = RandomMatrix(n_out, n_in, 5);
+  const std::vector<int32_t> high = {3, 40};
+  const QuantSpec spec{2, 3, 32};
+  const int64_t n_groups = GroupCount(n_in - 2, spec.group_size);
+  std::vector<GroupClip> low(static_cast<size_t>(n_out * n_groups), GroupClip{0.5f, 0.5f});
+  const QuantizedLayer plain = QuantizeLayer(w.data(), n_out, n_in, high, spec);
+  const QuantizedLayer clipped = QuantizeLayer(w.data(), n_out, n_in, high, spec, {low.data()});
+  for (size_t k = 0; k < plain.low_params.size(); ++k) {
+    EXPECT_LT(clipped.low_params[k].scale, plain.low_params[k].scale) << "group " << k;
+  }
+  EXPECT_EQ(clipped.high_codes, plain.high_codes);
+}
+
+TEST(QuantizedLayer, ValidateNamesTheDamagedArray) {
+  const std::vector<float> w = RandomMatrix(2, 16, 9);
+  const std::vector<int32_t> high = {5};
+  QuantizedLayer q = QuantizeLayer(w.data(), 2, 16, high, QuantSpec{2, 3, 8});
+  QuantizedLayer bad = q;
+  bad.low_codes[4] = 4;
+  EXPECT_THROW_MSG(ValidateQuantizedLayer(bad, "layer x"), FormatError,
+                   "layer x: low_codes[4] = 4, expected < 2^2");
+  bad = q;
+  bad.high_params.pop_back();
+  EXPECT_THROW_MSG(ValidateQuantizedLayer(bad, "layer x"), FormatError,
+                   "layer x: high_params holds 1 elements, expected 2");
+  bad = q;
+  bad.low_params[1].scale = 0.1f;  // not an FP16 value
+  EXPECT_THROW_WITH(ValidateQuantizedLayer(bad, "layer x"), FormatError,
+                    "layer x: low_params[1] has scale 0.1");
 }
 
 TEST(ChannelScores, HandExample) {

@@ -321,56 +321,191 @@ void FakeQuantizeRowGroups(const float* x, int64_t n, int64_t group_size, int bi
   }
 }
 
-void QuantizeCandidate(const float* w, int64_t n_out, int64_t n_in,
-                       std::span<const int32_t> high_cols, const QuantSpec& spec, float* w_q_out) {
-  constexpr const char* kFn = "QuantizeCandidate";
+namespace {
+
+// The low columns, ascending, as maximal runs of consecutive columns [start, start + length):
+// copying runs is several times faster than an indexed gather/scatter, which GCC turns into
+// vgatherdps/vscatterdps (slow on AMD).
+struct Run {
+  int64_t start, length;
+};
+std::vector<Run> LowRuns(std::span<const int32_t> high_cols, int64_t n_in) {
+  const int64_t n_high = static_cast<int64_t>(high_cols.size());
+  std::vector<Run> runs;
+  for (int64_t k = 0, start = 0; k <= n_high; ++k) {
+    const int64_t end = k < n_high ? high_cols[k] : n_in;  // the next high column or the end
+    if (end > start) runs.push_back(Run{start, end - start});
+    start = end + 1;
+  }
+  return runs;
+}
+
+// y (n,) = (code - zero) * scale over groups of g, the quantizer's step 3 undone.
+void DequantizeGroups(const uint8_t* codes, const GroupParams* params, int64_t n, int64_t g,
+                      float* y) {
+  const int64_t len_g = g == 0 ? n : g;
+  for (int64_t k = 0, start = 0; start < n; ++k, start += len_g) {
+    const int64_t end = std::min(start + len_g, n);
+    const float zero = static_cast<float>(params[k].zero), scale = params[k].scale;
+    for (int64_t i = start; i < end; ++i) y[i] = (static_cast<float>(codes[i]) - zero) * scale;
+  }
+}
+
+}  // namespace
+
+QuantizedLayer QuantizeLayer(const float* w, int64_t n_out, int64_t n_in,
+                             std::span<const int32_t> high_cols, const QuantSpec& spec,
+                             const LayerClip& clip) {
+  constexpr const char* kFn = "QuantizeLayer";
   ValidateQuantSpec(spec);
   CheckShape(kFn, n_out, n_in);
   CheckHighCols(kFn, high_cols, n_in);
-  const int64_t n_high = static_cast<int64_t>(high_cols.size());
-  const int64_t n_low = n_in - n_high;
-  // The low columns, ascending, as maximal runs of consecutive columns [start, start + length):
-  // copying runs is several times faster than an indexed gather/scatter, which GCC turns into
-  // vgatherdps/vscatterdps (slow on AMD).
-  struct Run {
-    int64_t start, length;
-  };
-  std::vector<Run> low_runs;
-  for (int64_t k = 0, start = 0; k <= n_high; ++k) {
-    const int64_t end = k < n_high ? high_cols[k] : n_in;  // the next high column or the end
-    if (end > start) low_runs.push_back(Run{start, end - start});
-    start = end + 1;
+  QuantizedLayer q;
+  q.n_out = n_out;
+  q.n_in = n_in;
+  q.spec = spec;
+  q.high_cols.assign(high_cols.begin(), high_cols.end());
+  const int64_t n_high = q.n_high(), n_low = q.n_low();
+  const int64_t n_groups = GroupCount(n_low, spec.group_size);
+  q.low_codes.resize(static_cast<size_t>(n_out * n_low));
+  q.low_params.resize(static_cast<size_t>(n_out * n_groups));
+  if (n_high > 0 && spec.high_fp16()) q.high_fp16.resize(static_cast<size_t>(n_out * n_high));
+  if (n_high > 0 && !spec.high_fp16()) {
+    q.high_codes.resize(static_cast<size_t>(n_out * n_high));
+    q.high_params.resize(static_cast<size_t>(n_out));
   }
+  const std::vector<Run> low_runs = LowRuns(high_cols, n_in);
   // Gathered segments: the kernels want contiguous input, and separate in/out buffers keep the
   // vectorised loops free of aliasing checks.
   std::vector<float> x_low(n_low), y_low(n_low), x_high(n_high), y_high(n_high);
   for (int64_t r = 0; r < n_out; ++r) {
     const float* row = w + r * n_in;  // (n_in,)
-    float* out = w_q_out + r * n_in;  // (n_in,)
     CheckWeightRow(kFn, row, r, n_in);
+    const float* x = row;
+    if (n_high > 0) {
+      float* dst = x_low.data();
+      for (const Run& run : low_runs) dst = CopyRun(row + run.start, run.length, dst);
+      for (int64_t k = 0; k < n_high; ++k) x_high[k] = row[high_cols[k]];
+      x = x_low.data();
+    }
+    FakeQuantizeRowGroups(x, n_low, spec.group_size, spec.bits_low,
+                          clip.low ? clip.low + r * n_groups : nullptr, y_low.data(),
+                          q.low_codes.data() + r * n_low, q.low_params.data() + r * n_groups);
+    if (n_high == 0) continue;
+    if (spec.high_fp16()) {
+      for (int64_t k = 0; k < n_high; ++k) q.high_fp16[r * n_high + k] = RoundToFp16(x_high[k]);
+    } else {
+      FakeQuantizeRowGroups(x_high.data(), n_high, 0, spec.bits_high,
+                            clip.high ? clip.high + r : nullptr, y_high.data(),
+                            q.high_codes.data() + r * n_high, q.high_params.data() + r);
+    }
+  }
+  return q;
+}
+
+void Dequantize(const QuantizedLayer& q, float* w_out) {
+  const int64_t n_high = q.n_high(), n_low = q.n_low(), n_in = q.n_in;
+  const int64_t n_groups = GroupCount(n_low, q.spec.group_size);
+  const std::vector<Run> low_runs = LowRuns(q.high_cols, n_in);
+  std::vector<float> y_low(n_low);
+  for (int64_t r = 0; r < q.n_out; ++r) {
+    float* out = w_out + r * n_in;  // (n_in,)
+    const uint8_t* codes = q.low_codes.data() + r * n_low;
+    const GroupParams* params = q.low_params.data() + r * n_groups;
     if (n_high == 0) {
-      FakeQuantizeRowGroups(row, n_in, spec.group_size, spec.bits_low, nullptr, out, nullptr,
-                            nullptr);
+      DequantizeGroups(codes, params, n_low, q.spec.group_size, out);
       continue;
     }
-    float* x = x_low.data();
-    for (const Run& run : low_runs) x = CopyRun(row + run.start, run.length, x);
-    for (int64_t k = 0; k < n_high; ++k) x_high[k] = row[high_cols[k]];
-    FakeQuantizeRowGroups(x_low.data(), n_low, spec.group_size, spec.bits_low, nullptr,
-                          y_low.data(), nullptr, nullptr);
-    if (spec.high_fp16()) {
-      for (int64_t k = 0; k < n_high; ++k) y_high[k] = RoundToFp16(x_high[k]);
-    } else {
-      FakeQuantizeRowGroups(x_high.data(), n_high, 0, spec.bits_high, nullptr, y_high.data(),
-                            nullptr, nullptr);
-    }
+    DequantizeGroups(codes, params, n_low, q.spec.group_size, y_low.data());
     const float* y = y_low.data();
     for (const Run& run : low_runs) {
       CopyRun(y, run.length, out + run.start);
       y += run.length;
     }
-    for (int64_t k = 0; k < n_high; ++k) out[high_cols[k]] = y_high[k];
+    for (int64_t k = 0; k < n_high; ++k) {
+      const size_t i = static_cast<size_t>(r * n_high + k);
+      out[q.high_cols[static_cast<size_t>(k)]] =
+          q.spec.high_fp16()
+              ? q.high_fp16[i]
+              : (static_cast<float>(q.high_codes[i]) -
+                 static_cast<float>(q.high_params[static_cast<size_t>(r)].zero)) *
+                    q.high_params[static_cast<size_t>(r)].scale;
+    }
   }
+}
+
+namespace {
+
+void CheckSize(const std::string& where, const char* array, size_t size, int64_t expected) {
+  if (static_cast<int64_t>(size) != expected) {
+    throw FormatError(where + ": " + array + " holds " + std::to_string(size) +
+                      " elements, expected " + std::to_string(expected));
+  }
+}
+
+void CheckCodes(const std::string& where, const char* array, const std::vector<uint8_t>& codes,
+                int bits) {
+  for (size_t i = 0; i < codes.size(); ++i) {
+    if (codes[i] > Qmax(bits)) {
+      throw FormatError(where + ": " + array + "[" + std::to_string(i) + "] = " +
+                        std::to_string(codes[i]) + ", expected < 2^" + std::to_string(bits));
+    }
+  }
+}
+
+void CheckParams(const std::string& where, const char* array,
+                 const std::vector<GroupParams>& params, int bits) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    const GroupParams& p = params[i];
+    if (!(p.scale > 0.0f) || RoundToFp16(p.scale) != p.scale || p.zero < 0 ||
+        p.zero > static_cast<int32_t>(Qmax(bits))) {
+      throw FormatError(where + ": " + array + "[" + std::to_string(i) + "] has scale " +
+                        Num(p.scale) + " and zero " + std::to_string(p.zero) +
+                        ", expected a positive FP16 scale and a zero in [0, 2^" +
+                        std::to_string(bits) + ")");
+    }
+  }
+}
+
+}  // namespace
+
+void ValidateQuantizedLayer(const QuantizedLayer& q, const std::string& where) {
+  ValidateQuantSpec(q.spec);
+  CheckShape(where.c_str(), q.n_out, q.n_in);
+  CheckHighCols(where.c_str(), q.high_cols, q.n_in);
+  const int64_t n_high = q.n_high(), n_low = q.n_low();
+  const bool fp16 = q.spec.high_fp16();
+  CheckSize(where, "low_codes", q.low_codes.size(), q.n_out * n_low);
+  CheckSize(where, "low_params", q.low_params.size(),
+            q.n_out * GroupCount(n_low, q.spec.group_size));
+  CheckSize(where, "high_codes", q.high_codes.size(), fp16 ? 0 : q.n_out * n_high);
+  CheckSize(where, "high_params", q.high_params.size(), fp16 || n_high == 0 ? 0 : q.n_out);
+  CheckSize(where, "high_fp16", q.high_fp16.size(), fp16 ? q.n_out * n_high : 0);
+  CheckCodes(where, "low_codes", q.low_codes, q.spec.bits_low);
+  CheckParams(where, "low_params", q.low_params, q.spec.bits_low);
+  if (!fp16) {
+    CheckCodes(where, "high_codes", q.high_codes, q.spec.bits_high);
+    CheckParams(where, "high_params", q.high_params, q.spec.bits_high);
+  }
+  for (size_t i = 0; i < q.high_fp16.size(); ++i) {
+    if (!std::isfinite(q.high_fp16[i]) || RoundToFp16(q.high_fp16[i]) != q.high_fp16[i]) {
+      throw FormatError(where + ": high_fp16[" + std::to_string(i) + "] = " +
+                        Num(q.high_fp16[i]) + ", expected a finite FP16 value");
+    }
+  }
+}
+
+int64_t StoredBits(const QuantizedLayer& q) {
+  const auto n = [](const auto& v) { return static_cast<int64_t>(v.size()); };
+  const int64_t b_l = q.spec.bits_low, b_h = q.spec.bits_high;
+  return n(q.low_codes) * b_l + n(q.low_params) * (16 + b_l) + n(q.high_codes) * b_h +
+         n(q.high_params) * (16 + b_h) + n(q.high_fp16) * 16 +
+         n(q.high_cols) * IndexBits(q.n_in);
+}
+
+void QuantizeCandidate(const float* w, int64_t n_out, int64_t n_in,
+                       std::span<const int32_t> high_cols, const QuantSpec& spec, float* w_q_out) {
+  Dequantize(QuantizeLayer(w, n_out, n_in, high_cols, spec), w_q_out);
 }
 
 std::vector<double> ChannelScores(const float* fisher, const float* w, int64_t n_out, int64_t n_in,

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "hiq/model/blas.h"  // CurrentBlasInfo
 #include "hiq/stages/calibration.h"  // BuildSampleSet
 #include "hiq/base/error.h"        // FormatError, IoError
 #include "hiq/stages/fisher.h"       // ComputeFisher
@@ -201,6 +202,9 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   PlanReport report;
   report.spec = {config.quant.bits_low, config.quant.bits_high, config.quant.group_size};
   report.ratios = config.quant.ratios;
+  const BlasInfo blas = CurrentBlasInfo();  // results are reproducible per kernel family
+  report.blas_core = blas.core;
+  report.cpu_model = blas.cpu_model;
   report.solver = std::string(Name(config.solver.method));
   report.cost_mode = std::string(Name(config.cost.mode));
   report.cost_center = std::string(Name(config.cost.center));
@@ -335,6 +339,8 @@ nlohmann::json ToJson(const PlanReport& r) {
   j["format"] = "hiq-plan";
   j["format_version"] = 1;
   j["fingerprint"] = r.fingerprint;
+  j["blas_core"] = r.blas_core;
+  j["cpu_model"] = r.cpu_model;
   j["spec"] = {{"bits_low", r.spec.bits_low},
                {"bits_high", r.spec.bits_high},
                {"group_size", r.spec.group_size}};
@@ -388,6 +394,8 @@ void WritePlanFiles(const PlanReport& r, const std::filesystem::path& out_dir) {
   root.SetAttribute("format", std::string_view("hiq-plan"));
   root.SetAttribute("format_version", int64_t{1});
   root.SetAttribute("fingerprint", std::string_view(r.fingerprint));
+  root.SetAttribute("blas_core", std::string_view(r.blas_core));
+  root.SetAttribute("cpu_model", std::string_view(r.cpu_model));
   root.SetAttribute("bits_low", int64_t{r.spec.bits_low});
   root.SetAttribute("bits_high", int64_t{r.spec.bits_high});
   root.SetAttribute("group_size", r.spec.group_size);

@@ -29,6 +29,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace hiq {
@@ -82,13 +83,47 @@ void FakeQuantizeRowGroupsRef(const float* x, int64_t n, int64_t group_size, int
 void FakeQuantizeRowGroups(const float* x, int64_t n, int64_t group_size, int bits,
                            const GroupClip* clip, float* y, uint8_t* codes, GroupParams* params);
 
-// The candidate Q_{l,m}(W): high_cols at spec.bits_high, the other columns at spec.bits_low,
-// grouped as above (Delta_{l,m} = w_q_out - w).
+// One linear layer in its stored form: what a shard holds, and what every quantizer (RTN here;
+// GPTQ, LWC and AdaRound choose codes or clipping their own way) produces. Groups as above.
+struct QuantizedLayer {
+  int64_t n_out = 0, n_in = 0;
+  QuantSpec spec;
+  std::vector<int32_t> high_cols;        // (n_high,) ascending column indices
+  std::vector<uint8_t> low_codes;        // (n_out, n_low) row-major, each < 2^bits_low
+  std::vector<GroupParams> low_params;   // (n_out, GroupCount(n_low, g))
+  std::vector<uint8_t> high_codes;       // (n_out, n_high), each < 2^bits_high (bits_high <= 8)
+  std::vector<GroupParams> high_params;  // (n_out,) (bits_high <= 8 and n_high > 0)
+  std::vector<float> high_fp16;          // (n_out, n_high) FP16 values (bits_high == 16)
+  int64_t n_high() const { return static_cast<int64_t>(high_cols.size()); }
+  int64_t n_low() const { return n_in - n_high(); }
+};
+
+// Per-group clipping (LWC's factors), or nullptr for plain min/max:
+//   low   (n_out, GroupCount(n_low, g))   high  (n_out,)   (ignored for bits_high == 16)
+struct LayerClip {
+  const GroupClip* low = nullptr;
+  const GroupClip* high = nullptr;
+};
+
+// Round-to-nearest: high_cols at spec.bits_high, the other columns at spec.bits_low.
 //   w         (n_out, n_in)  row-major, finite, |w| <= kMaxAbsWeight
 //   high_cols (n_high,)      strictly increasing column indices in [0, n_in); empty = plain b_L
-//   w_q_out   (n_out, n_in)  row-major; may be w itself (in place)
 // Throws FormatError naming the row/column of a bad weight or the bad index, ConfigError for a
 // bad spec. Single-threaded: callers parallelise over layers.
+QuantizedLayer QuantizeLayer(const float* w, int64_t n_out, int64_t n_in,
+                             std::span<const int32_t> high_cols, const QuantSpec& spec,
+                             const LayerClip& clip = {});
+// The fake-quantized weight of a stored layer: (code - zero) * scale per element, in float.
+//   w_out (n_out, n_in) row-major
+void Dequantize(const QuantizedLayer& q, float* w_out);
+// Every array has its size, every code and zero its range, every scale is a positive FP16 value,
+// every FP16 value is one; FormatError naming `where`, the array and the first bad element.
+void ValidateQuantizedLayer(const QuantizedLayer& q, const std::string& where);
+// Bits of what is stored, counted from the arrays (LayerBits must equal it; tests check that).
+int64_t StoredBits(const QuantizedLayer& q);
+
+// The candidate Q_{l,m}(W) as a weight: Dequantize(QuantizeLayer(w, ...)), in place allowed.
+//   w_q_out   (n_out, n_in)  row-major; may be w itself
 void QuantizeCandidate(const float* w, int64_t n_out, int64_t n_in,
                        std::span<const int32_t> high_cols, const QuantSpec& spec, float* w_q_out);
 

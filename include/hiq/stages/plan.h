@@ -55,6 +55,7 @@ struct PlanReport {
   bool fell_back = false;  // the plan measured worse than the fixed ratio: the fixed ratio is kept
   std::string log;         // human-readable lines: rounds, fallback reason
   std::string fingerprint;  // SHA-256 of the config's canonical text + the model fingerprint
+  std::string blas_core, cpu_model;  // where it ran (hiq/model/blas.h): results per kernel family
   std::string cost_mode, cost_center;
   // The fixed ratio at the same budget, as a plan of its own (written to OUT/fixed/).
   std::vector<PlanLayerRow> fixed_layers;
