@@ -12,6 +12,7 @@ packages=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libsentencepiece-dev                  # tokenizer
   libgtest-dev libbenchmark-dev         # tests and benchmarks
+  clang-format                          # the style check (scripts/format.sh)
   python3 python3-h5py python3-numpy    # format checks from Python, bench tables
 )
 missing=()
