@@ -6,10 +6,10 @@
 #include <fstream>
 #include <sstream>
 
-#include "hiq/config/config.h"
 #include "hiq/base/error.h"   // ConfigError, IoError
 #include "hiq/base/sha256.h"  // Sha256Hex
-#include "test_util.h"   // DataDir, SourceDir, TempDir, EXPECT_THROW_MSG
+#include "hiq/config/config.h"
+#include "test_util.h"        // DataDir, SourceDir, TempDir, EXPECT_THROW_MSG
 
 namespace hiq {
 namespace {
@@ -80,7 +80,6 @@ TEST(ConfigFiles, StoriesW2LoadsWithPathsResolvedAgainstTheFile) {
   EXPECT_EQ(c.quant.group_size, 32);
   EXPECT_EQ(c.quant.budget_ratio, 0.10);
   EXPECT_EQ(c.quant.budget_bits, 0.0);
-  EXPECT_TRUE(fs::equivalent(c.eval.text, TinyValid()));
   EXPECT_EQ(c.output, fs::current_path() / "out" / "stories260k-w2");
 }
 
@@ -116,7 +115,6 @@ TEST(ConfigFiles, Llama2ConfigLoadsOnceModelPathIsSet) {
   EXPECT_EQ(c.calibration.fisher.n_sequences, 128);
   EXPECT_EQ(c.calibration.fisher.seq_len, 2048);
   EXPECT_TRUE(fs::equivalent(c.calibration.fisher.path, WikiValid()));
-  EXPECT_EQ(c.eval.seq_len, 2048);
 }
 
 TEST(ConfigFiles, LoadingDoesNotDependOnTheWorkingDirectory) {
@@ -157,7 +155,6 @@ TEST(ConfigDefaults, AreTheDocumentedValues) {
   EXPECT_EQ(c.quant.ratios, (std::vector<double>{0.02, 0.05, 0.10, 0.15, 0.20}));
   EXPECT_EQ(c.quant.budget_bits, 0.0);
   EXPECT_EQ(c.quant.score, ChannelScore::kFisher);
-  EXPECT_FALSE(c.quant.symmetric);
   EXPECT_EQ(c.cost.mode, CostMode::kLoss);
   EXPECT_EQ(c.cost.center, CostCenter::kPlan);
   EXPECT_FALSE(c.cost.pairs);
@@ -166,23 +163,7 @@ TEST(ConfigDefaults, AreTheDocumentedValues) {
   EXPECT_EQ(c.solver.method, SolverMethod::kPareto);
   EXPECT_EQ(c.solver.time_limit, 60.0);
   EXPECT_EQ(c.solver.mip_gap, 0.0);
-  const ReconstructionSection& r = c.reconstruction;
-  EXPECT_TRUE(r.enabled);
-  EXPECT_EQ(r.steps, 5000);
-  EXPECT_EQ(r.batch, 4);
-  EXPECT_EQ(r.adaround_lr, 1e-3);
-  EXPECT_EQ(r.adaround_lambda, 0.01);
-  EXPECT_EQ(r.beta_start, 20.0);
-  EXPECT_EQ(r.beta_end, 2.0);
-  EXPECT_EQ(r.warmup, 0.2);
-  EXPECT_EQ(r.lwc_lr, 1e-2);
-  EXPECT_EQ(r.lwc_init, 4.0);
-  EXPECT_EQ(r.inputs, ReconInputs::kFp);
-  EXPECT_TRUE(c.eval.text.empty());
-  EXPECT_EQ(c.eval.seq_len, 0);
-  EXPECT_EQ(c.eval.max_windows, 0);
   EXPECT_EQ(c.output, fs::current_path() / "out" / "config");
-  EXPECT_EQ(c.seed, 0u);
   EXPECT_EQ(c.threads, 0);
 }
 
@@ -192,7 +173,6 @@ TEST(ConfigDefaults, EnumNamesAreTheYamlSpellings) {
   EXPECT_EQ(Name(CostMode::kLocal), "local");
   EXPECT_EQ(Name(CostCenter::kFp), "fp");
   EXPECT_EQ(Name(SolverMethod::kMilp), "milp");
-  EXPECT_EQ(Name(ReconInputs::kQuantized), "quantized");
 }
 
 // ---- Paths and overrides ------------------------------------------------------------------
@@ -200,25 +180,29 @@ TEST(ConfigDefaults, EnumNamesAreTheYamlSpellings) {
 TEST(ConfigPaths, RelativePathsResolveAgainstBaseDirAndAreNormalised) {
   const std::string yaml = WithoutLine(MinimalYaml(), "calibration.fisher.path") +
                            "calibration.fisher.path: wikitext-2/./../wikitext-2/valid.txt\n"
-                           "eval.text: tinystories//valid-head30KB.txt\n";
+                           "calibration.cost.source: text\n"
+                           "calibration.cost.path: tinystories//valid-head30KB.txt\n";
   const RunConfig c = ParseConfig(yaml, DataDir() / "text", "config.yaml");
   EXPECT_EQ(c.calibration.fisher.path, WikiValid());
-  EXPECT_EQ(c.eval.text, TinyValid());
+  EXPECT_EQ(c.calibration.cost.path, TinyValid());
 }
 
 TEST(ConfigPaths, TrailingSeparatorAndEmptyPathsAreNormalised) {
-  const RunConfig c = Parse(WithoutLine(MinimalYaml(), "model.path") + "model.path: \"" +
-                            Stories().string() + "/\"\neval.text: \"\"\noutput: /tmp/run/\n");
+  const RunConfig c =
+      Parse(WithoutLine(MinimalYaml(), "model.path") + "model.path: \"" + Stories().string() +
+            "/\"\ncalibration.cost.path: \"\"\noutput: /tmp/run/\n");
   EXPECT_EQ(c.model.path, Stories());
-  EXPECT_TRUE(c.eval.text.empty());
+  EXPECT_TRUE(c.calibration.cost.path.empty());
   EXPECT_EQ(c.output, "/tmp/run");
-  EXPECT_TRUE(Parse(MinimalYaml() + "eval:\n  text: ~\n").eval.text.empty());
+  EXPECT_TRUE(
+      Parse(MinimalYaml() + "calibration:\n  cost:\n    path: ~\n").calibration.cost.path.empty());
 }
 
 TEST(ConfigPaths, SetPathsResolveAgainstTheWorkingDirectory) {
   CwdGuard cwd(DataDir() / "text" / "tinystories");
-  const RunConfig c = Parse(MinimalYaml(), {"eval.text=sample.txt", "output=runs/a"});
-  EXPECT_EQ(c.eval.text, TinySample());
+  const RunConfig c = Parse(MinimalYaml(), {"calibration.check.source=text",
+                                            "calibration.check.path=sample.txt", "output=runs/a"});
+  EXPECT_EQ(c.calibration.check.path, TinySample());
   EXPECT_EQ(c.output, fs::current_path() / "runs" / "a");
 }
 
@@ -239,23 +223,25 @@ TEST(ConfigPaths, TokenizerIsOnlyRequiredWhenTextIsRead) {
   const std::string yaml = "model.path: \"" + model.path().string() +
                            "\"\nquant.budget_ratio: 0.1\ncalibration.fisher.source: generate\n";
   EXPECT_EQ(Parse(yaml).model.tokenizer, model.path() / "tokenizer.model");
-  EXPECT_THROW_MSG(Parse(yaml, {"eval.text=" + TinyValid().string()}), ConfigError,
-                   "config.yaml: key 'model.tokenizer' = '" +
-                       (model.path() / "tokenizer.model").string() +
-                       "' does not exist (needed to tokenize 'eval.text')");
+  EXPECT_THROW_MSG(
+      Parse(yaml,
+            {"calibration.cost.source=text", "calibration.cost.path=" + TinyValid().string()}),
+      ConfigError,
+      "config.yaml: key 'model.tokenizer' = '" + (model.path() / "tokenizer.model").string() +
+          "' does not exist (needed to tokenize 'calibration.cost.path')");
 }
 
 TEST(ConfigOverrides, ApplyInOrderAfterTheFileAndParseValuesAsYaml) {
   const RunConfig c = Parse(
       MinimalYaml() + "quant:\n  bits_low: 2\n",
       {"quant.bits_low=3", "quant.bits_high=16", "quant.bits_high=4", "quant.ratios=[0.05, 0.1]",
-       "cost.mode=local", "cost.pairs=true", "seed=18446744073709551615"});
+       "cost.mode=local", "cost.pairs=true", "calibration.cost.seed=18446744073709551615"});
   EXPECT_EQ(c.quant.bits_low, 3);
   EXPECT_EQ(c.quant.bits_high, 4);
   EXPECT_EQ(c.quant.ratios, (std::vector<double>{0.05, 0.1}));
   EXPECT_EQ(c.cost.mode, CostMode::kLocal);
   EXPECT_TRUE(c.cost.pairs);
-  EXPECT_EQ(c.seed, 18446744073709551615u);
+  EXPECT_EQ(c.calibration.cost.seed, 18446744073709551615u);
 }
 
 // ---- Round trips and the fingerprint ------------------------------------------------------
@@ -293,7 +279,6 @@ std::vector<std::string> EveryKeyChanged(const TempDir& dir) {
           "quant.budget_bits=3.3",
           "quant.budget_ratio=0",
           "quant.score=fisher_impact",
-          "quant.symmetric=true",
           "cost.mode=fisher",
           "cost.center=fp",
           "cost.pairs=true",
@@ -302,22 +287,7 @@ std::vector<std::string> EveryKeyChanged(const TempDir& dir) {
           "solver.method=milp",
           "solver.time_limit=2.5",
           "solver.mip_gap=0.001",
-          "reconstruction.enabled=false",
-          "reconstruction.steps=10",
-          "reconstruction.batch=2",
-          "reconstruction.adaround_lr=0.1",
-          "reconstruction.adaround_lambda=0",
-          "reconstruction.beta_start=8",
-          "reconstruction.beta_end=8",
-          "reconstruction.warmup=0",
-          "reconstruction.lwc_lr=1e-5",
-          "reconstruction.lwc_init=-2",
-          "reconstruction.inputs=quantized",
-          "eval.text=" + TinySample().string(),
-          "eval.seq_len=256",
-          "eval.max_windows=9",
           "output=" + d + "/out",
-          "seed=42",
           "threads=2"};
 }
 
@@ -386,9 +356,10 @@ TEST(ConfigFingerprint, IgnoresOutputAndThreadsButNothingElse) {
   const RunConfig base = Parse(MinimalYaml());
   EXPECT_EQ(Fingerprint(Parse(MinimalYaml(), {"output=/elsewhere", "threads=7"})),
             Fingerprint(base));
-  for (const std::string& change : std::vector<std::string>{
-           "quant.bits_low=1", "calibration.cost.seed=9", "reconstruction.warmup=0.25", "seed=1",
-           "eval.text=" + TinySample().string(), "quant.ratios=[0.02, 0.05, 0.1, 0.15, 0.25]"}) {
+  for (const std::string& change :
+       std::vector<std::string>{"quant.bits_low=1", "calibration.cost.seed=9", "solver.mip_gap=0.5",
+                                "model.tokenizer=" + TinySample().string(),
+                                "quant.ratios=[0.02, 0.05, 0.1, 0.15, 0.25]"}) {
     EXPECT_NE(Fingerprint(Parse(MinimalYaml(), {change})), Fingerprint(base)) << change;
   }
 }
@@ -399,11 +370,10 @@ TEST(ConfigFingerprint, CanonicalTextFormatIsPinned) {
   for (const char* line :
        {"\ncalibration.fisher.source: text\n", "\ncalibration.cost.seed: 2\n",
         "\ncalibration.check.temperature: 1.0\n", "\nquant.ratios: [0.02, 0.05, 0.1, 0.15, 0.2]\n",
-        "\nquant.budget_bits: 0.0\n", "\nquant.symmetric: false\n",
-        "\nreconstruction.adaround_lr: 0.001\n", "\neval.text: \"\"\n"}) {
+        "\nquant.budget_bits: 0.0\n", "\ncost.pairs: false\n"}) {
     EXPECT_NE(text.find(line), std::string::npos) << line;
   }
-  EXPECT_TRUE(text.ends_with("\neval.max_windows: 0\nseed: 0\n")) << text;
+  EXPECT_TRUE(text.ends_with("\nsolver.time_limit: 60.0\nsolver.mip_gap: 0.0\n")) << text;
   EXPECT_EQ(text.find("output:"), std::string::npos);
   EXPECT_EQ(text.find("threads:"), std::string::npos);
 }
@@ -435,14 +405,15 @@ TEST(ConfigErrors, WrongTypesSayWhatWasExpectedAndFound) {
                    "config.yaml: key 'solver.time_limit' must be a finite number, got '.inf'");
   EXPECT_THROW_MSG(Parse(MinimalYaml() + "cost:\n  pairs: maybe\n"), ConfigError,
                    "config.yaml: key 'cost.pairs' must be true or false, got 'maybe'");
-  EXPECT_THROW_MSG(Parse(MinimalYaml() + "seed: -1\n"), ConfigError,
-                   "config.yaml: key 'seed' must be an integer in [0, 2^64), got '-1'");
+  EXPECT_THROW_MSG(Parse(MinimalYaml() + "calibration:\n  check:\n    seed: -1\n"), ConfigError,
+                   "config.yaml: key 'calibration.check.seed' must be an integer in [0, 2^64), "
+                   "got '-1'");
   EXPECT_THROW_MSG(Parse(MinimalYaml() + "model:\n  tokenizer: [a]\n"), ConfigError,
                    "config.yaml: key 'model.tokenizer' must be a path, got a list");
   EXPECT_THROW_MSG(Parse(MinimalYaml() + "quant: 3\n"), ConfigError,
                    "config.yaml: key 'quant' is a section and must hold keys, got '3'");
-  EXPECT_THROW_MSG(Parse(MinimalYaml() + "eval:\n  seq_len:\n"), ConfigError,
-                   "config.yaml: key 'eval.seq_len' must be an integer, got nothing");
+  EXPECT_THROW_MSG(Parse(MinimalYaml() + "cost:\n  refine:\n"), ConfigError,
+                   "config.yaml: key 'cost.refine' must be an integer, got nothing");
 }
 
 TEST(ConfigErrors, OutOfRangeValuesShowTheRange) {
@@ -530,9 +501,24 @@ TEST(ConfigErrors, CrossFieldChecksNameBothKeys) {
       ConfigError,
       "config.yaml: key 'quant.budget_bits' = 1.5 is below key 'quant.bits_low' = 2, "
       "so no plan can meet it");
-  EXPECT_THROW_MSG(Parse(MinimalYaml() + "reconstruction:\n  beta_start: 1\n"), ConfigError,
-                   "config.yaml: key 'reconstruction.beta_start' = 1.0 must be at least key "
-                   "'reconstruction.beta_end' = 2.0 (beta is annealed downwards)");
+}
+
+// Keys no stage reads were removed; a config that still sets one is told so, as for a typo.
+TEST(ConfigErrors, RemovedKeysAreUnknownKeys) {
+  // Each: YAML in the file, and the key the message names.
+  const std::pair<std::string, std::string> in_file[] = {
+      {"quant:\n  symmetric: true\n", "quant.symmetric"},
+      {"seed: 0\n", "seed"},
+      {"eval:\n  text: x.txt\n", "eval"},
+      {"reconstruction:\n  steps: 10\n", "reconstruction"}};
+  for (const auto& [yaml, key] : in_file) {
+    EXPECT_THROW_MSG(Parse(MinimalYaml() + yaml), ConfigError,
+                     "config.yaml: unknown key '" + key + "' (docs/CONFIG.md lists the keys)");
+  }
+  for (const std::string key : {"reconstruction.enabled", "eval.seq_len", "quant.symmetric"}) {
+    EXPECT_THROW_MSG(Parse(MinimalYaml(), {key + "=1"}), ConfigError,
+                     "--set: unknown key '" + key + "' (docs/CONFIG.md lists the keys)");
+  }
 }
 
 TEST(ConfigErrors, SampleSetPathsMatchTheirSource) {
@@ -552,10 +538,12 @@ TEST(ConfigErrors, SampleSetPathsMatchTheirSource) {
                    ConfigError,
                    "config.yaml: key 'calibration.fisher.path' = '/base/wiki/valid.txt' does not "
                    "exist");
-  EXPECT_THROW_MSG(
-      Parse(MinimalYaml() + "eval:\n  text: \"" + DataDir().string() + "/text\"\n"), ConfigError,
-      "config.yaml: key 'eval.text' = '" + (DataDir() / "text").lexically_normal().string() +
-          "' is not a regular file");
+  EXPECT_THROW_MSG(Parse(MinimalYaml(), {"calibration.check.source=text",
+                                         "calibration.check.path=" + DataDir().string() + "/text"}),
+                   ConfigError,
+                   "--set: key 'calibration.check.path' = '" +
+                       (DataDir() / "text").lexically_normal().string() +
+                       "' is not a regular file");
 }
 
 TEST(ConfigErrors, YamlStructureProblemsAreReportedWithTheirPlace) {
@@ -564,10 +552,10 @@ TEST(ConfigErrors, YamlStructureProblemsAreReportedWithTheirPlace) {
                    "found");
   EXPECT_THROW_MSG(Parse("- a\n- b\n"), ConfigError,
                    "config.yaml: the top level must be a map of keys, got a list");
-  EXPECT_THROW_MSG(Parse(MinimalYaml() + "---\nseed: 2\n"), ConfigError,
+  EXPECT_THROW_MSG(Parse(MinimalYaml() + "---\nthreads: 2\n"), ConfigError,
                    "config.yaml: expected one YAML document, found 2");
-  EXPECT_THROW_MSG(Parse(MinimalYaml() + "seed: 1\nseed: 2\n"), ConfigError,
-                   "config.yaml: duplicate key 'seed'");
+  EXPECT_THROW_MSG(Parse(MinimalYaml() + "threads: 1\nthreads: 2\n"), ConfigError,
+                   "config.yaml: duplicate key 'threads'");
   EXPECT_THROW_MSG(Parse(MinimalYaml() + "quant:\n  budget_ratio: 0.2\n"), ConfigError,
                    "config.yaml: duplicate key 'quant.budget_ratio'");
 }

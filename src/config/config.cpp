@@ -1,5 +1,5 @@
-// src/config/config.cpp - the one list of config keys (ForEachField) and everything it drives: defaults,
-// YAML and --set parsing, validation, ToYaml, the canonical text and docs/CONFIG.md.
+// src/config/config.cpp - the one list of config keys (ForEachField) and everything it drives:
+// defaults, YAML and --set parsing, validation, ToYaml, the canonical text and docs/CONFIG.md.
 //
 // The list calls visitor(field, default, Meta{key, limits, ..., help}) once per key. A visitor is
 // a struct with one template operator(); what differs per field type (how to parse, format,
@@ -41,13 +41,11 @@ constexpr std::array<std::string_view, 2> kChannelScoreNames = {"fisher", "fishe
 constexpr std::array<std::string_view, 3> kCostModeNames = {"loss", "local", "fisher"};
 constexpr std::array<std::string_view, 2> kCostCenterNames = {"plan", "fp"};
 constexpr std::array<std::string_view, 2> kSolverMethodNames = {"pareto", "milp"};
-constexpr std::array<std::string_view, 2> kReconInputsNames = {"fp", "quantized"};
 std::span<const std::string_view> Choices(SampleSource) { return kSampleSourceNames; }
 std::span<const std::string_view> Choices(ChannelScore) { return kChannelScoreNames; }
 std::span<const std::string_view> Choices(CostMode) { return kCostModeNames; }
 std::span<const std::string_view> Choices(CostCenter) { return kCostCenterNames; }
 std::span<const std::string_view> Choices(SolverMethod) { return kSolverMethodNames; }
-std::span<const std::string_view> Choices(ReconInputs) { return kReconInputsNames; }
 
 template <class E>
 std::string_view EnumName(E value) {
@@ -66,7 +64,6 @@ struct Limits {
 };
 constexpr Limits Closed(double lo, double hi) { return {lo, hi, false, false}; }
 constexpr Limits OpenClosed(double lo, double hi) { return {lo, hi, true, false}; }
-constexpr Limits AtLeast(double lo) { return {lo, kInf, false, true}; }
 constexpr Limits Positive() { return {0.0, kInf, true, true}; }
 
 // Everything the list says about one key besides its field and default.
@@ -128,7 +125,7 @@ void ForEachField(RunConfig& c, Visitor& v) {
     {.key = "model.tokenizer",
      .default_doc = "`<model.path>/tokenizer.model`",
      .allowed_doc = "existing file (when text is read)",
-     .help = "SentencePiece tokenizer.model that tokenizes calibration and evaluation text."});
+     .help = "SentencePiece tokenizer.model that tokenizes calibration text."});
 
   ForEachSampleSetField(c.calibration.fisher, "calibration.fisher", {SampleSource::kText, 128, 1},
                         v);
@@ -173,9 +170,6 @@ void ForEachField(RunConfig& c, Visitor& v) {
     {.key = "quant.score",
      .help = "Channel score that ranks the input channels: `fisher` = sum_i F_ij, "
              "`fisher_impact` = sum_i F_ij (W_ij - Q_bL(W_ij))^2."});
-  v(c.quant.symmetric, false,
-    {.key = "quant.symmetric",
-     .help = "Symmetric quantization (scale only) instead of asymmetric (scale and zero)."});
 
   v(c.cost.mode, CostMode::kLoss,
     {.key = "cost.mode",
@@ -189,7 +183,8 @@ void ForEachField(RunConfig& c, Visitor& v) {
              "`fp` = around the full-precision model (the paper's reproduction)."});
   v(c.cost.pairs, false,
     {.key = "cost.pairs",
-     .help = "Also measure the within-block pair terms (off-diagonal entries of M)."});
+     .help = "With mode `loss` or `fisher`: also measure the within-block pair terms "
+             "(off-diagonal entries of M); mode `local` measures none."});
   v(c.cost.refine, 2,
     {.key = "cost.refine",
      .limits = Closed(0, 20),
@@ -214,77 +209,12 @@ void ForEachField(RunConfig& c, Visitor& v) {
     {.key = "solver.mip_gap",
      .limits = Closed(0, 1),
      .help = "Relative MIP gap at which GLPK may stop; 0 = prove optimality."});
-
-  v(c.reconstruction.enabled, true,
-    {.key = "reconstruction.enabled",
-     .help = "Run the hybrid AdaRound + learnable-weight-clipping reconstruction per block; "
-             "false = round-to-nearest with the planned ratios."});
-  v(c.reconstruction.steps, 5000,
-    {.key = "reconstruction.steps",
-     .limits = Closed(0, 100000000),
-     .help = "Optimizer steps per transformer block."});
-  v(c.reconstruction.batch, 4,
-    {.key = "reconstruction.batch",
-     .limits = Closed(1, 4096),
-     .help = "Calibration sequences per optimizer step."});
-  v(c.reconstruction.adaround_lr, 1e-3,
-    {.key = "reconstruction.adaround_lr",
-     .limits = Positive(),
-     .help = "Adam learning rate of the AdaRound variables V (high-impact channels)."});
-  v(c.reconstruction.adaround_lambda, 0.01,
-    {.key = "reconstruction.adaround_lambda",
-     .limits = AtLeast(0),
-     .help = "Weight lambda of the rounding regulariser sum(1 - |2 h(V) - 1|^beta)."});
-  v(c.reconstruction.beta_start, 20.0,
-    {.key = "reconstruction.beta_start",
-     .limits = Positive(),
-     .help = "Regulariser exponent beta after the warm-up; annealed down to beta_end."});
-  v(c.reconstruction.beta_end, 2.0,
-    {.key = "reconstruction.beta_end",
-     .limits = Positive(),
-     .help = "Regulariser exponent beta at the last step; at most beta_start."});
-  v(c.reconstruction.warmup, 0.2,
-    {.key = "reconstruction.warmup",
-     .limits = Closed(0, 1),
-     .help = "Fraction of the steps before the rounding regulariser is switched on."});
-  v(c.reconstruction.lwc_lr, 1e-2,
-    {.key = "reconstruction.lwc_lr",
-     .limits = Positive(),
-     .help = "AdamW learning rate (no weight decay) of the learnable weight-clipping logits "
-             "(low-bit channels)."});
-  v(c.reconstruction.lwc_init, 4.0,
-    {.key = "reconstruction.lwc_init",
-     .help = "Initial clipping logits: xmax = sigmoid(logit) max(W), likewise xmin; 4.0 "
-             "starts at 98% of the range."});
-  v(c.reconstruction.inputs, ReconInputs::kFp,
-    {.key = "reconstruction.inputs",
-     .help = "Block inputs: `fp` = the cached full-precision inputs (every rank works at "
-             "once), `quantized` = outputs of the already-quantized preceding blocks."});
-
-  v(c.eval.text, fs::path(),
-    {.key = "eval.text",
-     .default_doc = "unset",
-     .allowed_doc = "existing file",
-     .help = "Held-out text for perplexity in non-overlapping windows (the GPTQ protocol); "
-             "unset = no evaluation."});
-  v(c.eval.seq_len, 0,
-    {.key = "eval.seq_len",
-     .limits = Closed(0, 1 << 20),
-     .help = "Window length in tokens; 0 = the model's context length."});
-  v(c.eval.max_windows, 0,
-    {.key = "eval.max_windows",
-     .limits = Closed(0, 1 << 30),
-     .help = "Evaluate at most this many windows; 0 = all."});
-
   v(c.output, fs::path(),
     {.key = "output",
      .default_doc = "`out/<config file stem>` under the current directory",
      .allowed_doc = "path",
      .fingerprint = false,
-     .help = "Output directory: model.h5, shards/ and the stage files. `--output DIR` "
-             "overrides it."});
-  v(c.seed, uint64_t{0},
-    {.key = "seed", .help = "Run seed; every random stream is seeded from (seed, tensor name)."});
+     .help = "Output directory of the stage files. `--output DIR` overrides it."});
   v(c.threads, 0,
     {.key = "threads",
      .limits = Closed(0, 1024),
@@ -749,7 +679,7 @@ void ApplyMap(RunConfig& config, const YAML::Node& map, const std::string& prefi
     if (Keys().IsLeaf(key)) {
       AssignLeaf(config, key, entry.second, ctx, origins);
     } else if (Keys().IsSection(key)) {
-      if (entry.second.IsNull()) continue;  // "eval:" with nothing under it
+      if (entry.second.IsNull()) continue;  // "cost:" with nothing under it
       if (!entry.second.IsMap()) {
         Fail(ctx.source,
              "key " + Q(key) + " is a section and must hold keys, got " + Got(entry.second));
@@ -834,14 +764,6 @@ void Validate(const RunConfig& c, const Origins& origins) {
              " is below key 'quant.bits_low' = " + std::to_string(q.bits_low) +
              ", so no plan can meet it");
   }
-  const ReconstructionSection& r = c.reconstruction;
-  if (r.beta_start < r.beta_end) {
-    Fail(origins.Of("reconstruction.beta_start", "reconstruction.beta_end"),
-         "key 'reconstruction.beta_start' = " + FormatDouble(r.beta_start) +
-             " must be at least key 'reconstruction.beta_end' = " + FormatDouble(r.beta_end) +
-             " (beta is annealed downwards)");
-  }
-
   RequireExisting(c.model.path, "model.path", /*directory=*/true, origins,
                   ". HINT: point model.path at a Hugging Face LLaMA checkpoint directory, in the "
                   "file or with --set model.path=DIR");
@@ -868,10 +790,6 @@ void Validate(const RunConfig& c, const Origins& origins) {
     }
     RequireExisting(set->path, path_key, /*directory=*/false, origins);
     if (set->source == SampleSource::kText && text_reader.empty()) text_reader = path_key;
-  }
-  if (!c.eval.text.empty()) {
-    RequireExisting(c.eval.text, "eval.text", /*directory=*/false, origins);
-    if (text_reader.empty()) text_reader = "eval.text";
   }
   if (!text_reader.empty()) {
     if (c.model.tokenizer.empty()) {
@@ -900,7 +818,6 @@ std::string_view Name(ChannelScore value) { return EnumName(value); }
 std::string_view Name(CostMode value) { return EnumName(value); }
 std::string_view Name(CostCenter value) { return EnumName(value); }
 std::string_view Name(SolverMethod value) { return EnumName(value); }
-std::string_view Name(ReconInputs value) { return EnumName(value); }
 
 RunConfig::RunConfig() {
   SetDefaults set_defaults;
@@ -1004,11 +921,12 @@ std::string ConfigMarkdown() {
      tests/test_config.cpp fails when this file is stale; regenerate it with
      HIQ_UPDATE_DOCS=1 build/tests/test_config --gtest_filter='ConfigDocs.*' -->
 
-A run (`hiq plan|quantize CONFIG.yaml`) is described by one YAML file of nested sections, e.g.
+A run (`hiq plan CONFIG.yaml`) is described by one YAML file of nested sections, e.g.
 `quant: {bits_low: 2, bits_high: 3}`; a dotted key such as `quant.bits_low: 2` is accepted too.
 Every key except `model.path` has a default, so a config lists only what it changes (see
 `configs/`). `hiq config CONFIG.yaml` prints the resolved config: every key, paths made
-absolute, plus its fingerprint; that output loads back to the same config.
+absolute, plus its fingerprint; that output loads back to the same config. A key is listed
+here only once a stage reads it; any other key is an unknown key.
 
 **Paths.** A relative path in a config file is resolved against the directory of that file, so
 a config works from any working directory; a relative path given with `--set` is resolved
