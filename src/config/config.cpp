@@ -1,7 +1,8 @@
 // src/config/config.cpp - the one list of config keys (ForEachField) and everything it drives:
 // defaults, YAML and --set parsing, validation, ToYaml, the canonical text and docs/CONFIG.md.
 //
-// The list calls visitor(field, default, Meta{key, limits, ..., help}) once per key. A visitor is
+// The list calls visitor(field, default, Meta{key, limits, ..., help}) once per key,
+// one function per section (ModelFields, CalibrationFields, ...). A visitor is
 // a struct with one template operator(); what differs per field type (how to parse, format,
 // check and document an int, a path, a choice...) lives in the overload sets Parse, Format,
 // Check, TypeName and Allowed below, one overload per type, so no visitor repeats it.
@@ -77,6 +78,24 @@ struct Meta {
   std::string_view help;
 };
 
+// The field list, one function per section, each key once, in the order ToYaml prints them.
+// Visitors take (field, default, Meta).
+
+template <class Visitor>
+void ModelFields(ModelSection& m, Visitor& v) {
+  v(m.path, fs::path(),
+    {.key = "model.path",
+     .default_doc = "required",
+     .allowed_doc = "existing directory",
+     .help = "Hugging Face LLaMA checkpoint directory: config.json plus model.safetensors, or "
+             "sharded model-*.safetensors with model.safetensors.index.json (F32, F16 or BF16)."});
+  v(m.tokenizer, fs::path(),
+    {.key = "model.tokenizer",
+     .default_doc = "`<model.path>/tokenizer.model`",
+     .allowed_doc = "existing file (when text is read)",
+     .help = "SentencePiece tokenizer.model that tokenizes calibration text."});
+}
+
 struct SampleSetDefaults {
   SampleSource source;
   int n_sequences;
@@ -85,8 +104,8 @@ struct SampleSetDefaults {
 
 // The three calibration sample sets share one field list; only their defaults differ.
 template <class Visitor>
-void ForEachSampleSetField(SampleSetConfig& s, const std::string& p, const SampleSetDefaults& d,
-                           Visitor& v) {
+void SampleSetFields(SampleSetConfig& s, const std::string& p, const SampleSetDefaults& d,
+                     Visitor& v) {
   v(s.source, d.source,
     {.key = p + ".source",
      .help = "Where the sequences come from: `text` = windows of seq_len tokens cut from a "
@@ -99,9 +118,13 @@ void ForEachSampleSetField(SampleSetConfig& s, const std::string& p, const Sampl
      .help = "The text file (source `text`) or token .h5 file (source `tokens`). Required for "
              "those sources and must be unset for `generate`."});
   v(s.n_sequences, d.n_sequences,
-    {.key = p + ".n_sequences", .limits = Closed(1, 1 << 20), .help = "Number of sequences."});
+    {.key = p + ".n_sequences",
+     .limits = Closed(1, 1 << 20),
+     .help = "Number of sequences."});
   v(s.seq_len, 128,
-    {.key = p + ".seq_len", .limits = Closed(1, 1 << 20), .help = "Tokens per sequence."});
+    {.key = p + ".seq_len",
+     .limits = Closed(1, 1 << 20),
+     .help = "Tokens per sequence."});
   v(s.seed, d.seed,
     {.key = p + ".seed",
      .help = "Seed of this set's random stream (which windows are cut, or what is sampled)."});
@@ -112,103 +135,101 @@ void ForEachSampleSetField(SampleSetConfig& s, const std::string& p, const Sampl
              "by the other sources."});
 }
 
-// THE list: every key of a run, once, in the order ToYaml prints them.
 template <class Visitor>
-void ForEachField(RunConfig& c, Visitor& v) {
-  v(c.model.path, fs::path(),
-    {.key = "model.path",
-     .default_doc = "required",
-     .allowed_doc = "existing directory",
-     .help = "Hugging Face LLaMA checkpoint directory: config.json plus model.safetensors, or "
-             "sharded model-*.safetensors with model.safetensors.index.json (F32, F16 or BF16)."});
-  v(c.model.tokenizer, fs::path(),
-    {.key = "model.tokenizer",
-     .default_doc = "`<model.path>/tokenizer.model`",
-     .allowed_doc = "existing file (when text is read)",
-     .help = "SentencePiece tokenizer.model that tokenizes calibration text."});
+void CalibrationFields(CalibrationSection& c, Visitor& v) {
+  SampleSetFields(c.fisher, "calibration.fisher", {SampleSource::kText, 128, 1}, v);
+  SampleSetFields(c.cost, "calibration.cost", {SampleSource::kGenerate, 32, 2}, v);
+  SampleSetFields(c.check, "calibration.check", {SampleSource::kGenerate, 32, 3}, v);
+}
 
-  ForEachSampleSetField(c.calibration.fisher, "calibration.fisher", {SampleSource::kText, 128, 1},
-                        v);
-  ForEachSampleSetField(c.calibration.cost, "calibration.cost", {SampleSource::kGenerate, 32, 2},
-                        v);
-  ForEachSampleSetField(c.calibration.check, "calibration.check", {SampleSource::kGenerate, 32, 3},
-                        v);
-
-  v(c.quant.bits_low, 2,
+template <class Visitor>
+void QuantFields(QuantSection& q, Visitor& v) {
+  v(q.bits_low, 2,
     {.key = "quant.bits_low",
      .limits = Closed(1, 8),
      .help = "Bit-width b_L of the low-precision channels of every quantized linear layer."});
-  v(c.quant.bits_high, 3,
+  v(q.bits_high, 3,
     {.key = "quant.bits_high",
      .limits = Closed(2, 16),
      .help = "Bit-width b_H of the high-impact channels; must be greater than bits_low. "
              "16 keeps them in FP16 (the FP16-retention baseline)."});
-  v(c.quant.group_size, 32,
+  v(q.group_size, 32,
     {.key = "quant.group_size",
      .limits = Closed(8, 1 << 20),
      .zero_ok = true,
      .help = "Quantization group along the input dimension: one scale and zero per group of "
              "this many input channels; 0 = one per output row."});
-  v(c.quant.ratios, std::vector<double>{0.02, 0.05, 0.10, 0.15, 0.20},
+  v(q.ratios, std::vector<double>{0.02, 0.05, 0.10, 0.15, 0.20},
     {.key = "quant.ratios",
      .limits = OpenClosed(0, 1),
      .help = "Candidate high-impact ratios R: the fraction of a layer's input channels (top "
              "scores) quantized at bits_high. The plan picks one per layer."});
-  v(c.quant.budget_bits, 0.0,
+  v(q.budget_bits, 0.0,
     {.key = "quant.budget_bits",
      .limits = Closed(0, 16),
      .default_doc = "`0.0` (unset)",
      .help = "Budget as average bits per quantized weight, counting codes, scales/zeros and "
              "channel indices; 0 = unset. Set exactly one of budget_bits and budget_ratio."});
-  v(c.quant.budget_ratio, 0.0,
+  v(q.budget_ratio, 0.0,
     {.key = "quant.budget_ratio",
      .limits = Closed(0, 1),
      .default_doc = "`0.0` (unset)",
      .help = "Budget as a ratio: the bits that this same fixed ratio costs in every layer, so "
              "the plan is compared with the fixed-ratio baseline at matched bits; 0 = unset."});
-  v(c.quant.score, ChannelScore::kFisher,
+  v(q.score, ChannelScore::kFisher,
     {.key = "quant.score",
      .help = "Channel score that ranks the input channels: `fisher` = sum_i F_ij, "
              "`fisher_impact` = sum_i F_ij (W_ij - Q_bL(W_ij))^2."});
+}
 
-  v(c.cost.mode, CostMode::kLoss,
+template <class Visitor>
+void CostFields(CostSection& c, Visitor& v) {
+  v(c.mode, CostMode::kLoss,
     {.key = "cost.mode",
      .help = "Cost estimator: `loss` = end-to-end loss differences (the paper's), `local` = "
              "block-local first-order term g . dY plus a fitted quadratic term, `fisher` = "
              "gradient projections (M = S^T S / N)."});
-  v(c.cost.center, CostCenter::kPlan,
+  v(c.center, CostCenter::kPlan,
     {.key = "cost.center",
      .help = "Where loss differences are measured: `plan` = around the quantized operating "
              "point (first the fixed-ratio plan that meets the budget, then the current plan), "
              "`fp` = around the full-precision model (the paper's reproduction)."});
-  v(c.cost.pairs, false,
+  v(c.pairs, false,
     {.key = "cost.pairs",
      .help = "With mode `loss` or `fisher`: also measure the within-block pair terms "
              "(off-diagonal entries of M); mode `local` measures none."});
-  v(c.cost.refine, 2,
+  v(c.refine, 2,
     {.key = "cost.refine",
      .limits = Closed(0, 20),
      .help = "Re-centring rounds with center `plan`: measure around the current plan, solve, "
              "keep the new plan only if its measured loss falls."});
-  v(c.cost.local_fit_switches, 10,
+  v(c.local_fit_switches, 10,
     {.key = "cost.local_fit_switches",
      .limits = Closed(0, 1000),
      .help = "With mode `local`: end-to-end block switches measured to fit the two "
              "coefficients of its quadratic term; 0 = first-order term only."});
+}
 
-  v(c.solver.method, SolverMethod::kPareto,
+template <class Visitor>
+void SolverFields(SolverSection& s, Visitor& v) {
+  v(s.method, SolverMethod::kPareto,
     {.key = "solver.method",
      .help = "`pareto` = per-block Pareto frontiers, then a multiple-choice knapsack over them "
              "(exact, scales to 7B); `milp` = the linearised quadratic program in GLPK directly "
              "(the cross-check)."});
-  v(c.solver.time_limit, 60.0,
+  v(s.time_limit, 60.0,
     {.key = "solver.time_limit",
      .limits = Positive(),
      .help = "GLPK time limit per solve, in seconds."});
-  v(c.solver.mip_gap, 0.0,
+  v(s.mip_gap, 0.0,
     {.key = "solver.mip_gap",
      .limits = Closed(0, 1),
      .help = "Relative MIP gap at which GLPK may stop; 0 = prove optimality."});
+}
+
+// Where results go and how fast they are made; no stage's result depends on these.
+template <class Visitor>
+void RunFields(RunConfig& c, Visitor& v) {
   v(c.output, fs::path(),
     {.key = "output",
      .default_doc = "`out/<config file stem>` under the current directory",
@@ -221,6 +242,17 @@ void ForEachField(RunConfig& c, Visitor& v) {
      .fingerprint = false,
      .help = "OpenBLAS threads per rank; 0 = OpenBLAS's default. Results do not depend on "
              "it."});
+}
+
+// THE list: every key of a run, once.
+template <class Visitor>
+void ForEachField(RunConfig& c, Visitor& v) {
+  ModelFields(c.model, v);
+  CalibrationFields(c.calibration, v);
+  QuantFields(c.quant, v);
+  CostFields(c.cost, v);
+  SolverFields(c.solver, v);
+  RunFields(c, v);
 }
 
 // ---- Messages -----------------------------------------------------------------------------
