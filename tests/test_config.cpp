@@ -9,6 +9,7 @@
 #include "hiq/base/error.h"   // ConfigError, IoError
 #include "hiq/base/sha256.h"  // Sha256Hex
 #include "hiq/config/config.h"
+#include "hiq/quant/quant.h"  // ValidateQuantSpec: what the quant keys must agree with
 #include "test_util.h"        // DataDir, SourceDir, TempDir, EXPECT_THROW_MSG
 
 namespace hiq {
@@ -426,6 +427,11 @@ TEST(ConfigErrors, OutOfRangeValuesShowTheRange) {
                    "config.yaml: key 'quant.group_size' = 4 is out of range [8, 1048576] and "
                    "not 0");
   EXPECT_EQ(Parse(MinimalYaml() + "quant:\n  group_size: 0\n").quant.group_size, 0);
+  EXPECT_THROW_MSG(Parse(MinimalYaml() + "quant:\n  bits_high: 12\n"), ConfigError,
+                   "config.yaml: key 'quant.bits_high' = 12 is out of range [1, 8] and not 16");
+  EXPECT_THROW_MSG(Parse(MinimalYaml(), {"quant.bits_high=0"}), ConfigError,
+                   "--set: key 'quant.bits_high' = 0 is out of range [1, 8] and not 16");
+  EXPECT_EQ(Parse(MinimalYaml() + "quant:\n  bits_high: 16\n").quant.bits_high, 16);
   EXPECT_THROW_MSG(Parse(MinimalYaml() + "solver:\n  time_limit: 0\n"), ConfigError,
                    "config.yaml: key 'solver.time_limit' = 0.0 is out of range (0, inf)");
   EXPECT_THROW_MSG(Parse(MinimalYaml() + "solver:\n  mip_gap: 1.5\n"), ConfigError,
@@ -496,11 +502,61 @@ TEST(ConfigErrors, CrossFieldChecksNameBothKeys) {
                    "config.yaml: neither key 'quant.budget_bits' nor 'quant.budget_ratio' is set; "
                    "set exactly one. HINT: 'quant: {budget_ratio: 0.1}' spends what a fixed 10% "
                    "ratio costs");
-  EXPECT_THROW_MSG(
-      Parse(WithoutLine(MinimalYaml(), "quant.budget_ratio") + "quant:\n  budget_bits: 1.5\n"),
-      ConfigError,
-      "config.yaml: key 'quant.budget_bits' = 1.5 is below key 'quant.bits_low' = 2, "
-      "so no plan can meet it");
+}
+
+// Budgets that no plan can meet fail at load, not after the Fisher pass (the solver's own
+// "infeasible" message, with the model's exact range, is for budgets between this bound and it).
+TEST(ConfigErrors, BudgetsNoPlanCanMeetFailAtLoad) {
+  const std::string bits_budget = WithoutLine(MinimalYaml(), "quant.budget_ratio");
+  EXPECT_THROW_MSG(Parse(bits_budget + "quant:\n  budget_bits: 2.5\n"), ConfigError,
+                   "config.yaml: key 'quant.budget_bits' = 2.5 cannot be met: codes and group "
+                   "scales alone take at least 2.57125 bits per weight with keys "
+                   "'quant.bits_low' = 2, 'quant.bits_high' = 3, 'quant.group_size' = 32 and "
+                   "'quant.ratios' from 0.02");
+  EXPECT_EQ(Parse(bits_budget + "quant:\n  budget_bits: 2.57125\n").quant.budget_bits, 2.57125);
+  // One group per row: the bound is b_L plus the high channels' share; --set is named too.
+  EXPECT_THROW_MSG(Parse(bits_budget + "quant:\n  budget_bits: 1.5\n", {"quant.group_size=0"}),
+                   ConfigError,
+                   "config.yaml, --set: key 'quant.budget_bits' = 1.5 cannot be met: codes and "
+                   "group scales alone take at least 2.02 bits per weight with keys "
+                   "'quant.bits_low' = 2, 'quant.bits_high' = 3, 'quant.group_size' = 0 and "
+                   "'quant.ratios' from 0.02");
+  EXPECT_THROW_MSG(Parse(MinimalYaml(), {"quant.budget_ratio=0.01"}), ConfigError,
+                   "--set, config.yaml: key 'quant.budget_ratio' = 0.01 is below the smallest of "
+                   "key 'quant.ratios' = [0.02, 0.05, 0.1, 0.15, 0.2], so no candidate ratio fits "
+                   "the budget");
+  EXPECT_EQ(Parse(MinimalYaml(), {"quant.budget_ratio=0.02"}).quant.budget_ratio, 0.02);
+}
+
+// quant.bits_low, quant.bits_high and quant.group_size pass at load exactly when the quantizer
+// takes them, so that none is refused only after the Fisher pass.
+TEST(ConfigErrors, QuantKeysAcceptWhatTheQuantizerAccepts) {
+  for (int low = -1; low <= 17; ++low) {
+    for (int high = -1; high <= 17; ++high) {
+      bool quantizer_accepts = high > low;
+      try {
+        ValidateQuantSpec({low, high, 32});
+      } catch (const ConfigError&) {
+        quantizer_accepts = false;
+      }
+      bool config_accepts = true;
+      try {
+        Parse(MinimalYaml(),
+              {"quant.bits_low=" + std::to_string(low), "quant.bits_high=" + std::to_string(high)});
+      } catch (const ConfigError&) {
+        config_accepts = false;
+      }
+      EXPECT_EQ(config_accepts, quantizer_accepts) << "bits_low " << low << " bits_high " << high;
+    }
+  }
+  for (const int group : {-1, 0, 1, 7, 8, 64, 1 << 20, (1 << 20) + 1}) {
+    try {
+      Parse(MinimalYaml(), {"quant.group_size=" + std::to_string(group)});
+    } catch (const ConfigError&) {
+      continue;  // the config may be stricter than the quantizer, never looser
+    }
+    EXPECT_NO_THROW(ValidateQuantSpec({2, 3, group})) << "group_size " << group;
+  }
 }
 
 // Keys no stage reads were removed; a config that still sets one is told so, as for a typo.

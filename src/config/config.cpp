@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <limits>
 #include <map>
 #include <optional>
@@ -71,7 +72,7 @@ constexpr Limits Positive() { return {0.0, kInf, true, true}; }
 struct Meta {
   std::string key;                    // dotted YAML path
   Limits limits = {};                 // numbers, and each element of a list
-  bool zero_ok = false;               // 0 (a documented "unset" or "auto") is allowed too
+  std::optional<double> also = {};    // one more allowed value outside `limits` (0, 16...)
   std::string_view default_doc = {};  // docs/CONFIG.md text instead of the default value
   std::string_view allowed_doc = {};  // docs/CONFIG.md text instead of the range
   bool fingerprint = true;            // part of CanonicalText (false: cannot change a result)
@@ -142,6 +143,9 @@ void CalibrationFields(CalibrationSection& c, Visitor& v) {
   SampleSetFields(c.check, "calibration.check", {SampleSource::kGenerate, 32, 3}, v);
 }
 
+// bits_low and bits_high take exactly what ValidateQuantSpec (hiq/quant/quant.h) accepts, with
+// bits_high > bits_low checked in ValidateQuant, and group_size a part of it (the agreement is a
+// test), so that no value passes here only to be refused after the Fisher pass.
 template <class Visitor>
 void QuantFields(QuantSection& q, Visitor& v) {
   v(q.bits_low, 2,
@@ -150,13 +154,14 @@ void QuantFields(QuantSection& q, Visitor& v) {
      .help = "Bit-width b_L of the low-precision channels of every quantized linear layer."});
   v(q.bits_high, 3,
     {.key = "quant.bits_high",
-     .limits = Closed(2, 16),
+     .limits = Closed(1, 8),
+     .also = 16,
      .help = "Bit-width b_H of the high-impact channels; must be greater than bits_low. "
              "16 keeps them in FP16 (the FP16-retention baseline)."});
   v(q.group_size, 32,
     {.key = "quant.group_size",
      .limits = Closed(8, 1 << 20),
-     .zero_ok = true,
+     .also = 0,
      .help = "Quantization group along the input dimension: one scale and zero per group of "
              "this many input channels; 0 = one per output row."});
   v(q.ratios, std::vector<double>{0.02, 0.05, 0.10, 0.15, 0.20},
@@ -175,7 +180,8 @@ void QuantFields(QuantSection& q, Visitor& v) {
      .limits = Closed(0, 1),
      .default_doc = "`0.0` (unset)",
      .help = "Budget as a ratio: the bits that this same fixed ratio costs in every layer, so "
-             "the plan is compared with the fixed-ratio baseline at matched bits; 0 = unset."});
+             "the plan is compared with the fixed-ratio baseline at matched bits; at least the "
+             "smallest of ratios; 0 = unset."});
   v(q.score, ChannelScore::kFisher,
     {.key = "quant.score",
      .help = "Channel score that ranks the input channels: `fisher` = sum_i F_ij, "
@@ -317,10 +323,19 @@ bool InLimits(double value, const Limits& l) {
 }
 
 void CheckNumber(double value, const std::string& shown, const Meta& m, std::string_view source) {
-  if (m.zero_ok && value == 0) return;
+  if (m.also == value) return;
   if (InLimits(value, m.limits)) return;
   Fail(source, "key " + Q(m.key) + " = " + shown + " is out of range " + RangeText(m.limits) +
-                   (m.zero_ok ? " and not 0" : ""));
+                   (m.also ? " and not " + FormatBound(*m.also) : ""));
+}
+
+// A numeric key's allowed values as docs/CONFIG.md shows them, the extra value on its side of
+// the range: "0 or [8, 1048576]", "[1, 8] or 16".
+std::string AllowedNumbers(const Meta& m) {
+  if (!m.also) return RangeText(m.limits);
+  const std::string also = FormatBound(*m.also);
+  return *m.also < m.limits.lo ? also + " or " + RangeText(m.limits)
+                               : RangeText(m.limits) + " or " + also;
 }
 
 std::string FormatList(const std::vector<double>& values) {
@@ -506,11 +521,9 @@ std::string TypeName(const std::vector<double>&) { return "list of float"; }
 template <class E>
 requires std::is_enum_v<E> std::string TypeName(E) { return "choice"; }
 
-std::string Allowed(int, const Meta& m) { return (m.zero_ok ? "0 or " : "") + RangeText(m.limits); }
+std::string Allowed(int, const Meta& m) { return AllowedNumbers(m); }
 std::string Allowed(uint64_t, const Meta&) { return "[0, 2^64)"; }
-std::string Allowed(double, const Meta& m) {
-  return (m.zero_ok ? "0 or " : "") + RangeText(m.limits);
-}
+std::string Allowed(double, const Meta& m) { return AllowedNumbers(m); }
 std::string Allowed(bool, const Meta&) { return "`true`, `false`"; }
 std::string Allowed(const fs::path&, const Meta&) { return "path"; }
 std::string Allowed(const std::vector<double>&, const Meta& m) {
@@ -552,9 +565,18 @@ struct Origins {
     const auto it = by_key.find(key);
     return it == by_key.end() ? fallback : it->second;
   }
-  std::string Of(std::string_view key1, std::string_view key2) const {
-    const std::string a = Of(key1), b = Of(key2);
-    return a == b ? a : a + ", " + b;
+  // The places that set any of `keys`, each once, in the order of the keys.
+  std::string Of(std::initializer_list<std::string_view> keys) const {
+    std::vector<std::string> places;
+    for (const std::string_view key : keys) {
+      std::string place = Of(key);
+      if (std::find(places.begin(), places.end(), place) == places.end()) {
+        places.push_back(std::move(place));
+      }
+    }
+    std::string out;
+    for (const std::string& place : places) out += (out.empty() ? "" : ", ") + place;
+    return out;
   }
 };
 
@@ -764,23 +786,30 @@ void RequireExisting(const fs::path& path, const std::string& key, bool director
        "key " + Q(key) + " = " + Q(path.string()) + " " + problem + std::string(hint));
 }
 
-void Validate(const RunConfig& c, const Origins& origins) {
-  RunConfig copy = c;
-  CheckRanges check_ranges{origins};
-  ForEachField(copy, check_ranges);
-  if (c.model.path.empty()) {
-    Fail(origins.Of("model.path"),
-         "missing required key model.path. HINT: add 'model: {path: DIR}' with a Hugging Face "
-         "LLaMA checkpoint directory, or pass --set model.path=DIR");
-  }
+// The fewest average bits per weight that any plan can take under `q`, from the terms of
+// docs/BITS.md that do not depend on the layer shapes: per weight, (1 - r) (b_L + (16 + b_L) / g)
+// for the low channels' codes and group scales/zeros plus r b_H for the high channels' codes,
+// where r, a layer's high fraction, lies between the smallest ratio and 1. That is linear in r,
+// so its least value is at one end. The high part's own scale and the channel indices add to it
+// on a real model, so the solver can still refuse a budget above this bound; but a budget below
+// it fails at load instead of after the Fisher pass.
+double MinAverageBits(const QuantSection& q) {
+  constexpr double kScaleBits = 16;  // FP16, as in LayerBitsBreakdown
+  const double low =
+      q.bits_low + (q.group_size > 0 ? (kScaleBits + q.bits_low) / q.group_size : 0.0);
+  const auto at = [&](double r) { return (1 - r) * low + r * q.bits_high; };
+  return std::min(at(q.ratios.front()), at(1.0));
+}
 
-  const QuantSection& q = c.quant;
+// The rules between quant keys that the plan stage would otherwise refuse only after the
+// Fisher pass.
+void ValidateQuant(const QuantSection& q, const Origins& origins) {
   if (q.bits_high <= q.bits_low) {
-    Fail(origins.Of("quant.bits_high", "quant.bits_low"),
+    Fail(origins.Of({"quant.bits_high", "quant.bits_low"}),
          "key 'quant.bits_high' = " + std::to_string(q.bits_high) +
              " must be greater than key 'quant.bits_low' = " + std::to_string(q.bits_low));
   }
-  const std::string budget_sources = origins.Of("quant.budget_bits", "quant.budget_ratio");
+  const std::string budget_sources = origins.Of({"quant.budget_bits", "quant.budget_ratio"});
   if (q.budget_bits > 0 && q.budget_ratio > 0) {
     Fail(budget_sources,
          "keys 'quant.budget_bits' and 'quant.budget_ratio' are both set; set exactly one");
@@ -790,24 +819,38 @@ void Validate(const RunConfig& c, const Origins& origins) {
          "neither key 'quant.budget_bits' nor 'quant.budget_ratio' is set; set exactly one. "
          "HINT: 'quant: {budget_ratio: 0.1}' spends what a fixed 10% ratio costs");
   }
-  if (q.budget_bits > 0 && q.budget_bits < q.bits_low) {
-    Fail(origins.Of("quant.budget_bits", "quant.bits_low"),
+  // Rounded down to the 5 decimals the message shows, so that a budget at the shown value
+  // passes; the 1e-6 keeps 2.57125 from showing as 2.57124 (the bound leaves out the channel
+  // indices, so it is below every real plan by far more than that).
+  const double min_bits = std::floor(MinAverageBits(q) * 1e5 + 1e-6) / 1e5;
+  if (q.budget_bits > 0 && q.budget_bits < min_bits) {
+    Fail(origins.Of({"quant.budget_bits", "quant.bits_low", "quant.bits_high", "quant.group_size",
+                     "quant.ratios"}),
          "key 'quant.budget_bits' = " + FormatDouble(q.budget_bits) +
-             " is below key 'quant.bits_low' = " + std::to_string(q.bits_low) +
-             ", so no plan can meet it");
+             " cannot be met: codes and group scales alone take at least " +
+             FormatDouble(min_bits) + " bits per weight with keys 'quant.bits_low' = " +
+             std::to_string(q.bits_low) + ", 'quant.bits_high' = " + std::to_string(q.bits_high) +
+             ", 'quant.group_size' = " + std::to_string(q.group_size) +
+             " and 'quant.ratios' from " + FormatDouble(q.ratios.front()));
   }
-  RequireExisting(c.model.path, "model.path", /*directory=*/true, origins,
-                  ". HINT: point model.path at a Hugging Face LLaMA checkpoint directory, in the "
-                  "file or with --set model.path=DIR");
+  if (q.budget_ratio > 0 && q.budget_ratio < q.ratios.front()) {
+    Fail(origins.Of({"quant.budget_ratio", "quant.ratios"}),
+         "key 'quant.budget_ratio' = " + FormatDouble(q.budget_ratio) +
+             " is below the smallest of key 'quant.ratios' = " + FormatList(q.ratios) +
+             ", so no candidate ratio fits the budget");
+  }
+}
 
-  std::string text_reader;  // the first key whose file the tokenizer must read
-  const std::pair<std::string, const SampleSetConfig*> sets[] = {
-      {"calibration.fisher", &c.calibration.fisher},
-      {"calibration.cost", &c.calibration.cost},
-      {"calibration.check", &c.calibration.check}};
+// Each calibration set's path matches its source and exists; returns the first key whose file
+// is text to tokenize, or "".
+std::string ValidateSampleSets(const CalibrationSection& c, const Origins& origins) {
+  std::string text_reader;
+  const std::pair<std::string, const SampleSetConfig*> sets[] = {{"calibration.fisher", &c.fisher},
+                                                                 {"calibration.cost", &c.cost},
+                                                                 {"calibration.check", &c.check}};
   for (const auto& [name, set] : sets) {
     const std::string path_key = name + ".path", source_key = name + ".source";
-    const std::string sources = origins.Of(path_key, source_key);
+    const std::string sources = origins.Of({path_key, source_key});
     if (set->source == SampleSource::kGenerate) {
       if (!set->path.empty()) {
         Fail(sources, "key " + Q(path_key) + " is set but key " + Q(source_key) +
@@ -823,6 +866,25 @@ void Validate(const RunConfig& c, const Origins& origins) {
     RequireExisting(set->path, path_key, /*directory=*/false, origins);
     if (set->source == SampleSource::kText && text_reader.empty()) text_reader = path_key;
   }
+  return text_reader;
+}
+
+// Ranges first, then the rules between keys, then the files, so that a message names the first
+// thing to fix in the file before anything about the disk.
+void Validate(const RunConfig& c, const Origins& origins) {
+  RunConfig copy = c;
+  CheckRanges check_ranges{origins};
+  ForEachField(copy, check_ranges);
+  if (c.model.path.empty()) {
+    Fail(origins.Of("model.path"),
+         "missing required key model.path. HINT: add 'model: {path: DIR}' with a Hugging Face "
+         "LLaMA checkpoint directory, or pass --set model.path=DIR");
+  }
+  ValidateQuant(c.quant, origins);
+  RequireExisting(c.model.path, "model.path", /*directory=*/true, origins,
+                  ". HINT: point model.path at a Hugging Face LLaMA checkpoint directory, in the "
+                  "file or with --set model.path=DIR");
+  const std::string text_reader = ValidateSampleSets(c.calibration, origins);
   if (!text_reader.empty()) {
     if (c.model.tokenizer.empty()) {
       Fail(origins.Of("model.tokenizer"),
@@ -970,9 +1032,13 @@ path (`""`) means unset.
 key; the value is read as YAML, e.g. `--set quant.ratios=[0.05,0.1]` or
 `--set calibration.cost.source=text`. `--output DIR` is `--set output=DIR`.
 
-**Checks.** Unknown keys (with the closest valid key), wrong types, values out of range,
-inconsistent keys and missing input files are errors that name the key and where it was set
-(the file, or `--set`). Exactly one of `quant.budget_bits` and `quant.budget_ratio` must be set.
+**Checks.** All at load, before any stage runs: unknown keys (with the closest valid key),
+wrong types, values out of range, inconsistent keys and missing input files are errors that
+name the key and where it was set (the file, or `--set`). Exactly one of `quant.budget_bits` and
+`quant.budget_ratio` must be set; `quant.bits_high` must be greater than `quant.bits_low`;
+`quant.budget_ratio` must be at least the smallest of `quant.ratios`, and `quant.budget_bits` at
+least what codes and group scales alone take at the smallest ratio (docs/BITS.md), so that a
+budget no plan can meet fails before the Fisher pass.
 
 **Calibration sets.** `calibration.fisher` gives the gradients whose squares rank the channels
 (real text works best); `calibration.cost` the sequences on which the loss differences of the
