@@ -43,6 +43,12 @@ RunConfig Parse(const std::string& yaml, const std::vector<std::string>& overrid
   return ParseConfig(yaml, "/base", "config.yaml", overrides);
 }
 
+size_t Occurrences(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
 void WriteFile(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);
   out << text;
@@ -174,6 +180,7 @@ TEST(ConfigDefaults, EnumNamesAreTheYamlSpellings) {
   EXPECT_EQ(Name(CostMode::kLocal), "local");
   EXPECT_EQ(Name(CostCenter::kFp), "fp");
   EXPECT_EQ(Name(SolverMethod::kMilp), "milp");
+  EXPECT_EQ(Name(ConfigStage::kPlan), "plan");
 }
 
 // ---- Paths and overrides ------------------------------------------------------------------
@@ -346,28 +353,46 @@ TEST(ConfigRoundTrip, EveryKeyCanBeSetWithSetToItsPrintedValue) {
 
 TEST(ConfigFingerprint, IsTheHashOfTheCanonicalTextAndSurvivesTheRoundTrip) {
   const RunConfig c = LoadConfig(ConfigFile("stories260k-w2.yaml"));
-  const std::string fingerprint = Fingerprint(c);
+  const std::string fingerprint = Fingerprint(c, ConfigStage::kPlan);
   EXPECT_EQ(fingerprint.size(), 64u);
-  EXPECT_EQ(fingerprint, Sha256Hex(CanonicalText(c)));
-  EXPECT_EQ(Fingerprint(ParseConfig(ToYaml(c), "/", "resolved.yaml")), fingerprint);
-  EXPECT_NE(ToYaml(c).find("# fingerprint: " + fingerprint + "\n"), std::string::npos);
+  EXPECT_EQ(fingerprint, Sha256Hex(CanonicalText(c, ConfigStage::kPlan)));
+  EXPECT_EQ(Fingerprint(ParseConfig(ToYaml(c), "/", "resolved.yaml"), ConfigStage::kPlan),
+            fingerprint);
+  EXPECT_NE(ToYaml(c).find("\n# fingerprint of stage plan: " + fingerprint + "\n"),
+            std::string::npos);
 }
 
-TEST(ConfigFingerprint, IgnoresOutputAndThreadsButNothingElse) {
+// The plan stage reads every key but output and threads (docs/CONFIG.md's "read by" column), so
+// its canonical text holds exactly those keys, each once.
+TEST(ConfigFingerprint, PlanCoversTheKeysThePlanReadsAndNoOthers) {
+  TempDir dir("hiq-config-stage");
+  const std::string text =
+      CanonicalText(Parse(MinimalYaml(), EveryKeyChanged(dir)), ConfigStage::kPlan);
+  for (const std::string& key : ConfigKeys()) {
+    const bool read_by_plan = key != "output" && key != "threads";
+    EXPECT_EQ(Occurrences(text, "\n" + key + ": "), read_by_plan ? 1u : 0u) << key << "\n" << text;
+  }
+}
+
+TEST(ConfigFingerprint, IgnoresOutputAndThreadsButNotWhatThePlanReads) {
   const RunConfig base = Parse(MinimalYaml());
-  EXPECT_EQ(Fingerprint(Parse(MinimalYaml(), {"output=/elsewhere", "threads=7"})),
-            Fingerprint(base));
+  const std::string plan = Fingerprint(base, ConfigStage::kPlan);
+  EXPECT_EQ(
+      Fingerprint(Parse(MinimalYaml(), {"output=/elsewhere", "threads=7"}), ConfigStage::kPlan),
+      plan);
   for (const std::string& change :
        std::vector<std::string>{"quant.bits_low=1", "calibration.cost.seed=9", "solver.mip_gap=0.5",
                                 "model.tokenizer=" + TinySample().string(),
                                 "quant.ratios=[0.02, 0.05, 0.1, 0.15, 0.25]"}) {
-    EXPECT_NE(Fingerprint(Parse(MinimalYaml(), {change})), Fingerprint(base)) << change;
+    EXPECT_NE(Fingerprint(Parse(MinimalYaml(), {change}), ConfigStage::kPlan), plan) << change;
   }
 }
 
 TEST(ConfigFingerprint, CanonicalTextFormatIsPinned) {
-  const std::string text = CanonicalText(Parse(MinimalYaml()));
-  EXPECT_TRUE(text.starts_with("hiq-config-v1\nmodel.path: \"" + Stories().string() + "\"\n"));
+  const std::string text = CanonicalText(Parse(MinimalYaml()), ConfigStage::kPlan);
+  EXPECT_TRUE(
+      text.starts_with("hiq-config-v2 stage plan\nmodel.path: \"" + Stories().string() + "\"\n"))
+      << text;
   for (const char* line :
        {"\ncalibration.fisher.source: text\n", "\ncalibration.cost.seed: 2\n",
         "\ncalibration.check.temperature: 1.0\n", "\nquant.ratios: [0.02, 0.05, 0.1, 0.15, 0.2]\n",
@@ -375,8 +400,6 @@ TEST(ConfigFingerprint, CanonicalTextFormatIsPinned) {
     EXPECT_NE(text.find(line), std::string::npos) << line;
   }
   EXPECT_TRUE(text.ends_with("\nsolver.time_limit: 60.0\nsolver.mip_gap: 0.0\n")) << text;
-  EXPECT_EQ(text.find("output:"), std::string::npos);
-  EXPECT_EQ(text.find("threads:"), std::string::npos);
 }
 
 // ---- Errors, by exact message -------------------------------------------------------------
@@ -665,6 +688,17 @@ TEST(ConfigDocs, CommittedMarkdownIsTheGeneratedText) {
   EXPECT_EQ(committed.str(), generated)
       << "docs/CONFIG.md is stale; regenerate it with HIQ_UPDATE_DOCS=1 build/tests/test_config "
          "--gtest_filter='ConfigDocs.*'";
+}
+
+TEST(ConfigDocs, EachRowSaysWhichStagesReadTheKey) {
+  const std::string markdown = ConfigMarkdown();
+  EXPECT_NE(markdown.find("\n| key | type | default | allowed | read by | meaning |\n"),
+            std::string::npos);
+  EXPECT_NE(markdown.find("\n| `quant.bits_high` | int | `3` | [1, 8] or 16 | plan | "),
+            std::string::npos);
+  EXPECT_NE(markdown.find("\n| `quant.group_size` | int | `32` | 0 or [8, 1048576] | plan | "),
+            std::string::npos);
+  EXPECT_NE(markdown.find("\n| `threads` | int | `0` | [0, 1024] | none | "), std::string::npos);
 }
 
 TEST(ConfigDocs, EveryKeyHasOneRowWithHelp) {

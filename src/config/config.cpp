@@ -1,7 +1,8 @@
 // src/config/config.cpp - the one list of config keys (ForEachField) and everything it drives:
-// defaults, YAML and --set parsing, validation, ToYaml, the canonical text and docs/CONFIG.md.
+// defaults, YAML and --set parsing, validation, ToYaml, each stage's canonical text and
+// docs/CONFIG.md.
 //
-// The list calls visitor(field, default, Meta{key, limits, ..., help}) once per key,
+// The list calls visitor(field, default, Meta{key, limits, ..., read_by, help}) once per key,
 // one function per section (ModelFields, CalibrationFields, ...). A visitor is
 // a struct with one template operator(); what differs per field type (how to parse, format,
 // check and document an int, a path, a choice...) lives in the overload sets Parse, Format,
@@ -16,6 +17,7 @@
 #include <charconv>
 #include <climits>
 #include <cmath>
+#include <concepts>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -43,11 +45,13 @@ constexpr std::array<std::string_view, 2> kChannelScoreNames = {"fisher", "fishe
 constexpr std::array<std::string_view, 3> kCostModeNames = {"loss", "local", "fisher"};
 constexpr std::array<std::string_view, 2> kCostCenterNames = {"plan", "fp"};
 constexpr std::array<std::string_view, 2> kSolverMethodNames = {"pareto", "milp"};
+constexpr std::array<std::string_view, 1> kConfigStageNames = {"plan"};
 std::span<const std::string_view> Choices(SampleSource) { return kSampleSourceNames; }
 std::span<const std::string_view> Choices(ChannelScore) { return kChannelScoreNames; }
 std::span<const std::string_view> Choices(CostMode) { return kCostModeNames; }
 std::span<const std::string_view> Choices(CostCenter) { return kCostCenterNames; }
 std::span<const std::string_view> Choices(SolverMethod) { return kSolverMethodNames; }
+std::span<const std::string_view> Choices(ConfigStage) { return kConfigStageNames; }
 
 template <class E>
 std::string_view EnumName(E value) {
@@ -68,6 +72,31 @@ constexpr Limits Closed(double lo, double hi) { return {lo, hi, false, false}; }
 constexpr Limits OpenClosed(double lo, double hi) { return {lo, hi, true, false}; }
 constexpr Limits Positive() { return {0.0, kInf, true, true}; }
 
+// The stages of ConfigStage as bits, so that a key read by several stages lists each of them.
+using StageSet = uint32_t;
+constexpr StageSet ReadBy(std::same_as<ConfigStage> auto... stages) {
+  return (StageSet{0} | ... | (StageSet{1} << static_cast<int>(stages)));
+}
+constexpr StageSet kReadByPlan = ReadBy(ConfigStage::kPlan);
+constexpr bool Reads(StageSet set, ConfigStage stage) { return (set & ReadBy(stage)) != 0; }
+
+std::vector<ConfigStage> AllStages() {
+  std::vector<ConfigStage> stages;
+  for (size_t i = 0; i < kConfigStageNames.size(); ++i) {
+    stages.push_back(static_cast<ConfigStage>(i));
+  }
+  return stages;
+}
+
+// "plan", "plan, quantize", or "none" (docs/CONFIG.md's "read by" column).
+std::string StageNames(StageSet set) {
+  std::string out;
+  for (const ConfigStage stage : AllStages()) {
+    if (Reads(set, stage)) out += (out.empty() ? "" : ", ") + std::string(EnumName(stage));
+  }
+  return out.empty() ? "none" : out;
+}
+
 // Everything the list says about one key besides its field and default.
 struct Meta {
   std::string key;                    // dotted YAML path
@@ -75,7 +104,7 @@ struct Meta {
   std::optional<double> also = {};    // one more allowed value outside `limits` (0, 16...)
   std::string_view default_doc = {};  // docs/CONFIG.md text instead of the default value
   std::string_view allowed_doc = {};  // docs/CONFIG.md text instead of the range
-  bool fingerprint = true;            // part of CanonicalText (false: cannot change a result)
+  StageSet read_by = 0;               // the stages that read it; 0: it cannot change a result
   std::string_view help;
 };
 
@@ -88,12 +117,14 @@ void ModelFields(ModelSection& m, Visitor& v) {
     {.key = "model.path",
      .default_doc = "required",
      .allowed_doc = "existing directory",
+     .read_by = kReadByPlan,
      .help = "Hugging Face LLaMA checkpoint directory: config.json plus model.safetensors, or "
              "sharded model-*.safetensors with model.safetensors.index.json (F32, F16 or BF16)."});
   v(m.tokenizer, fs::path(),
     {.key = "model.tokenizer",
      .default_doc = "`<model.path>/tokenizer.model`",
      .allowed_doc = "existing file (when text is read)",
+     .read_by = kReadByPlan,
      .help = "SentencePiece tokenizer.model that tokenizes calibration text."});
 }
 
@@ -109,6 +140,7 @@ void SampleSetFields(SampleSetConfig& s, const std::string& p, const SampleSetDe
                      Visitor& v) {
   v(s.source, d.source,
     {.key = p + ".source",
+     .read_by = kReadByPlan,
      .help = "Where the sequences come from: `text` = windows of seq_len tokens cut from a "
              "text file, `tokens` = windows from a token .h5 file written by `hiq tokenize`, "
              "`generate` = sequences sampled from the model itself (data-free)."});
@@ -116,22 +148,27 @@ void SampleSetFields(SampleSetConfig& s, const std::string& p, const SampleSetDe
     {.key = p + ".path",
      .default_doc = "unset",
      .allowed_doc = "existing file",
+     .read_by = kReadByPlan,
      .help = "The text file (source `text`) or token .h5 file (source `tokens`). Required for "
              "those sources and must be unset for `generate`."});
   v(s.n_sequences, d.n_sequences,
     {.key = p + ".n_sequences",
      .limits = Closed(1, 1 << 20),
+     .read_by = kReadByPlan,
      .help = "Number of sequences."});
   v(s.seq_len, 128,
     {.key = p + ".seq_len",
      .limits = Closed(1, 1 << 20),
+     .read_by = kReadByPlan,
      .help = "Tokens per sequence."});
   v(s.seed, d.seed,
     {.key = p + ".seed",
+     .read_by = kReadByPlan,
      .help = "Seed of this set's random stream (which windows are cut, or what is sampled)."});
   v(s.temperature, 1.0,
     {.key = p + ".temperature",
      .limits = OpenClosed(0, 100),
+     .read_by = kReadByPlan,
      .help = "Sampling temperature for source `generate` (logits are divided by it); unused "
              "by the other sources."});
 }
@@ -151,39 +188,46 @@ void QuantFields(QuantSection& q, Visitor& v) {
   v(q.bits_low, 2,
     {.key = "quant.bits_low",
      .limits = Closed(1, 8),
+     .read_by = kReadByPlan,
      .help = "Bit-width b_L of the low-precision channels of every quantized linear layer."});
   v(q.bits_high, 3,
     {.key = "quant.bits_high",
      .limits = Closed(1, 8),
      .also = 16,
+     .read_by = kReadByPlan,
      .help = "Bit-width b_H of the high-impact channels; must be greater than bits_low. "
              "16 keeps them in FP16 (the FP16-retention baseline)."});
   v(q.group_size, 32,
     {.key = "quant.group_size",
      .limits = Closed(8, 1 << 20),
      .also = 0,
+     .read_by = kReadByPlan,
      .help = "Quantization group along the input dimension: one scale and zero per group of "
              "this many input channels; 0 = one per output row."});
   v(q.ratios, std::vector<double>{0.02, 0.05, 0.10, 0.15, 0.20},
     {.key = "quant.ratios",
      .limits = OpenClosed(0, 1),
+     .read_by = kReadByPlan,
      .help = "Candidate high-impact ratios R: the fraction of a layer's input channels (top "
              "scores) quantized at bits_high. The plan picks one per layer."});
   v(q.budget_bits, 0.0,
     {.key = "quant.budget_bits",
      .limits = Closed(0, 16),
      .default_doc = "`0.0` (unset)",
+     .read_by = kReadByPlan,
      .help = "Budget as average bits per quantized weight, counting codes, scales/zeros and "
              "channel indices; 0 = unset. Set exactly one of budget_bits and budget_ratio."});
   v(q.budget_ratio, 0.0,
     {.key = "quant.budget_ratio",
      .limits = Closed(0, 1),
      .default_doc = "`0.0` (unset)",
+     .read_by = kReadByPlan,
      .help = "Budget as a ratio: the bits that this same fixed ratio costs in every layer, so "
              "the plan is compared with the fixed-ratio baseline at matched bits; at least the "
              "smallest of ratios; 0 = unset."});
   v(q.score, ChannelScore::kFisher,
     {.key = "quant.score",
+     .read_by = kReadByPlan,
      .help = "Channel score that ranks the input channels: `fisher` = sum_i F_ij, "
              "`fisher_impact` = sum_i F_ij (W_ij - Q_bL(W_ij))^2."});
 }
@@ -192,26 +236,31 @@ template <class Visitor>
 void CostFields(CostSection& c, Visitor& v) {
   v(c.mode, CostMode::kLoss,
     {.key = "cost.mode",
+     .read_by = kReadByPlan,
      .help = "Cost estimator: `loss` = end-to-end loss differences (the paper's), `local` = "
              "block-local first-order term g . dY plus a fitted quadratic term, `fisher` = "
              "gradient projections (M = S^T S / N)."});
   v(c.center, CostCenter::kPlan,
     {.key = "cost.center",
+     .read_by = kReadByPlan,
      .help = "Where loss differences are measured: `plan` = around the quantized operating "
              "point (first the fixed-ratio plan that meets the budget, then the current plan), "
              "`fp` = around the full-precision model (the paper's reproduction)."});
   v(c.pairs, false,
     {.key = "cost.pairs",
+     .read_by = kReadByPlan,
      .help = "With mode `loss` or `fisher`: also measure the within-block pair terms "
              "(off-diagonal entries of M); mode `local` measures none."});
   v(c.refine, 2,
     {.key = "cost.refine",
      .limits = Closed(0, 20),
+     .read_by = kReadByPlan,
      .help = "Re-centring rounds with center `plan`: measure around the current plan, solve, "
              "keep the new plan only if its measured loss falls."});
   v(c.local_fit_switches, 10,
     {.key = "cost.local_fit_switches",
      .limits = Closed(0, 1000),
+     .read_by = kReadByPlan,
      .help = "With mode `local`: end-to-end block switches measured to fit the two "
              "coefficients of its quadratic term; 0 = first-order term only."});
 }
@@ -220,16 +269,19 @@ template <class Visitor>
 void SolverFields(SolverSection& s, Visitor& v) {
   v(s.method, SolverMethod::kPareto,
     {.key = "solver.method",
+     .read_by = kReadByPlan,
      .help = "`pareto` = per-block Pareto frontiers, then a multiple-choice knapsack over them "
              "(exact, scales to 7B); `milp` = the linearised quadratic program in GLPK directly "
              "(the cross-check)."});
   v(s.time_limit, 60.0,
     {.key = "solver.time_limit",
      .limits = Positive(),
+     .read_by = kReadByPlan,
      .help = "GLPK time limit per solve, in seconds."});
   v(s.mip_gap, 0.0,
     {.key = "solver.mip_gap",
      .limits = Closed(0, 1),
+     .read_by = kReadByPlan,
      .help = "Relative MIP gap at which GLPK may stop; 0 = prove optimality."});
 }
 
@@ -240,12 +292,10 @@ void RunFields(RunConfig& c, Visitor& v) {
     {.key = "output",
      .default_doc = "`out/<config file stem>` under the current directory",
      .allowed_doc = "path",
-     .fingerprint = false,
      .help = "Output directory of the stage files. `--output DIR` overrides it."});
   v(c.threads, 0,
     {.key = "threads",
      .limits = Closed(0, 1024),
-     .fingerprint = false,
      .help = "OpenBLAS threads per rank; 0 = OpenBLAS's default. Results do not depend on "
              "it."});
 }
@@ -592,7 +642,7 @@ struct CheckRanges {
 struct Row {
   std::string key, type, value, default_text, allowed;
   std::string_view help;
-  bool fingerprint;
+  StageSet read_by;
 };
 struct Describe {
   std::vector<Row> rows;
@@ -601,7 +651,7 @@ struct Describe {
     rows.push_back({m.key, TypeName(field), Format(field),
                     m.default_doc.empty() ? "`" + Format(def) + "`" : std::string(m.default_doc),
                     m.allowed_doc.empty() ? Allowed(field, m) : std::string(m.allowed_doc), m.help,
-                    m.fingerprint});
+                    m.read_by});
   }
 };
 
@@ -912,6 +962,7 @@ std::string_view Name(ChannelScore value) { return EnumName(value); }
 std::string_view Name(CostMode value) { return EnumName(value); }
 std::string_view Name(CostCenter value) { return EnumName(value); }
 std::string_view Name(SolverMethod value) { return EnumName(value); }
+std::string_view Name(ConfigStage value) { return EnumName(value); }
 
 RunConfig::RunConfig() {
   SetDefaults set_defaults;
@@ -972,7 +1023,10 @@ void ValidateConfig(const RunConfig& config, const std::string& source_name) {
 
 std::string ToYaml(const RunConfig& config) {
   std::string out = "# hiq run config, resolved: every key, absolute paths (docs/CONFIG.md).\n";
-  out += "# fingerprint: " + Fingerprint(config) + "\n";
+  for (const ConfigStage stage : AllStages()) {
+    out += "# fingerprint of stage " + std::string(Name(stage)) + ": " +
+           Fingerprint(config, stage) + "\n";
+  }
   std::vector<std::string> open;  // the sections enclosing the previous key
   for (const Row& row : Rows(config)) {
     std::vector<std::string> parts;
@@ -996,15 +1050,19 @@ std::string ToYaml(const RunConfig& config) {
   return out;
 }
 
-std::string CanonicalText(const RunConfig& config) {
-  std::string out = "hiq-config-v1\n";  // bump when the formatting below changes
+std::string CanonicalText(const RunConfig& config, ConfigStage stage) {
+  // Bump the version when the formatting below changes. The stage's name is in the text so
+  // that two stages reading the same keys still have fingerprints of their own.
+  std::string out = "hiq-config-v2 stage " + std::string(Name(stage)) + "\n";
   for (const Row& row : Rows(config)) {
-    if (row.fingerprint) out += row.key + ": " + row.value + "\n";
+    if (Reads(row.read_by, stage)) out += row.key + ": " + row.value + "\n";
   }
   return out;
 }
 
-std::string Fingerprint(const RunConfig& config) { return Sha256Hex(CanonicalText(config)); }
+std::string Fingerprint(const RunConfig& config, ConfigStage stage) {
+  return Sha256Hex(CanonicalText(config, stage));
+}
 
 std::vector<std::string> ConfigKeys() { return Keys().leaves; }
 
@@ -1019,8 +1077,8 @@ A run (`hiq plan CONFIG.yaml`) is described by one YAML file of nested sections,
 `quant: {bits_low: 2, bits_high: 3}`; a dotted key such as `quant.bits_low: 2` is accepted too.
 Every key except `model.path` has a default, so a config lists only what it changes (see
 `configs/`). `hiq config CONFIG.yaml` prints the resolved config: every key, paths made
-absolute, plus its fingerprint; that output loads back to the same config. A key is listed
-here only once a stage reads it; any other key is an unknown key.
+absolute, plus each stage's fingerprint; that output loads back to the same config. A key is
+listed here only once a stage reads it ("read by"); any other key is an unknown key.
 
 **Paths.** A relative path in a config file is resolved against the directory of that file, so
 a config works from any working directory; a relative path given with `--set` is resolved
@@ -1045,15 +1103,18 @@ budget no plan can meet fails before the Fisher pass.
 cost matrix are measured (in-domain: sampled from the model when no in-domain text exists);
 `calibration.check` held-out sequences on which every plan's loss is measured before it is kept.
 
-**Fingerprint.** Stage outputs are stamped with the SHA-256 of the canonical text of every key
-that can change a result (all but `output` and `threads`).
+**Fingerprint.** A stage's output is stamped with the SHA-256 of the canonical text of the keys
+that stage reads (its name in "read by"), so that changing a key one stage ignores does not
+invalidate that stage's result. Keys that cannot change any result (`output`, `threads`) are
+read by none.
 
-| key | type | default | allowed | meaning |
-|---|---|---|---|---|
+| key | type | default | allowed | read by | meaning |
+|---|---|---|---|---|---|
 )";
   for (const Row& row : Rows(RunConfig())) {
     out += "| `" + row.key + "` | " + row.type + " | " + EscapeMarkdownCell(row.default_text) +
-           " | " + EscapeMarkdownCell(row.allowed) + " | " + EscapeMarkdownCell(row.help) + " |\n";
+           " | " + EscapeMarkdownCell(row.allowed) + " | " + StageNames(row.read_by) + " | " +
+           EscapeMarkdownCell(row.help) + " |\n";
   }
   return out;
 }

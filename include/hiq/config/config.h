@@ -2,11 +2,12 @@
 //
 // A RunConfig is plain structs. Every field is listed exactly once, in one visitor list in
 // src/config/config.cpp (the gemma.cpp gemma_args.h ForEach pattern), with its dotted YAML key,
-// default, allowed range or choices and help text. That list drives YAML parsing,
-// `--set key=value` overrides (the value is parsed as YAML by the same code), validation,
-// ToYaml, the canonical text behind Fingerprint() and docs/CONFIG.md, so adding a key is one
-// entry there. A key is listed only once a stage reads it: a config that sets anything else
-// gets an "unknown key" error rather than a setting that silently does nothing.
+// default, allowed range or choices, the stages that read it and help text. That list drives
+// YAML parsing, `--set key=value` overrides (the value is parsed as YAML by the same code),
+// validation, ToYaml, each stage's canonical text behind Fingerprint() and docs/CONFIG.md, so
+// adding a key is one entry there. A key is listed only once a stage reads it: a config that
+// sets anything else gets an "unknown key" error rather than a setting that silently does
+// nothing.
 //
 // Paths: a relative path in a YAML file is resolved against that file's directory (configs work
 // from any cwd); a relative path in a `--set` against the current directory. All are stored as
@@ -38,6 +39,13 @@ std::string_view Name(ChannelScore value);
 std::string_view Name(CostMode value);
 std::string_view Name(CostCenter value);
 std::string_view Name(SolverMethod value);
+
+// The stages that read the config. Every key names the stages that read it (docs/CONFIG.md's
+// "read by" column), and a stage's fingerprint covers exactly those keys, so that a key one
+// stage ignores cannot invalidate that stage's result. A new stage (e.g. quantize) adds its
+// enumerator here, its name in src/config/config.cpp, and that name to each key it reads.
+enum class ConfigStage { kPlan };  // plan
+std::string_view Name(ConfigStage value);
 
 // Field meanings, defaults and ranges: docs/CONFIG.md (generated from the visitor list). The
 // zero initialisers below are placeholders; RunConfig() sets the documented defaults.
@@ -119,16 +127,18 @@ void ValidateConfig(const RunConfig& config, const std::string& source_name);
 // any directory, gives back an equal RunConfig.
 std::string ToYaml(const RunConfig& config);
 
-// Stable flat text ("key: value" per line, list order, fixed number formatting) of every key
-// that can change a result, i.e. all but `output` and `threads`, so that moving the output or
+// Stable flat text (a header naming the stage, then "key: value" per line, list order, fixed
+// number formatting) of the keys `stage` reads, and no others: keys such as `output` and
+// `threads`, which cannot change a result, are read by no stage, so that moving the output or
 // changing the thread count does not invalidate a --resume. Fingerprint() is its SHA-256 (hex).
-std::string CanonicalText(const RunConfig& config);
-std::string Fingerprint(const RunConfig& config);
+std::string CanonicalText(const RunConfig& config, ConfigStage stage);
+std::string Fingerprint(const RunConfig& config, ConfigStage stage);
 
 // Every dotted key, in list order (for CLI help and completion).
 std::vector<std::string> ConfigKeys();
 
-// The reference page docs/CONFIG.md: intro plus one table row per key (default, range, help).
+// The reference page docs/CONFIG.md: intro plus one table row per key (default, range, the
+// stages that read it, help).
 std::string ConfigMarkdown();
 
 }  // namespace hiq
