@@ -42,15 +42,14 @@
 
 #include "hiq/stages/calibration.h"  // BuildSampleSet, StreamSeed
 #include "hiq/io/checkpoint.h"   // Checkpoint
-#include "hiq/config/config.h"       // LoadConfig, RunConfig, CanonicalText, Name
+#include "hiq/config/config.h"       // LoadConfig, RunConfig, Name
 #include "hiq/stages/cost.h"         // CostModel, CostTerms, Plan, LayerName
 #include "hiq/base/error.h"        // ConfigError, SolverError
 #include "hiq/stages/fisher.h"       // ComputeFisher
 #include "hiq/model/llama.h"        // KeepActivationMemory
 #include "hiq/dist/mpi.h"          // MpiSession, Comm
 #include "hiq/dist/pipeline.h"     // Pipeline
-#include "hiq/stages/plan.h"         // PlanReport, PlanLayerRow, WritePlan, ModelFingerprint
-#include "hiq/base/sha256.h"       // Sha256Hex
+#include "hiq/stages/plan.h"         // PlanReport, PlanLayerRow, WritePlan, PlanFingerprint
 #include "hiq/solve/solver.h"       // PlanProblem, Objective, SolvePareto
 
 extern "C" void openblas_set_num_threads(int num_threads);
@@ -309,8 +308,7 @@ int Run(const Comm& comm, const Args& args) {
     as_run.cost.mode = combo.mode;
     as_run.cost.center = combo.center;
     as_run.cost.refine = 0;
-    report.fingerprint =
-        Sha256Hex(CanonicalText(as_run) + "\nmodel " + model_fingerprint);
+    report.fingerprint = PlanFingerprint(as_run, model_fingerprint);
     report.cost_mode = std::string(Name(combo.mode));
     report.cost_center = std::string(Name(combo.center));
     report.layers = LayerRows(cm, sol.choice, TermsAt(terms.diag, sol.choice), comm);

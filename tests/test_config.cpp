@@ -6,10 +6,11 @@
 #include <fstream>
 #include <sstream>
 
-#include "hiq/config/config.h"
 #include "hiq/base/error.h"   // ConfigError, IoError
 #include "hiq/base/sha256.h"  // Sha256Hex
-#include "test_util.h"   // DataDir, SourceDir, TempDir, EXPECT_THROW_MSG
+#include "hiq/config/config.h"
+#include "hiq/quant/quant.h"  // ValidateQuantSpec: what the quant keys must agree with
+#include "test_util.h"        // DataDir, SourceDir, TempDir, EXPECT_THROW_MSG
 
 namespace hiq {
 namespace {
@@ -40,6 +41,12 @@ std::string WithoutLine(std::string yaml, const std::string& line_start) {
 
 RunConfig Parse(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
   return ParseConfig(yaml, "/base", "config.yaml", overrides);
+}
+
+size_t Occurrences(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
 }
 
 void WriteFile(const fs::path& path, const std::string& text) {
@@ -80,7 +87,6 @@ TEST(ConfigFiles, StoriesW2LoadsWithPathsResolvedAgainstTheFile) {
   EXPECT_EQ(c.quant.group_size, 32);
   EXPECT_EQ(c.quant.budget_ratio, 0.10);
   EXPECT_EQ(c.quant.budget_bits, 0.0);
-  EXPECT_TRUE(fs::equivalent(c.eval.text, TinyValid()));
   EXPECT_EQ(c.output, fs::current_path() / "out" / "stories260k-w2");
 }
 
@@ -116,7 +122,6 @@ TEST(ConfigFiles, Llama2ConfigLoadsOnceModelPathIsSet) {
   EXPECT_EQ(c.calibration.fisher.n_sequences, 128);
   EXPECT_EQ(c.calibration.fisher.seq_len, 2048);
   EXPECT_TRUE(fs::equivalent(c.calibration.fisher.path, WikiValid()));
-  EXPECT_EQ(c.eval.seq_len, 2048);
 }
 
 TEST(ConfigFiles, LoadingDoesNotDependOnTheWorkingDirectory) {
@@ -157,7 +162,6 @@ TEST(ConfigDefaults, AreTheDocumentedValues) {
   EXPECT_EQ(c.quant.ratios, (std::vector<double>{0.02, 0.05, 0.10, 0.15, 0.20}));
   EXPECT_EQ(c.quant.budget_bits, 0.0);
   EXPECT_EQ(c.quant.score, ChannelScore::kFisher);
-  EXPECT_FALSE(c.quant.symmetric);
   EXPECT_EQ(c.cost.mode, CostMode::kLoss);
   EXPECT_EQ(c.cost.center, CostCenter::kPlan);
   EXPECT_FALSE(c.cost.pairs);
@@ -166,23 +170,7 @@ TEST(ConfigDefaults, AreTheDocumentedValues) {
   EXPECT_EQ(c.solver.method, SolverMethod::kPareto);
   EXPECT_EQ(c.solver.time_limit, 60.0);
   EXPECT_EQ(c.solver.mip_gap, 0.0);
-  const ReconstructionSection& r = c.reconstruction;
-  EXPECT_TRUE(r.enabled);
-  EXPECT_EQ(r.steps, 5000);
-  EXPECT_EQ(r.batch, 4);
-  EXPECT_EQ(r.adaround_lr, 1e-3);
-  EXPECT_EQ(r.adaround_lambda, 0.01);
-  EXPECT_EQ(r.beta_start, 20.0);
-  EXPECT_EQ(r.beta_end, 2.0);
-  EXPECT_EQ(r.warmup, 0.2);
-  EXPECT_EQ(r.lwc_lr, 1e-2);
-  EXPECT_EQ(r.lwc_init, 4.0);
-  EXPECT_EQ(r.inputs, ReconInputs::kFp);
-  EXPECT_TRUE(c.eval.text.empty());
-  EXPECT_EQ(c.eval.seq_len, 0);
-  EXPECT_EQ(c.eval.max_windows, 0);
   EXPECT_EQ(c.output, fs::current_path() / "out" / "config");
-  EXPECT_EQ(c.seed, 0u);
   EXPECT_EQ(c.threads, 0);
 }
 
@@ -192,7 +180,7 @@ TEST(ConfigDefaults, EnumNamesAreTheYamlSpellings) {
   EXPECT_EQ(Name(CostMode::kLocal), "local");
   EXPECT_EQ(Name(CostCenter::kFp), "fp");
   EXPECT_EQ(Name(SolverMethod::kMilp), "milp");
-  EXPECT_EQ(Name(ReconInputs::kQuantized), "quantized");
+  EXPECT_EQ(Name(ConfigStage::kPlan), "plan");
 }
 
 // ---- Paths and overrides ------------------------------------------------------------------
@@ -200,25 +188,29 @@ TEST(ConfigDefaults, EnumNamesAreTheYamlSpellings) {
 TEST(ConfigPaths, RelativePathsResolveAgainstBaseDirAndAreNormalised) {
   const std::string yaml = WithoutLine(MinimalYaml(), "calibration.fisher.path") +
                            "calibration.fisher.path: wikitext-2/./../wikitext-2/valid.txt\n"
-                           "eval.text: tinystories//valid-head30KB.txt\n";
+                           "calibration.cost.source: text\n"
+                           "calibration.cost.path: tinystories//valid-head30KB.txt\n";
   const RunConfig c = ParseConfig(yaml, DataDir() / "text", "config.yaml");
   EXPECT_EQ(c.calibration.fisher.path, WikiValid());
-  EXPECT_EQ(c.eval.text, TinyValid());
+  EXPECT_EQ(c.calibration.cost.path, TinyValid());
 }
 
 TEST(ConfigPaths, TrailingSeparatorAndEmptyPathsAreNormalised) {
-  const RunConfig c = Parse(WithoutLine(MinimalYaml(), "model.path") + "model.path: \"" +
-                            Stories().string() + "/\"\neval.text: \"\"\noutput: /tmp/run/\n");
+  const RunConfig c =
+      Parse(WithoutLine(MinimalYaml(), "model.path") + "model.path: \"" + Stories().string() +
+            "/\"\ncalibration.cost.path: \"\"\noutput: /tmp/run/\n");
   EXPECT_EQ(c.model.path, Stories());
-  EXPECT_TRUE(c.eval.text.empty());
+  EXPECT_TRUE(c.calibration.cost.path.empty());
   EXPECT_EQ(c.output, "/tmp/run");
-  EXPECT_TRUE(Parse(MinimalYaml() + "eval:\n  text: ~\n").eval.text.empty());
+  EXPECT_TRUE(
+      Parse(MinimalYaml() + "calibration:\n  cost:\n    path: ~\n").calibration.cost.path.empty());
 }
 
 TEST(ConfigPaths, SetPathsResolveAgainstTheWorkingDirectory) {
   CwdGuard cwd(DataDir() / "text" / "tinystories");
-  const RunConfig c = Parse(MinimalYaml(), {"eval.text=sample.txt", "output=runs/a"});
-  EXPECT_EQ(c.eval.text, TinySample());
+  const RunConfig c = Parse(MinimalYaml(), {"calibration.check.source=text",
+                                            "calibration.check.path=sample.txt", "output=runs/a"});
+  EXPECT_EQ(c.calibration.check.path, TinySample());
   EXPECT_EQ(c.output, fs::current_path() / "runs" / "a");
 }
 
@@ -239,23 +231,25 @@ TEST(ConfigPaths, TokenizerIsOnlyRequiredWhenTextIsRead) {
   const std::string yaml = "model.path: \"" + model.path().string() +
                            "\"\nquant.budget_ratio: 0.1\ncalibration.fisher.source: generate\n";
   EXPECT_EQ(Parse(yaml).model.tokenizer, model.path() / "tokenizer.model");
-  EXPECT_THROW_MSG(Parse(yaml, {"eval.text=" + TinyValid().string()}), ConfigError,
-                   "config.yaml: key 'model.tokenizer' = '" +
-                       (model.path() / "tokenizer.model").string() +
-                       "' does not exist (needed to tokenize 'eval.text')");
+  EXPECT_THROW_MSG(
+      Parse(yaml,
+            {"calibration.cost.source=text", "calibration.cost.path=" + TinyValid().string()}),
+      ConfigError,
+      "config.yaml: key 'model.tokenizer' = '" + (model.path() / "tokenizer.model").string() +
+          "' does not exist (needed to tokenize 'calibration.cost.path')");
 }
 
 TEST(ConfigOverrides, ApplyInOrderAfterTheFileAndParseValuesAsYaml) {
   const RunConfig c = Parse(
       MinimalYaml() + "quant:\n  bits_low: 2\n",
       {"quant.bits_low=3", "quant.bits_high=16", "quant.bits_high=4", "quant.ratios=[0.05, 0.1]",
-       "cost.mode=local", "cost.pairs=true", "seed=18446744073709551615"});
+       "cost.mode=local", "cost.pairs=true", "calibration.cost.seed=18446744073709551615"});
   EXPECT_EQ(c.quant.bits_low, 3);
   EXPECT_EQ(c.quant.bits_high, 4);
   EXPECT_EQ(c.quant.ratios, (std::vector<double>{0.05, 0.1}));
   EXPECT_EQ(c.cost.mode, CostMode::kLocal);
   EXPECT_TRUE(c.cost.pairs);
-  EXPECT_EQ(c.seed, 18446744073709551615u);
+  EXPECT_EQ(c.calibration.cost.seed, 18446744073709551615u);
 }
 
 // ---- Round trips and the fingerprint ------------------------------------------------------
@@ -293,7 +287,6 @@ std::vector<std::string> EveryKeyChanged(const TempDir& dir) {
           "quant.budget_bits=3.3",
           "quant.budget_ratio=0",
           "quant.score=fisher_impact",
-          "quant.symmetric=true",
           "cost.mode=fisher",
           "cost.center=fp",
           "cost.pairs=true",
@@ -302,22 +295,7 @@ std::vector<std::string> EveryKeyChanged(const TempDir& dir) {
           "solver.method=milp",
           "solver.time_limit=2.5",
           "solver.mip_gap=0.001",
-          "reconstruction.enabled=false",
-          "reconstruction.steps=10",
-          "reconstruction.batch=2",
-          "reconstruction.adaround_lr=0.1",
-          "reconstruction.adaround_lambda=0",
-          "reconstruction.beta_start=8",
-          "reconstruction.beta_end=8",
-          "reconstruction.warmup=0",
-          "reconstruction.lwc_lr=1e-5",
-          "reconstruction.lwc_init=-2",
-          "reconstruction.inputs=quantized",
-          "eval.text=" + TinySample().string(),
-          "eval.seq_len=256",
-          "eval.max_windows=9",
           "output=" + d + "/out",
-          "seed=42",
           "threads=2"};
 }
 
@@ -375,37 +353,53 @@ TEST(ConfigRoundTrip, EveryKeyCanBeSetWithSetToItsPrintedValue) {
 
 TEST(ConfigFingerprint, IsTheHashOfTheCanonicalTextAndSurvivesTheRoundTrip) {
   const RunConfig c = LoadConfig(ConfigFile("stories260k-w2.yaml"));
-  const std::string fingerprint = Fingerprint(c);
+  const std::string fingerprint = Fingerprint(c, ConfigStage::kPlan);
   EXPECT_EQ(fingerprint.size(), 64u);
-  EXPECT_EQ(fingerprint, Sha256Hex(CanonicalText(c)));
-  EXPECT_EQ(Fingerprint(ParseConfig(ToYaml(c), "/", "resolved.yaml")), fingerprint);
-  EXPECT_NE(ToYaml(c).find("# fingerprint: " + fingerprint + "\n"), std::string::npos);
+  EXPECT_EQ(fingerprint, Sha256Hex(CanonicalText(c, ConfigStage::kPlan)));
+  EXPECT_EQ(Fingerprint(ParseConfig(ToYaml(c), "/", "resolved.yaml"), ConfigStage::kPlan),
+            fingerprint);
+  EXPECT_NE(ToYaml(c).find("\n# fingerprint of stage plan: " + fingerprint + "\n"),
+            std::string::npos);
 }
 
-TEST(ConfigFingerprint, IgnoresOutputAndThreadsButNothingElse) {
+// The plan stage reads every key but output and threads (docs/CONFIG.md's "read by" column), so
+// its canonical text holds exactly those keys, each once.
+TEST(ConfigFingerprint, PlanCoversTheKeysThePlanReadsAndNoOthers) {
+  TempDir dir("hiq-config-stage");
+  const std::string text =
+      CanonicalText(Parse(MinimalYaml(), EveryKeyChanged(dir)), ConfigStage::kPlan);
+  for (const std::string& key : ConfigKeys()) {
+    const bool read_by_plan = key != "output" && key != "threads";
+    EXPECT_EQ(Occurrences(text, "\n" + key + ": "), read_by_plan ? 1u : 0u) << key << "\n" << text;
+  }
+}
+
+TEST(ConfigFingerprint, IgnoresOutputAndThreadsButNotWhatThePlanReads) {
   const RunConfig base = Parse(MinimalYaml());
-  EXPECT_EQ(Fingerprint(Parse(MinimalYaml(), {"output=/elsewhere", "threads=7"})),
-            Fingerprint(base));
-  for (const std::string& change : std::vector<std::string>{
-           "quant.bits_low=1", "calibration.cost.seed=9", "reconstruction.warmup=0.25", "seed=1",
-           "eval.text=" + TinySample().string(), "quant.ratios=[0.02, 0.05, 0.1, 0.15, 0.25]"}) {
-    EXPECT_NE(Fingerprint(Parse(MinimalYaml(), {change})), Fingerprint(base)) << change;
+  const std::string plan = Fingerprint(base, ConfigStage::kPlan);
+  EXPECT_EQ(
+      Fingerprint(Parse(MinimalYaml(), {"output=/elsewhere", "threads=7"}), ConfigStage::kPlan),
+      plan);
+  for (const std::string& change :
+       std::vector<std::string>{"quant.bits_low=1", "calibration.cost.seed=9", "solver.mip_gap=0.5",
+                                "model.tokenizer=" + TinySample().string(),
+                                "quant.ratios=[0.02, 0.05, 0.1, 0.15, 0.25]"}) {
+    EXPECT_NE(Fingerprint(Parse(MinimalYaml(), {change}), ConfigStage::kPlan), plan) << change;
   }
 }
 
 TEST(ConfigFingerprint, CanonicalTextFormatIsPinned) {
-  const std::string text = CanonicalText(Parse(MinimalYaml()));
-  EXPECT_TRUE(text.starts_with("hiq-config-v1\nmodel.path: \"" + Stories().string() + "\"\n"));
+  const std::string text = CanonicalText(Parse(MinimalYaml()), ConfigStage::kPlan);
+  EXPECT_TRUE(
+      text.starts_with("hiq-config-v2 stage plan\nmodel.path: \"" + Stories().string() + "\"\n"))
+      << text;
   for (const char* line :
        {"\ncalibration.fisher.source: text\n", "\ncalibration.cost.seed: 2\n",
         "\ncalibration.check.temperature: 1.0\n", "\nquant.ratios: [0.02, 0.05, 0.1, 0.15, 0.2]\n",
-        "\nquant.budget_bits: 0.0\n", "\nquant.symmetric: false\n",
-        "\nreconstruction.adaround_lr: 0.001\n", "\neval.text: \"\"\n"}) {
+        "\nquant.budget_bits: 0.0\n", "\ncost.pairs: false\n"}) {
     EXPECT_NE(text.find(line), std::string::npos) << line;
   }
-  EXPECT_TRUE(text.ends_with("\neval.max_windows: 0\nseed: 0\n")) << text;
-  EXPECT_EQ(text.find("output:"), std::string::npos);
-  EXPECT_EQ(text.find("threads:"), std::string::npos);
+  EXPECT_TRUE(text.ends_with("\nsolver.time_limit: 60.0\nsolver.mip_gap: 0.0\n")) << text;
 }
 
 // ---- Errors, by exact message -------------------------------------------------------------
@@ -435,14 +429,15 @@ TEST(ConfigErrors, WrongTypesSayWhatWasExpectedAndFound) {
                    "config.yaml: key 'solver.time_limit' must be a finite number, got '.inf'");
   EXPECT_THROW_MSG(Parse(MinimalYaml() + "cost:\n  pairs: maybe\n"), ConfigError,
                    "config.yaml: key 'cost.pairs' must be true or false, got 'maybe'");
-  EXPECT_THROW_MSG(Parse(MinimalYaml() + "seed: -1\n"), ConfigError,
-                   "config.yaml: key 'seed' must be an integer in [0, 2^64), got '-1'");
+  EXPECT_THROW_MSG(Parse(MinimalYaml() + "calibration:\n  check:\n    seed: -1\n"), ConfigError,
+                   "config.yaml: key 'calibration.check.seed' must be an integer in [0, 2^64), "
+                   "got '-1'");
   EXPECT_THROW_MSG(Parse(MinimalYaml() + "model:\n  tokenizer: [a]\n"), ConfigError,
                    "config.yaml: key 'model.tokenizer' must be a path, got a list");
   EXPECT_THROW_MSG(Parse(MinimalYaml() + "quant: 3\n"), ConfigError,
                    "config.yaml: key 'quant' is a section and must hold keys, got '3'");
-  EXPECT_THROW_MSG(Parse(MinimalYaml() + "eval:\n  seq_len:\n"), ConfigError,
-                   "config.yaml: key 'eval.seq_len' must be an integer, got nothing");
+  EXPECT_THROW_MSG(Parse(MinimalYaml() + "cost:\n  refine:\n"), ConfigError,
+                   "config.yaml: key 'cost.refine' must be an integer, got nothing");
 }
 
 TEST(ConfigErrors, OutOfRangeValuesShowTheRange) {
@@ -455,6 +450,11 @@ TEST(ConfigErrors, OutOfRangeValuesShowTheRange) {
                    "config.yaml: key 'quant.group_size' = 4 is out of range [8, 1048576] and "
                    "not 0");
   EXPECT_EQ(Parse(MinimalYaml() + "quant:\n  group_size: 0\n").quant.group_size, 0);
+  EXPECT_THROW_MSG(Parse(MinimalYaml() + "quant:\n  bits_high: 12\n"), ConfigError,
+                   "config.yaml: key 'quant.bits_high' = 12 is out of range [1, 8] and not 16");
+  EXPECT_THROW_MSG(Parse(MinimalYaml(), {"quant.bits_high=0"}), ConfigError,
+                   "--set: key 'quant.bits_high' = 0 is out of range [1, 8] and not 16");
+  EXPECT_EQ(Parse(MinimalYaml() + "quant:\n  bits_high: 16\n").quant.bits_high, 16);
   EXPECT_THROW_MSG(Parse(MinimalYaml() + "solver:\n  time_limit: 0\n"), ConfigError,
                    "config.yaml: key 'solver.time_limit' = 0.0 is out of range (0, inf)");
   EXPECT_THROW_MSG(Parse(MinimalYaml() + "solver:\n  mip_gap: 1.5\n"), ConfigError,
@@ -525,14 +525,79 @@ TEST(ConfigErrors, CrossFieldChecksNameBothKeys) {
                    "config.yaml: neither key 'quant.budget_bits' nor 'quant.budget_ratio' is set; "
                    "set exactly one. HINT: 'quant: {budget_ratio: 0.1}' spends what a fixed 10% "
                    "ratio costs");
-  EXPECT_THROW_MSG(
-      Parse(WithoutLine(MinimalYaml(), "quant.budget_ratio") + "quant:\n  budget_bits: 1.5\n"),
-      ConfigError,
-      "config.yaml: key 'quant.budget_bits' = 1.5 is below key 'quant.bits_low' = 2, "
-      "so no plan can meet it");
-  EXPECT_THROW_MSG(Parse(MinimalYaml() + "reconstruction:\n  beta_start: 1\n"), ConfigError,
-                   "config.yaml: key 'reconstruction.beta_start' = 1.0 must be at least key "
-                   "'reconstruction.beta_end' = 2.0 (beta is annealed downwards)");
+}
+
+// Budgets that no plan can meet fail at load, not after the Fisher pass (the solver's own
+// "infeasible" message, with the model's exact range, is for budgets between this bound and it).
+TEST(ConfigErrors, BudgetsNoPlanCanMeetFailAtLoad) {
+  const std::string bits_budget = WithoutLine(MinimalYaml(), "quant.budget_ratio");
+  EXPECT_THROW_MSG(Parse(bits_budget + "quant:\n  budget_bits: 2.5\n"), ConfigError,
+                   "config.yaml: key 'quant.budget_bits' = 2.5 cannot be met: codes and group "
+                   "scales alone take at least 2.57125 bits per weight with keys "
+                   "'quant.bits_low' = 2, 'quant.bits_high' = 3, 'quant.group_size' = 32 and "
+                   "'quant.ratios' from 0.02");
+  EXPECT_EQ(Parse(bits_budget + "quant:\n  budget_bits: 2.57125\n").quant.budget_bits, 2.57125);
+  // One group per row: the bound is b_L plus the high channels' share; --set is named too.
+  EXPECT_THROW_MSG(Parse(bits_budget + "quant:\n  budget_bits: 1.5\n", {"quant.group_size=0"}),
+                   ConfigError,
+                   "config.yaml, --set: key 'quant.budget_bits' = 1.5 cannot be met: codes and "
+                   "group scales alone take at least 2.02 bits per weight with keys "
+                   "'quant.bits_low' = 2, 'quant.bits_high' = 3, 'quant.group_size' = 0 and "
+                   "'quant.ratios' from 0.02");
+  EXPECT_THROW_MSG(Parse(MinimalYaml(), {"quant.budget_ratio=0.01"}), ConfigError,
+                   "--set, config.yaml: key 'quant.budget_ratio' = 0.01 is below the smallest of "
+                   "key 'quant.ratios' = [0.02, 0.05, 0.1, 0.15, 0.2], so no candidate ratio fits "
+                   "the budget");
+  EXPECT_EQ(Parse(MinimalYaml(), {"quant.budget_ratio=0.02"}).quant.budget_ratio, 0.02);
+}
+
+// quant.bits_low, quant.bits_high and quant.group_size pass at load exactly when the quantizer
+// takes them, so that none is refused only after the Fisher pass.
+TEST(ConfigErrors, QuantKeysAcceptWhatTheQuantizerAccepts) {
+  for (int low = -1; low <= 17; ++low) {
+    for (int high = -1; high <= 17; ++high) {
+      bool quantizer_accepts = high > low;
+      try {
+        ValidateQuantSpec({low, high, 32});
+      } catch (const ConfigError&) {
+        quantizer_accepts = false;
+      }
+      bool config_accepts = true;
+      try {
+        Parse(MinimalYaml(),
+              {"quant.bits_low=" + std::to_string(low), "quant.bits_high=" + std::to_string(high)});
+      } catch (const ConfigError&) {
+        config_accepts = false;
+      }
+      EXPECT_EQ(config_accepts, quantizer_accepts) << "bits_low " << low << " bits_high " << high;
+    }
+  }
+  for (const int group : {-1, 0, 1, 7, 8, 64, 1 << 20, (1 << 20) + 1}) {
+    try {
+      Parse(MinimalYaml(), {"quant.group_size=" + std::to_string(group)});
+    } catch (const ConfigError&) {
+      continue;  // the config may be stricter than the quantizer, never looser
+    }
+    EXPECT_NO_THROW(ValidateQuantSpec({2, 3, group})) << "group_size " << group;
+  }
+}
+
+// Keys no stage reads were removed; a config that still sets one is told so, as for a typo.
+TEST(ConfigErrors, RemovedKeysAreUnknownKeys) {
+  // Each: YAML in the file, and the key the message names.
+  const std::pair<std::string, std::string> in_file[] = {
+      {"quant:\n  symmetric: true\n", "quant.symmetric"},
+      {"seed: 0\n", "seed"},
+      {"eval:\n  text: x.txt\n", "eval"},
+      {"reconstruction:\n  steps: 10\n", "reconstruction"}};
+  for (const auto& [yaml, key] : in_file) {
+    EXPECT_THROW_MSG(Parse(MinimalYaml() + yaml), ConfigError,
+                     "config.yaml: unknown key '" + key + "' (docs/CONFIG.md lists the keys)");
+  }
+  for (const std::string key : {"reconstruction.enabled", "eval.seq_len", "quant.symmetric"}) {
+    EXPECT_THROW_MSG(Parse(MinimalYaml(), {key + "=1"}), ConfigError,
+                     "--set: unknown key '" + key + "' (docs/CONFIG.md lists the keys)");
+  }
 }
 
 TEST(ConfigErrors, SampleSetPathsMatchTheirSource) {
@@ -552,10 +617,12 @@ TEST(ConfigErrors, SampleSetPathsMatchTheirSource) {
                    ConfigError,
                    "config.yaml: key 'calibration.fisher.path' = '/base/wiki/valid.txt' does not "
                    "exist");
-  EXPECT_THROW_MSG(
-      Parse(MinimalYaml() + "eval:\n  text: \"" + DataDir().string() + "/text\"\n"), ConfigError,
-      "config.yaml: key 'eval.text' = '" + (DataDir() / "text").lexically_normal().string() +
-          "' is not a regular file");
+  EXPECT_THROW_MSG(Parse(MinimalYaml(), {"calibration.check.source=text",
+                                         "calibration.check.path=" + DataDir().string() + "/text"}),
+                   ConfigError,
+                   "--set: key 'calibration.check.path' = '" +
+                       (DataDir() / "text").lexically_normal().string() +
+                       "' is not a regular file");
 }
 
 TEST(ConfigErrors, YamlStructureProblemsAreReportedWithTheirPlace) {
@@ -564,10 +631,10 @@ TEST(ConfigErrors, YamlStructureProblemsAreReportedWithTheirPlace) {
                    "found");
   EXPECT_THROW_MSG(Parse("- a\n- b\n"), ConfigError,
                    "config.yaml: the top level must be a map of keys, got a list");
-  EXPECT_THROW_MSG(Parse(MinimalYaml() + "---\nseed: 2\n"), ConfigError,
+  EXPECT_THROW_MSG(Parse(MinimalYaml() + "---\nthreads: 2\n"), ConfigError,
                    "config.yaml: expected one YAML document, found 2");
-  EXPECT_THROW_MSG(Parse(MinimalYaml() + "seed: 1\nseed: 2\n"), ConfigError,
-                   "config.yaml: duplicate key 'seed'");
+  EXPECT_THROW_MSG(Parse(MinimalYaml() + "threads: 1\nthreads: 2\n"), ConfigError,
+                   "config.yaml: duplicate key 'threads'");
   EXPECT_THROW_MSG(Parse(MinimalYaml() + "quant:\n  budget_ratio: 0.2\n"), ConfigError,
                    "config.yaml: duplicate key 'quant.budget_ratio'");
 }
@@ -621,6 +688,17 @@ TEST(ConfigDocs, CommittedMarkdownIsTheGeneratedText) {
   EXPECT_EQ(committed.str(), generated)
       << "docs/CONFIG.md is stale; regenerate it with HIQ_UPDATE_DOCS=1 build/tests/test_config "
          "--gtest_filter='ConfigDocs.*'";
+}
+
+TEST(ConfigDocs, EachRowSaysWhichStagesReadTheKey) {
+  const std::string markdown = ConfigMarkdown();
+  EXPECT_NE(markdown.find("\n| key | type | default | allowed | read by | meaning |\n"),
+            std::string::npos);
+  EXPECT_NE(markdown.find("\n| `quant.bits_high` | int | `3` | [1, 8] or 16 | plan | "),
+            std::string::npos);
+  EXPECT_NE(markdown.find("\n| `quant.group_size` | int | `32` | 0 or [8, 1048576] | plan | "),
+            std::string::npos);
+  EXPECT_NE(markdown.find("\n| `threads` | int | `0` | [0, 1024] | none | "), std::string::npos);
 }
 
 TEST(ConfigDocs, EveryKeyHasOneRowWithHelp) {

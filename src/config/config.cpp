@@ -1,7 +1,9 @@
-// src/config/config.cpp - the one list of config keys (ForEachField) and everything it drives: defaults,
-// YAML and --set parsing, validation, ToYaml, the canonical text and docs/CONFIG.md.
+// src/config/config.cpp - the one list of config keys (ForEachField) and everything it drives:
+// defaults, YAML and --set parsing, validation, ToYaml, each stage's canonical text and
+// docs/CONFIG.md.
 //
-// The list calls visitor(field, default, Meta{key, limits, ..., help}) once per key. A visitor is
+// The list calls visitor(field, default, Meta{key, limits, ..., read_by, help}) once per key,
+// one function per section (ModelFields, CalibrationFields, ...). A visitor is
 // a struct with one template operator(); what differs per field type (how to parse, format,
 // check and document an int, a path, a choice...) lives in the overload sets Parse, Format,
 // Check, TypeName and Allowed below, one overload per type, so no visitor repeats it.
@@ -15,9 +17,11 @@
 #include <charconv>
 #include <climits>
 #include <cmath>
+#include <concepts>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <limits>
 #include <map>
 #include <optional>
@@ -41,13 +45,13 @@ constexpr std::array<std::string_view, 2> kChannelScoreNames = {"fisher", "fishe
 constexpr std::array<std::string_view, 3> kCostModeNames = {"loss", "local", "fisher"};
 constexpr std::array<std::string_view, 2> kCostCenterNames = {"plan", "fp"};
 constexpr std::array<std::string_view, 2> kSolverMethodNames = {"pareto", "milp"};
-constexpr std::array<std::string_view, 2> kReconInputsNames = {"fp", "quantized"};
+constexpr std::array<std::string_view, 1> kConfigStageNames = {"plan"};
 std::span<const std::string_view> Choices(SampleSource) { return kSampleSourceNames; }
 std::span<const std::string_view> Choices(ChannelScore) { return kChannelScoreNames; }
 std::span<const std::string_view> Choices(CostMode) { return kCostModeNames; }
 std::span<const std::string_view> Choices(CostCenter) { return kCostCenterNames; }
 std::span<const std::string_view> Choices(SolverMethod) { return kSolverMethodNames; }
-std::span<const std::string_view> Choices(ReconInputs) { return kReconInputsNames; }
+std::span<const std::string_view> Choices(ConfigStage) { return kConfigStageNames; }
 
 template <class E>
 std::string_view EnumName(E value) {
@@ -66,19 +70,63 @@ struct Limits {
 };
 constexpr Limits Closed(double lo, double hi) { return {lo, hi, false, false}; }
 constexpr Limits OpenClosed(double lo, double hi) { return {lo, hi, true, false}; }
-constexpr Limits AtLeast(double lo) { return {lo, kInf, false, true}; }
 constexpr Limits Positive() { return {0.0, kInf, true, true}; }
+
+// The stages of ConfigStage as bits, so that a key read by several stages lists each of them.
+using StageSet = uint32_t;
+constexpr StageSet ReadBy(std::same_as<ConfigStage> auto... stages) {
+  return (StageSet{0} | ... | (StageSet{1} << static_cast<int>(stages)));
+}
+constexpr StageSet kReadByPlan = ReadBy(ConfigStage::kPlan);
+constexpr bool Reads(StageSet set, ConfigStage stage) { return (set & ReadBy(stage)) != 0; }
+
+std::vector<ConfigStage> AllStages() {
+  std::vector<ConfigStage> stages;
+  for (size_t i = 0; i < kConfigStageNames.size(); ++i) {
+    stages.push_back(static_cast<ConfigStage>(i));
+  }
+  return stages;
+}
+
+// "plan", "plan, quantize", or "none" (docs/CONFIG.md's "read by" column).
+std::string StageNames(StageSet set) {
+  std::string out;
+  for (const ConfigStage stage : AllStages()) {
+    if (Reads(set, stage)) out += (out.empty() ? "" : ", ") + std::string(EnumName(stage));
+  }
+  return out.empty() ? "none" : out;
+}
 
 // Everything the list says about one key besides its field and default.
 struct Meta {
   std::string key;                    // dotted YAML path
   Limits limits = {};                 // numbers, and each element of a list
-  bool zero_ok = false;               // 0 (a documented "unset" or "auto") is allowed too
+  std::optional<double> also = {};    // one more allowed value outside `limits` (0, 16...)
   std::string_view default_doc = {};  // docs/CONFIG.md text instead of the default value
   std::string_view allowed_doc = {};  // docs/CONFIG.md text instead of the range
-  bool fingerprint = true;            // part of CanonicalText (false: cannot change a result)
+  StageSet read_by = 0;               // the stages that read it; 0: it cannot change a result
   std::string_view help;
 };
+
+// The field list, one function per section, each key once, in the order ToYaml prints them.
+// Visitors take (field, default, Meta).
+
+template <class Visitor>
+void ModelFields(ModelSection& m, Visitor& v) {
+  v(m.path, fs::path(),
+    {.key = "model.path",
+     .default_doc = "required",
+     .allowed_doc = "existing directory",
+     .read_by = kReadByPlan,
+     .help = "Hugging Face LLaMA checkpoint directory: config.json plus model.safetensors, or "
+             "sharded model-*.safetensors with model.safetensors.index.json (F32, F16 or BF16)."});
+  v(m.tokenizer, fs::path(),
+    {.key = "model.tokenizer",
+     .default_doc = "`<model.path>/tokenizer.model`",
+     .allowed_doc = "existing file (when text is read)",
+     .read_by = kReadByPlan,
+     .help = "SentencePiece tokenizer.model that tokenizes calibration text."});
+}
 
 struct SampleSetDefaults {
   SampleSource source;
@@ -88,10 +136,11 @@ struct SampleSetDefaults {
 
 // The three calibration sample sets share one field list; only their defaults differ.
 template <class Visitor>
-void ForEachSampleSetField(SampleSetConfig& s, const std::string& p, const SampleSetDefaults& d,
-                           Visitor& v) {
+void SampleSetFields(SampleSetConfig& s, const std::string& p, const SampleSetDefaults& d,
+                     Visitor& v) {
   v(s.source, d.source,
     {.key = p + ".source",
+     .read_by = kReadByPlan,
      .help = "Where the sequences come from: `text` = windows of seq_len tokens cut from a "
              "text file, `tokens` = windows from a token .h5 file written by `hiq tokenize`, "
              "`generate` = sequences sampled from the model itself (data-free)."});
@@ -99,198 +148,167 @@ void ForEachSampleSetField(SampleSetConfig& s, const std::string& p, const Sampl
     {.key = p + ".path",
      .default_doc = "unset",
      .allowed_doc = "existing file",
+     .read_by = kReadByPlan,
      .help = "The text file (source `text`) or token .h5 file (source `tokens`). Required for "
              "those sources and must be unset for `generate`."});
   v(s.n_sequences, d.n_sequences,
-    {.key = p + ".n_sequences", .limits = Closed(1, 1 << 20), .help = "Number of sequences."});
+    {.key = p + ".n_sequences",
+     .limits = Closed(1, 1 << 20),
+     .read_by = kReadByPlan,
+     .help = "Number of sequences."});
   v(s.seq_len, 128,
-    {.key = p + ".seq_len", .limits = Closed(1, 1 << 20), .help = "Tokens per sequence."});
+    {.key = p + ".seq_len",
+     .limits = Closed(1, 1 << 20),
+     .read_by = kReadByPlan,
+     .help = "Tokens per sequence."});
   v(s.seed, d.seed,
     {.key = p + ".seed",
+     .read_by = kReadByPlan,
      .help = "Seed of this set's random stream (which windows are cut, or what is sampled)."});
   v(s.temperature, 1.0,
     {.key = p + ".temperature",
      .limits = OpenClosed(0, 100),
+     .read_by = kReadByPlan,
      .help = "Sampling temperature for source `generate` (logits are divided by it); unused "
              "by the other sources."});
 }
 
-// THE list: every key of a run, once, in the order ToYaml prints them.
 template <class Visitor>
-void ForEachField(RunConfig& c, Visitor& v) {
-  v(c.model.path, fs::path(),
-    {.key = "model.path",
-     .default_doc = "required",
-     .allowed_doc = "existing directory",
-     .help = "Hugging Face LLaMA checkpoint directory: config.json plus model.safetensors, or "
-             "sharded model-*.safetensors with model.safetensors.index.json (F32, F16 or BF16)."});
-  v(c.model.tokenizer, fs::path(),
-    {.key = "model.tokenizer",
-     .default_doc = "`<model.path>/tokenizer.model`",
-     .allowed_doc = "existing file (when text is read)",
-     .help = "SentencePiece tokenizer.model that tokenizes calibration and evaluation text."});
+void CalibrationFields(CalibrationSection& c, Visitor& v) {
+  SampleSetFields(c.fisher, "calibration.fisher", {SampleSource::kText, 128, 1}, v);
+  SampleSetFields(c.cost, "calibration.cost", {SampleSource::kGenerate, 32, 2}, v);
+  SampleSetFields(c.check, "calibration.check", {SampleSource::kGenerate, 32, 3}, v);
+}
 
-  ForEachSampleSetField(c.calibration.fisher, "calibration.fisher", {SampleSource::kText, 128, 1},
-                        v);
-  ForEachSampleSetField(c.calibration.cost, "calibration.cost", {SampleSource::kGenerate, 32, 2},
-                        v);
-  ForEachSampleSetField(c.calibration.check, "calibration.check", {SampleSource::kGenerate, 32, 3},
-                        v);
-
-  v(c.quant.bits_low, 2,
+// bits_low and bits_high take exactly what ValidateQuantSpec (hiq/quant/quant.h) accepts, with
+// bits_high > bits_low checked in ValidateQuant, and group_size a part of it (the agreement is a
+// test), so that no value passes here only to be refused after the Fisher pass.
+template <class Visitor>
+void QuantFields(QuantSection& q, Visitor& v) {
+  v(q.bits_low, 2,
     {.key = "quant.bits_low",
      .limits = Closed(1, 8),
+     .read_by = kReadByPlan,
      .help = "Bit-width b_L of the low-precision channels of every quantized linear layer."});
-  v(c.quant.bits_high, 3,
+  v(q.bits_high, 3,
     {.key = "quant.bits_high",
-     .limits = Closed(2, 16),
+     .limits = Closed(1, 8),
+     .also = 16,
+     .read_by = kReadByPlan,
      .help = "Bit-width b_H of the high-impact channels; must be greater than bits_low. "
              "16 keeps them in FP16 (the FP16-retention baseline)."});
-  v(c.quant.group_size, 32,
+  v(q.group_size, 32,
     {.key = "quant.group_size",
      .limits = Closed(8, 1 << 20),
-     .zero_ok = true,
+     .also = 0,
+     .read_by = kReadByPlan,
      .help = "Quantization group along the input dimension: one scale and zero per group of "
              "this many input channels; 0 = one per output row."});
-  v(c.quant.ratios, std::vector<double>{0.02, 0.05, 0.10, 0.15, 0.20},
+  v(q.ratios, std::vector<double>{0.02, 0.05, 0.10, 0.15, 0.20},
     {.key = "quant.ratios",
      .limits = OpenClosed(0, 1),
+     .read_by = kReadByPlan,
      .help = "Candidate high-impact ratios R: the fraction of a layer's input channels (top "
              "scores) quantized at bits_high. The plan picks one per layer."});
-  v(c.quant.budget_bits, 0.0,
+  v(q.budget_bits, 0.0,
     {.key = "quant.budget_bits",
      .limits = Closed(0, 16),
      .default_doc = "`0.0` (unset)",
+     .read_by = kReadByPlan,
      .help = "Budget as average bits per quantized weight, counting codes, scales/zeros and "
              "channel indices; 0 = unset. Set exactly one of budget_bits and budget_ratio."});
-  v(c.quant.budget_ratio, 0.0,
+  v(q.budget_ratio, 0.0,
     {.key = "quant.budget_ratio",
      .limits = Closed(0, 1),
      .default_doc = "`0.0` (unset)",
+     .read_by = kReadByPlan,
      .help = "Budget as a ratio: the bits that this same fixed ratio costs in every layer, so "
-             "the plan is compared with the fixed-ratio baseline at matched bits; 0 = unset."});
-  v(c.quant.score, ChannelScore::kFisher,
+             "the plan is compared with the fixed-ratio baseline at matched bits; at least the "
+             "smallest of ratios; 0 = unset."});
+  v(q.score, ChannelScore::kFisher,
     {.key = "quant.score",
+     .read_by = kReadByPlan,
      .help = "Channel score that ranks the input channels: `fisher` = sum_i F_ij, "
              "`fisher_impact` = sum_i F_ij (W_ij - Q_bL(W_ij))^2."});
-  v(c.quant.symmetric, false,
-    {.key = "quant.symmetric",
-     .help = "Symmetric quantization (scale only) instead of asymmetric (scale and zero)."});
+}
 
-  v(c.cost.mode, CostMode::kLoss,
+template <class Visitor>
+void CostFields(CostSection& c, Visitor& v) {
+  v(c.mode, CostMode::kLoss,
     {.key = "cost.mode",
+     .read_by = kReadByPlan,
      .help = "Cost estimator: `loss` = end-to-end loss differences (the paper's), `local` = "
              "block-local first-order term g . dY plus a fitted quadratic term, `fisher` = "
              "gradient projections (M = S^T S / N)."});
-  v(c.cost.center, CostCenter::kPlan,
+  v(c.center, CostCenter::kPlan,
     {.key = "cost.center",
+     .read_by = kReadByPlan,
      .help = "Where loss differences are measured: `plan` = around the quantized operating "
              "point (first the fixed-ratio plan that meets the budget, then the current plan), "
              "`fp` = around the full-precision model (the paper's reproduction)."});
-  v(c.cost.pairs, false,
+  v(c.pairs, false,
     {.key = "cost.pairs",
-     .help = "Also measure the within-block pair terms (off-diagonal entries of M)."});
-  v(c.cost.refine, 2,
+     .read_by = kReadByPlan,
+     .help = "With mode `loss` or `fisher`: also measure the within-block pair terms "
+             "(off-diagonal entries of M); mode `local` measures none."});
+  v(c.refine, 2,
     {.key = "cost.refine",
      .limits = Closed(0, 20),
+     .read_by = kReadByPlan,
      .help = "Re-centring rounds with center `plan`: measure around the current plan, solve, "
              "keep the new plan only if its measured loss falls."});
-  v(c.cost.local_fit_switches, 10,
+  v(c.local_fit_switches, 10,
     {.key = "cost.local_fit_switches",
      .limits = Closed(0, 1000),
+     .read_by = kReadByPlan,
      .help = "With mode `local`: end-to-end block switches measured to fit the two "
              "coefficients of its quadratic term; 0 = first-order term only."});
+}
 
-  v(c.solver.method, SolverMethod::kPareto,
+template <class Visitor>
+void SolverFields(SolverSection& s, Visitor& v) {
+  v(s.method, SolverMethod::kPareto,
     {.key = "solver.method",
+     .read_by = kReadByPlan,
      .help = "`pareto` = per-block Pareto frontiers, then a multiple-choice knapsack over them "
              "(exact, scales to 7B); `milp` = the linearised quadratic program in GLPK directly "
              "(the cross-check)."});
-  v(c.solver.time_limit, 60.0,
+  v(s.time_limit, 60.0,
     {.key = "solver.time_limit",
      .limits = Positive(),
+     .read_by = kReadByPlan,
      .help = "GLPK time limit per solve, in seconds."});
-  v(c.solver.mip_gap, 0.0,
+  v(s.mip_gap, 0.0,
     {.key = "solver.mip_gap",
      .limits = Closed(0, 1),
+     .read_by = kReadByPlan,
      .help = "Relative MIP gap at which GLPK may stop; 0 = prove optimality."});
+}
 
-  v(c.reconstruction.enabled, true,
-    {.key = "reconstruction.enabled",
-     .help = "Run the hybrid AdaRound + learnable-weight-clipping reconstruction per block; "
-             "false = round-to-nearest with the planned ratios."});
-  v(c.reconstruction.steps, 5000,
-    {.key = "reconstruction.steps",
-     .limits = Closed(0, 100000000),
-     .help = "Optimizer steps per transformer block."});
-  v(c.reconstruction.batch, 4,
-    {.key = "reconstruction.batch",
-     .limits = Closed(1, 4096),
-     .help = "Calibration sequences per optimizer step."});
-  v(c.reconstruction.adaround_lr, 1e-3,
-    {.key = "reconstruction.adaround_lr",
-     .limits = Positive(),
-     .help = "Adam learning rate of the AdaRound variables V (high-impact channels)."});
-  v(c.reconstruction.adaround_lambda, 0.01,
-    {.key = "reconstruction.adaround_lambda",
-     .limits = AtLeast(0),
-     .help = "Weight lambda of the rounding regulariser sum(1 - |2 h(V) - 1|^beta)."});
-  v(c.reconstruction.beta_start, 20.0,
-    {.key = "reconstruction.beta_start",
-     .limits = Positive(),
-     .help = "Regulariser exponent beta after the warm-up; annealed down to beta_end."});
-  v(c.reconstruction.beta_end, 2.0,
-    {.key = "reconstruction.beta_end",
-     .limits = Positive(),
-     .help = "Regulariser exponent beta at the last step; at most beta_start."});
-  v(c.reconstruction.warmup, 0.2,
-    {.key = "reconstruction.warmup",
-     .limits = Closed(0, 1),
-     .help = "Fraction of the steps before the rounding regulariser is switched on."});
-  v(c.reconstruction.lwc_lr, 1e-2,
-    {.key = "reconstruction.lwc_lr",
-     .limits = Positive(),
-     .help = "AdamW learning rate (no weight decay) of the learnable weight-clipping logits "
-             "(low-bit channels)."});
-  v(c.reconstruction.lwc_init, 4.0,
-    {.key = "reconstruction.lwc_init",
-     .help = "Initial clipping logits: xmax = sigmoid(logit) max(W), likewise xmin; 4.0 "
-             "starts at 98% of the range."});
-  v(c.reconstruction.inputs, ReconInputs::kFp,
-    {.key = "reconstruction.inputs",
-     .help = "Block inputs: `fp` = the cached full-precision inputs (every rank works at "
-             "once), `quantized` = outputs of the already-quantized preceding blocks."});
-
-  v(c.eval.text, fs::path(),
-    {.key = "eval.text",
-     .default_doc = "unset",
-     .allowed_doc = "existing file",
-     .help = "Held-out text for perplexity in non-overlapping windows (the GPTQ protocol); "
-             "unset = no evaluation."});
-  v(c.eval.seq_len, 0,
-    {.key = "eval.seq_len",
-     .limits = Closed(0, 1 << 20),
-     .help = "Window length in tokens; 0 = the model's context length."});
-  v(c.eval.max_windows, 0,
-    {.key = "eval.max_windows",
-     .limits = Closed(0, 1 << 30),
-     .help = "Evaluate at most this many windows; 0 = all."});
-
+// Where results go and how fast they are made; no stage's result depends on these.
+template <class Visitor>
+void RunFields(RunConfig& c, Visitor& v) {
   v(c.output, fs::path(),
     {.key = "output",
      .default_doc = "`out/<config file stem>` under the current directory",
      .allowed_doc = "path",
-     .fingerprint = false,
-     .help = "Output directory: model.h5, shards/ and the stage files. `--output DIR` "
-             "overrides it."});
-  v(c.seed, uint64_t{0},
-    {.key = "seed", .help = "Run seed; every random stream is seeded from (seed, tensor name)."});
+     .help = "Output directory of the stage files. `--output DIR` overrides it."});
   v(c.threads, 0,
     {.key = "threads",
      .limits = Closed(0, 1024),
-     .fingerprint = false,
      .help = "OpenBLAS threads per rank; 0 = OpenBLAS's default. Results do not depend on "
              "it."});
+}
+
+// THE list: every key of a run, once.
+template <class Visitor>
+void ForEachField(RunConfig& c, Visitor& v) {
+  ModelFields(c.model, v);
+  CalibrationFields(c.calibration, v);
+  QuantFields(c.quant, v);
+  CostFields(c.cost, v);
+  SolverFields(c.solver, v);
+  RunFields(c, v);
 }
 
 // ---- Messages -----------------------------------------------------------------------------
@@ -355,10 +373,19 @@ bool InLimits(double value, const Limits& l) {
 }
 
 void CheckNumber(double value, const std::string& shown, const Meta& m, std::string_view source) {
-  if (m.zero_ok && value == 0) return;
+  if (m.also == value) return;
   if (InLimits(value, m.limits)) return;
   Fail(source, "key " + Q(m.key) + " = " + shown + " is out of range " + RangeText(m.limits) +
-                   (m.zero_ok ? " and not 0" : ""));
+                   (m.also ? " and not " + FormatBound(*m.also) : ""));
+}
+
+// A numeric key's allowed values as docs/CONFIG.md shows them, the extra value on its side of
+// the range: "0 or [8, 1048576]", "[1, 8] or 16".
+std::string AllowedNumbers(const Meta& m) {
+  if (!m.also) return RangeText(m.limits);
+  const std::string also = FormatBound(*m.also);
+  return *m.also < m.limits.lo ? also + " or " + RangeText(m.limits)
+                               : RangeText(m.limits) + " or " + also;
 }
 
 std::string FormatList(const std::vector<double>& values) {
@@ -544,11 +571,9 @@ std::string TypeName(const std::vector<double>&) { return "list of float"; }
 template <class E>
 requires std::is_enum_v<E> std::string TypeName(E) { return "choice"; }
 
-std::string Allowed(int, const Meta& m) { return (m.zero_ok ? "0 or " : "") + RangeText(m.limits); }
+std::string Allowed(int, const Meta& m) { return AllowedNumbers(m); }
 std::string Allowed(uint64_t, const Meta&) { return "[0, 2^64)"; }
-std::string Allowed(double, const Meta& m) {
-  return (m.zero_ok ? "0 or " : "") + RangeText(m.limits);
-}
+std::string Allowed(double, const Meta& m) { return AllowedNumbers(m); }
 std::string Allowed(bool, const Meta&) { return "`true`, `false`"; }
 std::string Allowed(const fs::path&, const Meta&) { return "path"; }
 std::string Allowed(const std::vector<double>&, const Meta& m) {
@@ -590,9 +615,18 @@ struct Origins {
     const auto it = by_key.find(key);
     return it == by_key.end() ? fallback : it->second;
   }
-  std::string Of(std::string_view key1, std::string_view key2) const {
-    const std::string a = Of(key1), b = Of(key2);
-    return a == b ? a : a + ", " + b;
+  // The places that set any of `keys`, each once, in the order of the keys.
+  std::string Of(std::initializer_list<std::string_view> keys) const {
+    std::vector<std::string> places;
+    for (const std::string_view key : keys) {
+      std::string place = Of(key);
+      if (std::find(places.begin(), places.end(), place) == places.end()) {
+        places.push_back(std::move(place));
+      }
+    }
+    std::string out;
+    for (const std::string& place : places) out += (out.empty() ? "" : ", ") + place;
+    return out;
   }
 };
 
@@ -608,7 +642,7 @@ struct CheckRanges {
 struct Row {
   std::string key, type, value, default_text, allowed;
   std::string_view help;
-  bool fingerprint;
+  StageSet read_by;
 };
 struct Describe {
   std::vector<Row> rows;
@@ -617,7 +651,7 @@ struct Describe {
     rows.push_back({m.key, TypeName(field), Format(field),
                     m.default_doc.empty() ? "`" + Format(def) + "`" : std::string(m.default_doc),
                     m.allowed_doc.empty() ? Allowed(field, m) : std::string(m.allowed_doc), m.help,
-                    m.fingerprint});
+                    m.read_by});
   }
 };
 
@@ -749,7 +783,7 @@ void ApplyMap(RunConfig& config, const YAML::Node& map, const std::string& prefi
     if (Keys().IsLeaf(key)) {
       AssignLeaf(config, key, entry.second, ctx, origins);
     } else if (Keys().IsSection(key)) {
-      if (entry.second.IsNull()) continue;  // "eval:" with nothing under it
+      if (entry.second.IsNull()) continue;  // "cost:" with nothing under it
       if (!entry.second.IsMap()) {
         Fail(ctx.source,
              "key " + Q(key) + " is a section and must hold keys, got " + Got(entry.second));
@@ -802,23 +836,30 @@ void RequireExisting(const fs::path& path, const std::string& key, bool director
        "key " + Q(key) + " = " + Q(path.string()) + " " + problem + std::string(hint));
 }
 
-void Validate(const RunConfig& c, const Origins& origins) {
-  RunConfig copy = c;
-  CheckRanges check_ranges{origins};
-  ForEachField(copy, check_ranges);
-  if (c.model.path.empty()) {
-    Fail(origins.Of("model.path"),
-         "missing required key model.path. HINT: add 'model: {path: DIR}' with a Hugging Face "
-         "LLaMA checkpoint directory, or pass --set model.path=DIR");
-  }
+// The fewest average bits per weight that any plan can take under `q`, from the terms of
+// docs/BITS.md that do not depend on the layer shapes: per weight, (1 - r) (b_L + (16 + b_L) / g)
+// for the low channels' codes and group scales/zeros plus r b_H for the high channels' codes,
+// where r, a layer's high fraction, lies between the smallest ratio and 1. That is linear in r,
+// so its least value is at one end. The high part's own scale and the channel indices add to it
+// on a real model, so the solver can still refuse a budget above this bound; but a budget below
+// it fails at load instead of after the Fisher pass.
+double MinAverageBits(const QuantSection& q) {
+  constexpr double kScaleBits = 16;  // FP16, as in LayerBitsBreakdown
+  const double low =
+      q.bits_low + (q.group_size > 0 ? (kScaleBits + q.bits_low) / q.group_size : 0.0);
+  const auto at = [&](double r) { return (1 - r) * low + r * q.bits_high; };
+  return std::min(at(q.ratios.front()), at(1.0));
+}
 
-  const QuantSection& q = c.quant;
+// The rules between quant keys that the plan stage would otherwise refuse only after the
+// Fisher pass.
+void ValidateQuant(const QuantSection& q, const Origins& origins) {
   if (q.bits_high <= q.bits_low) {
-    Fail(origins.Of("quant.bits_high", "quant.bits_low"),
+    Fail(origins.Of({"quant.bits_high", "quant.bits_low"}),
          "key 'quant.bits_high' = " + std::to_string(q.bits_high) +
              " must be greater than key 'quant.bits_low' = " + std::to_string(q.bits_low));
   }
-  const std::string budget_sources = origins.Of("quant.budget_bits", "quant.budget_ratio");
+  const std::string budget_sources = origins.Of({"quant.budget_bits", "quant.budget_ratio"});
   if (q.budget_bits > 0 && q.budget_ratio > 0) {
     Fail(budget_sources,
          "keys 'quant.budget_bits' and 'quant.budget_ratio' are both set; set exactly one");
@@ -828,32 +869,38 @@ void Validate(const RunConfig& c, const Origins& origins) {
          "neither key 'quant.budget_bits' nor 'quant.budget_ratio' is set; set exactly one. "
          "HINT: 'quant: {budget_ratio: 0.1}' spends what a fixed 10% ratio costs");
   }
-  if (q.budget_bits > 0 && q.budget_bits < q.bits_low) {
-    Fail(origins.Of("quant.budget_bits", "quant.bits_low"),
+  // Rounded down to the 5 decimals the message shows, so that a budget at the shown value
+  // passes; the 1e-6 keeps 2.57125 from showing as 2.57124 (the bound leaves out the channel
+  // indices, so it is below every real plan by far more than that).
+  const double min_bits = std::floor(MinAverageBits(q) * 1e5 + 1e-6) / 1e5;
+  if (q.budget_bits > 0 && q.budget_bits < min_bits) {
+    Fail(origins.Of({"quant.budget_bits", "quant.bits_low", "quant.bits_high", "quant.group_size",
+                     "quant.ratios"}),
          "key 'quant.budget_bits' = " + FormatDouble(q.budget_bits) +
-             " is below key 'quant.bits_low' = " + std::to_string(q.bits_low) +
-             ", so no plan can meet it");
+             " cannot be met: codes and group scales alone take at least " +
+             FormatDouble(min_bits) + " bits per weight with keys 'quant.bits_low' = " +
+             std::to_string(q.bits_low) + ", 'quant.bits_high' = " + std::to_string(q.bits_high) +
+             ", 'quant.group_size' = " + std::to_string(q.group_size) +
+             " and 'quant.ratios' from " + FormatDouble(q.ratios.front()));
   }
-  const ReconstructionSection& r = c.reconstruction;
-  if (r.beta_start < r.beta_end) {
-    Fail(origins.Of("reconstruction.beta_start", "reconstruction.beta_end"),
-         "key 'reconstruction.beta_start' = " + FormatDouble(r.beta_start) +
-             " must be at least key 'reconstruction.beta_end' = " + FormatDouble(r.beta_end) +
-             " (beta is annealed downwards)");
+  if (q.budget_ratio > 0 && q.budget_ratio < q.ratios.front()) {
+    Fail(origins.Of({"quant.budget_ratio", "quant.ratios"}),
+         "key 'quant.budget_ratio' = " + FormatDouble(q.budget_ratio) +
+             " is below the smallest of key 'quant.ratios' = " + FormatList(q.ratios) +
+             ", so no candidate ratio fits the budget");
   }
+}
 
-  RequireExisting(c.model.path, "model.path", /*directory=*/true, origins,
-                  ". HINT: point model.path at a Hugging Face LLaMA checkpoint directory, in the "
-                  "file or with --set model.path=DIR");
-
-  std::string text_reader;  // the first key whose file the tokenizer must read
-  const std::pair<std::string, const SampleSetConfig*> sets[] = {
-      {"calibration.fisher", &c.calibration.fisher},
-      {"calibration.cost", &c.calibration.cost},
-      {"calibration.check", &c.calibration.check}};
+// Each calibration set's path matches its source and exists; returns the first key whose file
+// is text to tokenize, or "".
+std::string ValidateSampleSets(const CalibrationSection& c, const Origins& origins) {
+  std::string text_reader;
+  const std::pair<std::string, const SampleSetConfig*> sets[] = {{"calibration.fisher", &c.fisher},
+                                                                 {"calibration.cost", &c.cost},
+                                                                 {"calibration.check", &c.check}};
   for (const auto& [name, set] : sets) {
     const std::string path_key = name + ".path", source_key = name + ".source";
-    const std::string sources = origins.Of(path_key, source_key);
+    const std::string sources = origins.Of({path_key, source_key});
     if (set->source == SampleSource::kGenerate) {
       if (!set->path.empty()) {
         Fail(sources, "key " + Q(path_key) + " is set but key " + Q(source_key) +
@@ -869,10 +916,25 @@ void Validate(const RunConfig& c, const Origins& origins) {
     RequireExisting(set->path, path_key, /*directory=*/false, origins);
     if (set->source == SampleSource::kText && text_reader.empty()) text_reader = path_key;
   }
-  if (!c.eval.text.empty()) {
-    RequireExisting(c.eval.text, "eval.text", /*directory=*/false, origins);
-    if (text_reader.empty()) text_reader = "eval.text";
+  return text_reader;
+}
+
+// Ranges first, then the rules between keys, then the files, so that a message names the first
+// thing to fix in the file before anything about the disk.
+void Validate(const RunConfig& c, const Origins& origins) {
+  RunConfig copy = c;
+  CheckRanges check_ranges{origins};
+  ForEachField(copy, check_ranges);
+  if (c.model.path.empty()) {
+    Fail(origins.Of("model.path"),
+         "missing required key model.path. HINT: add 'model: {path: DIR}' with a Hugging Face "
+         "LLaMA checkpoint directory, or pass --set model.path=DIR");
   }
+  ValidateQuant(c.quant, origins);
+  RequireExisting(c.model.path, "model.path", /*directory=*/true, origins,
+                  ". HINT: point model.path at a Hugging Face LLaMA checkpoint directory, in the "
+                  "file or with --set model.path=DIR");
+  const std::string text_reader = ValidateSampleSets(c.calibration, origins);
   if (!text_reader.empty()) {
     if (c.model.tokenizer.empty()) {
       Fail(origins.Of("model.tokenizer"),
@@ -900,7 +962,7 @@ std::string_view Name(ChannelScore value) { return EnumName(value); }
 std::string_view Name(CostMode value) { return EnumName(value); }
 std::string_view Name(CostCenter value) { return EnumName(value); }
 std::string_view Name(SolverMethod value) { return EnumName(value); }
-std::string_view Name(ReconInputs value) { return EnumName(value); }
+std::string_view Name(ConfigStage value) { return EnumName(value); }
 
 RunConfig::RunConfig() {
   SetDefaults set_defaults;
@@ -961,7 +1023,10 @@ void ValidateConfig(const RunConfig& config, const std::string& source_name) {
 
 std::string ToYaml(const RunConfig& config) {
   std::string out = "# hiq run config, resolved: every key, absolute paths (docs/CONFIG.md).\n";
-  out += "# fingerprint: " + Fingerprint(config) + "\n";
+  for (const ConfigStage stage : AllStages()) {
+    out += "# fingerprint of stage " + std::string(Name(stage)) + ": " +
+           Fingerprint(config, stage) + "\n";
+  }
   std::vector<std::string> open;  // the sections enclosing the previous key
   for (const Row& row : Rows(config)) {
     std::vector<std::string> parts;
@@ -985,15 +1050,19 @@ std::string ToYaml(const RunConfig& config) {
   return out;
 }
 
-std::string CanonicalText(const RunConfig& config) {
-  std::string out = "hiq-config-v1\n";  // bump when the formatting below changes
+std::string CanonicalText(const RunConfig& config, ConfigStage stage) {
+  // Bump the version when the formatting below changes. The stage's name is in the text so
+  // that two stages reading the same keys still have fingerprints of their own.
+  std::string out = "hiq-config-v2 stage " + std::string(Name(stage)) + "\n";
   for (const Row& row : Rows(config)) {
-    if (row.fingerprint) out += row.key + ": " + row.value + "\n";
+    if (Reads(row.read_by, stage)) out += row.key + ": " + row.value + "\n";
   }
   return out;
 }
 
-std::string Fingerprint(const RunConfig& config) { return Sha256Hex(CanonicalText(config)); }
+std::string Fingerprint(const RunConfig& config, ConfigStage stage) {
+  return Sha256Hex(CanonicalText(config, stage));
+}
 
 std::vector<std::string> ConfigKeys() { return Keys().leaves; }
 
@@ -1004,11 +1073,12 @@ std::string ConfigMarkdown() {
      tests/test_config.cpp fails when this file is stale; regenerate it with
      HIQ_UPDATE_DOCS=1 build/tests/test_config --gtest_filter='ConfigDocs.*' -->
 
-A run (`hiq plan|quantize CONFIG.yaml`) is described by one YAML file of nested sections, e.g.
+A run (`hiq plan CONFIG.yaml`) is described by one YAML file of nested sections, e.g.
 `quant: {bits_low: 2, bits_high: 3}`; a dotted key such as `quant.bits_low: 2` is accepted too.
 Every key except `model.path` has a default, so a config lists only what it changes (see
 `configs/`). `hiq config CONFIG.yaml` prints the resolved config: every key, paths made
-absolute, plus its fingerprint; that output loads back to the same config.
+absolute, plus each stage's fingerprint; that output loads back to the same config. A key is
+listed here only once a stage reads it ("read by"); any other key is an unknown key.
 
 **Paths.** A relative path in a config file is resolved against the directory of that file, so
 a config works from any working directory; a relative path given with `--set` is resolved
@@ -1020,24 +1090,31 @@ path (`""`) means unset.
 key; the value is read as YAML, e.g. `--set quant.ratios=[0.05,0.1]` or
 `--set calibration.cost.source=text`. `--output DIR` is `--set output=DIR`.
 
-**Checks.** Unknown keys (with the closest valid key), wrong types, values out of range,
-inconsistent keys and missing input files are errors that name the key and where it was set
-(the file, or `--set`). Exactly one of `quant.budget_bits` and `quant.budget_ratio` must be set.
+**Checks.** All at load, before any stage runs: unknown keys (with the closest valid key),
+wrong types, values out of range, inconsistent keys and missing input files are errors that
+name the key and where it was set (the file, or `--set`). Exactly one of `quant.budget_bits` and
+`quant.budget_ratio` must be set; `quant.bits_high` must be greater than `quant.bits_low`;
+`quant.budget_ratio` must be at least the smallest of `quant.ratios`, and `quant.budget_bits` at
+least what codes and group scales alone take at the smallest ratio (docs/BITS.md), so that a
+budget no plan can meet fails before the Fisher pass.
 
 **Calibration sets.** `calibration.fisher` gives the gradients whose squares rank the channels
 (real text works best); `calibration.cost` the sequences on which the loss differences of the
 cost matrix are measured (in-domain: sampled from the model when no in-domain text exists);
 `calibration.check` held-out sequences on which every plan's loss is measured before it is kept.
 
-**Fingerprint.** Stage outputs are stamped with the SHA-256 of the canonical text of every key
-that can change a result (all but `output` and `threads`).
+**Fingerprint.** A stage's output is stamped with the SHA-256 of the canonical text of the keys
+that stage reads (its name in "read by"), so that changing a key one stage ignores does not
+invalidate that stage's result. Keys that cannot change any result (`output`, `threads`) are
+read by none.
 
-| key | type | default | allowed | meaning |
-|---|---|---|---|---|
+| key | type | default | allowed | read by | meaning |
+|---|---|---|---|---|---|
 )";
   for (const Row& row : Rows(RunConfig())) {
     out += "| `" + row.key + "` | " + row.type + " | " + EscapeMarkdownCell(row.default_text) +
-           " | " + EscapeMarkdownCell(row.allowed) + " | " + EscapeMarkdownCell(row.help) + " |\n";
+           " | " + EscapeMarkdownCell(row.allowed) + " | " + StageNames(row.read_by) + " | " +
+           EscapeMarkdownCell(row.help) + " |\n";
   }
   return out;
 }

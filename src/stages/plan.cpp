@@ -194,6 +194,10 @@ std::string ModelFingerprint(const Checkpoint& checkpoint, const Pipeline& pipel
   return result;
 }
 
+std::string PlanFingerprint(const RunConfig& config, const std::string& model_fingerprint) {
+  return Sha256Hex(CanonicalText(config, ConfigStage::kPlan) + "\nmodel " + model_fingerprint);
+}
+
 PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Checkpoint& checkpoint,
                         std::FILE* log) {
   const Comm& comm = pipeline.comm();
@@ -208,8 +212,7 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   report.solver = std::string(Name(config.solver.method));
   report.cost_mode = std::string(Name(config.cost.mode));
   report.cost_center = std::string(Name(config.cost.center));
-  report.fingerprint =
-      Sha256Hex(CanonicalText(config) + "\nmodel " + ModelFingerprint(checkpoint, pipeline));
+  report.fingerprint = PlanFingerprint(config, ModelFingerprint(checkpoint, pipeline));
   const std::filesystem::path& tok = config.model.tokenizer;
 
   // 1. Fisher and candidates.

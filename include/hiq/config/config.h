@@ -1,10 +1,13 @@
-// hiq/config/config.h - the run configuration: what `hiq plan|quantize CONFIG.yaml` does.
+// hiq/config/config.h - the run configuration: what `hiq plan CONFIG.yaml` does.
 //
 // A RunConfig is plain structs. Every field is listed exactly once, in one visitor list in
-// src/config/config.cpp (the gemma.cpp gemma_args.h ForEach pattern), with its dotted YAML key, default,
-// allowed range or choices and help text. That list drives YAML parsing, `--set key=value`
-// overrides (the value is parsed as YAML by the same code), validation, ToYaml, the canonical
-// text behind Fingerprint() and docs/CONFIG.md, so adding a key is one line there.
+// src/config/config.cpp (the gemma.cpp gemma_args.h ForEach pattern), with its dotted YAML key,
+// default, allowed range or choices, the stages that read it and help text. That list drives
+// YAML parsing, `--set key=value` overrides (the value is parsed as YAML by the same code),
+// validation, ToYaml, each stage's canonical text behind Fingerprint() and docs/CONFIG.md, so
+// adding a key is one entry there. A key is listed only once a stage reads it: a config that
+// sets anything else gets an "unknown key" error rather than a setting that silently does
+// nothing.
 //
 // Paths: a relative path in a YAML file is resolved against that file's directory (configs work
 // from any cwd); a relative path in a `--set` against the current directory. All are stored as
@@ -31,13 +34,18 @@ enum class ChannelScore { kFisher, kFisherImpact };     // fisher | fisher_impac
 enum class CostMode { kLoss, kLocal, kFisher };         // loss | local | fisher
 enum class CostCenter { kPlan, kFp };                   // plan | fp
 enum class SolverMethod { kPareto, kMilp };             // pareto | milp
-enum class ReconInputs { kFp, kQuantized };             // fp | quantized
 std::string_view Name(SampleSource value);              // e.g. "generate"
 std::string_view Name(ChannelScore value);
 std::string_view Name(CostMode value);
 std::string_view Name(CostCenter value);
 std::string_view Name(SolverMethod value);
-std::string_view Name(ReconInputs value);
+
+// The stages that read the config. Every key names the stages that read it (docs/CONFIG.md's
+// "read by" column), and a stage's fingerprint covers exactly those keys, so that a key one
+// stage ignores cannot invalidate that stage's result. A new stage (e.g. quantize) adds its
+// enumerator here, its name in src/config/config.cpp, and that name to each key it reads.
+enum class ConfigStage { kPlan };  // plan
+std::string_view Name(ConfigStage value);
 
 // Field meanings, defaults and ranges: docs/CONFIG.md (generated from the visitor list). The
 // zero initialisers below are placeholders; RunConfig() sets the documented defaults.
@@ -69,7 +77,6 @@ struct QuantSection {
   double budget_bits = 0.0;    // average bits per quantized weight; 0 = unset
   double budget_ratio = 0.0;   // budget = bits of this fixed ratio in every layer; 0 = unset
   ChannelScore score = ChannelScore::kFisher;
-  bool symmetric = false;
   friend bool operator==(const QuantSection&, const QuantSection&) = default;
 };
 struct CostSection {
@@ -86,26 +93,6 @@ struct SolverSection {
   double mip_gap = 0.0;
   friend bool operator==(const SolverSection&, const SolverSection&) = default;
 };
-struct ReconstructionSection {
-  bool enabled = false;
-  int steps = 0;
-  int batch = 0;
-  double adaround_lr = 0.0;
-  double adaround_lambda = 0.0;
-  double beta_start = 0.0;
-  double beta_end = 0.0;
-  double warmup = 0.0;  // fraction of steps
-  double lwc_lr = 0.0;
-  double lwc_init = 0.0;
-  ReconInputs inputs = ReconInputs::kFp;
-  friend bool operator==(const ReconstructionSection&, const ReconstructionSection&) = default;
-};
-struct EvalSection {
-  std::filesystem::path text;  // empty = no evaluation
-  int seq_len = 0;             // 0 = the model's context length
-  int max_windows = 0;         // 0 = all
-  friend bool operator==(const EvalSection&, const EvalSection&) = default;
-};
 
 // A whole run. A value type: copy freely; not synchronised (share it read-only across threads).
 struct RunConfig {
@@ -115,10 +102,7 @@ struct RunConfig {
   QuantSection quant;
   CostSection cost;
   SolverSection solver;
-  ReconstructionSection reconstruction;
-  EvalSection eval;
   std::filesystem::path output;
-  uint64_t seed;
   int threads;  // OpenBLAS threads per rank; 0 = OpenBLAS's default
   friend bool operator==(const RunConfig&, const RunConfig&) = default;
 };
@@ -143,16 +127,18 @@ void ValidateConfig(const RunConfig& config, const std::string& source_name);
 // any directory, gives back an equal RunConfig.
 std::string ToYaml(const RunConfig& config);
 
-// Stable flat text ("key: value" per line, list order, fixed number formatting) of every key
-// that can change a result, i.e. all but `output` and `threads`, so that moving the output or
+// Stable flat text (a header naming the stage, then "key: value" per line, list order, fixed
+// number formatting) of the keys `stage` reads, and no others: keys such as `output` and
+// `threads`, which cannot change a result, are read by no stage, so that moving the output or
 // changing the thread count does not invalidate a --resume. Fingerprint() is its SHA-256 (hex).
-std::string CanonicalText(const RunConfig& config);
-std::string Fingerprint(const RunConfig& config);
+std::string CanonicalText(const RunConfig& config, ConfigStage stage);
+std::string Fingerprint(const RunConfig& config, ConfigStage stage);
 
 // Every dotted key, in list order (for CLI help and completion).
 std::vector<std::string> ConfigKeys();
 
-// The reference page docs/CONFIG.md: intro plus one table row per key (default, range, help).
+// The reference page docs/CONFIG.md: intro plus one table row per key (default, range, the
+// stages that read it, help).
 std::string ConfigMarkdown();
 
 }  // namespace hiq

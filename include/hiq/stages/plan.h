@@ -1,5 +1,5 @@
-// hiq/stages/plan.h - the plan stage: calibrate, build candidates, measure cost terms, solve under the
-// bit budget, re-centre, check on held-out sequences, and write the plan (DESIGN.md 1.1-1.4,
+// hiq/stages/plan.h - the plan stage: calibrate, build candidates, measure cost terms, solve under
+// the bit budget, re-centre, check on held-out sequences, and write the plan (DESIGN.md 1.1-1.4,
 // 2.1-2.3; `hiq plan`).
 //
 // Flow (collective over the pipeline's ranks; every rank ends with the same PlanReport):
@@ -15,7 +15,8 @@
 //   OUT/plan.json  readable: spec, budget, results, per layer name/ratio/bits/channels/predicted
 //   OUT/plan.h5    the same numbers as datasets + attributes (docs/FORMATS.md)
 //   OUT/fixed/     the fixed ratio at the same budget in the same two files (the baseline)
-// Both carry a fingerprint of config + model, so a stale plan is never taken for a current one.
+// Both carry a fingerprint of the plan stage's config keys + the model, so a stale plan is never
+// taken for a current one.
 #pragma once
 
 #include <filesystem>
@@ -54,7 +55,7 @@ struct PlanReport {
   int evaluations = 0, rounds = 0;
   bool fell_back = false;  // the plan measured worse than the fixed ratio: the fixed ratio is kept
   std::string log;         // human-readable lines: rounds, fallback reason
-  std::string fingerprint;  // SHA-256 of the config's canonical text + the model fingerprint
+  std::string fingerprint;  // PlanFingerprint
   std::string blas_core, cpu_model;  // where it ran (hiq/model/blas.h): results per kernel family
   std::string cost_mode, cost_center;
   // The fixed ratio at the same budget, as a plan of its own (written to OUT/fixed/).
@@ -89,6 +90,11 @@ std::vector<PlanLayerRow> LayerRows(const CostModel& cm, const Plan& plan,
 // SHA-256 over config.json and every tensor's bytes, each rank hashing only the tensors it owns
 // and rank 0 combining them in name order, so the value is the same for any rank count.
 std::string ModelFingerprint(const Checkpoint& checkpoint, const Pipeline& pipeline);
+
+// SHA-256 of the canonical text of the keys the plan stage reads (CanonicalText(config,
+// ConfigStage::kPlan)) and `model_fingerprint` (ModelFingerprint): what PlanReport::fingerprint
+// holds.
+std::string PlanFingerprint(const RunConfig& config, const std::string& model_fingerprint);
 
 // Writes OUT/plan.json and OUT/plan.h5 atomically (rank 0 only). IoError if it cannot.
 void WritePlan(const PlanReport& report, const std::filesystem::path& out_dir);
