@@ -280,6 +280,12 @@ std::vector<std::string> EveryKeyChanged(const TempDir& dir) {
           "calibration.check.seq_len=65",
           "calibration.check.seed=13",
           "calibration.check.temperature=1.25",
+          "calibration.reconstruction.source=text",
+          "calibration.reconstruction.path=" + TinySample().string(),
+          "calibration.reconstruction.n_sequences=9",
+          "calibration.reconstruction.seq_len=31",
+          "calibration.reconstruction.seed=14",
+          "calibration.reconstruction.temperature=0.9",
           "quant.bits_low=3",
           "quant.bits_high=16",
           "quant.group_size=0",
@@ -295,6 +301,20 @@ std::vector<std::string> EveryKeyChanged(const TempDir& dir) {
           "solver.method=milp",
           "solver.time_limit=2.5",
           "solver.mip_gap=0.001",
+          "quantize.method=gptq",
+          "quantize.inputs=quantized",
+          "quantize.steps=17",
+          "quantize.batch=2",
+          "quantize.lwc_lr=0.02",
+          "quantize.lwc_init=3",
+          "quantize.round_lr=0.002",
+          "quantize.round_lambda=0.1",
+          "quantize.beta_start=10",
+          "quantize.beta_end=3",
+          "quantize.warmup=0.1",
+          "quantize.seed=99",
+          "quantize.gptq_act_order=true",
+          "quantize.gptq_damp=0.1",
           "output=" + d + "/out",
           "threads=2"};
 }
@@ -362,15 +382,29 @@ TEST(ConfigFingerprint, IsTheHashOfTheCanonicalTextAndSurvivesTheRoundTrip) {
             std::string::npos);
 }
 
-// The plan stage reads every key but output and threads (docs/CONFIG.md's "read by" column), so
-// its canonical text holds exactly those keys, each once.
-TEST(ConfigFingerprint, PlanCoversTheKeysThePlanReadsAndNoOthers) {
+// Which stages read a key (docs/CONFIG.md's "read by" column): the plan reads all but the
+// quantize stage's own keys, output and threads; the quantize stage reads its own keys, the model
+// and the quantizer's bit widths and groups (the rest of the plan reaches it through the plan's
+// fingerprint).
+bool ReadByPlan(const std::string& key) {
+  return key != "output" && key != "threads" && !key.starts_with("quantize.") &&
+         !key.starts_with("calibration.reconstruction.");
+}
+bool ReadByQuantize(const std::string& key) {
+  return key.starts_with("quantize.") || key.starts_with("calibration.reconstruction.") ||
+         key.starts_with("model.") || key == "quant.bits_low" || key == "quant.bits_high" ||
+         key == "quant.group_size";
+}
+
+// Each stage's canonical text holds exactly the keys it reads, each once.
+TEST(ConfigFingerprint, EachStageCoversTheKeysItReadsAndNoOthers) {
   TempDir dir("hiq-config-stage");
-  const std::string text =
-      CanonicalText(Parse(MinimalYaml(), EveryKeyChanged(dir)), ConfigStage::kPlan);
+  const RunConfig c = Parse(MinimalYaml(), EveryKeyChanged(dir));
+  const std::string plan = CanonicalText(c, ConfigStage::kPlan);
+  const std::string quantize = CanonicalText(c, ConfigStage::kQuantize);
   for (const std::string& key : ConfigKeys()) {
-    const bool read_by_plan = key != "output" && key != "threads";
-    EXPECT_EQ(Occurrences(text, "\n" + key + ": "), read_by_plan ? 1u : 0u) << key << "\n" << text;
+    EXPECT_EQ(Occurrences(plan, "\n" + key + ": "), ReadByPlan(key) ? 1u : 0u) << key;
+    EXPECT_EQ(Occurrences(quantize, "\n" + key + ": "), ReadByQuantize(key) ? 1u : 0u) << key;
   }
 }
 
@@ -690,13 +724,23 @@ TEST(ConfigDocs, CommittedMarkdownIsTheGeneratedText) {
          "--gtest_filter='ConfigDocs.*'";
 }
 
+TEST(ConfigErrors, AdaRoundBetaMustAnnealDownwards) {
+  EXPECT_THROW_MSG(Parse(MinimalYaml() + "quantize:\n  beta_start: 2\n  beta_end: 20\n"),
+                   ConfigError,
+                   "config.yaml: key 'quantize.beta_start' = 2.0 is below key "
+                   "'quantize.beta_end' = 20.0; AdaRound anneals beta downwards");
+}
+
 TEST(ConfigDocs, EachRowSaysWhichStagesReadTheKey) {
   const std::string markdown = ConfigMarkdown();
   EXPECT_NE(markdown.find("\n| key | type | default | allowed | read by | meaning |\n"),
             std::string::npos);
-  EXPECT_NE(markdown.find("\n| `quant.bits_high` | int | `3` | [1, 8] or 16 | plan | "),
+  EXPECT_NE(markdown.find("\n| `quant.bits_high` | int | `3` | [1, 8] or 16 | plan, quantize | "),
             std::string::npos);
-  EXPECT_NE(markdown.find("\n| `quant.group_size` | int | `32` | 0 or [8, 1048576] | plan | "),
+  EXPECT_NE(markdown.find(
+                "\n| `quant.group_size` | int | `32` | 0 or [8, 1048576] | plan, quantize | "),
+            std::string::npos);
+  EXPECT_NE(markdown.find("\n| `quantize.steps` | int | `5120` | [1, 16777216] | quantize | "),
             std::string::npos);
   EXPECT_NE(markdown.find("\n| `threads` | int | `0` | [0, 1024] | none | "), std::string::npos);
 }

@@ -45,12 +45,17 @@ constexpr std::array<std::string_view, 2> kChannelScoreNames = {"fisher", "fishe
 constexpr std::array<std::string_view, 3> kCostModeNames = {"loss", "local", "fisher"};
 constexpr std::array<std::string_view, 2> kCostCenterNames = {"plan", "fp"};
 constexpr std::array<std::string_view, 2> kSolverMethodNames = {"pareto", "milp"};
-constexpr std::array<std::string_view, 1> kConfigStageNames = {"plan"};
+constexpr std::array<std::string_view, 6> kQuantizeMethodNames = {
+    "hiq", "fixed_ratio", "lwc", "adaround", "gptq", "rtn"};
+constexpr std::array<std::string_view, 2> kReconInputsNames = {"fp", "quantized"};
+constexpr std::array<std::string_view, 2> kConfigStageNames = {"plan", "quantize"};
 std::span<const std::string_view> Choices(SampleSource) { return kSampleSourceNames; }
 std::span<const std::string_view> Choices(ChannelScore) { return kChannelScoreNames; }
 std::span<const std::string_view> Choices(CostMode) { return kCostModeNames; }
 std::span<const std::string_view> Choices(CostCenter) { return kCostCenterNames; }
 std::span<const std::string_view> Choices(SolverMethod) { return kSolverMethodNames; }
+std::span<const std::string_view> Choices(QuantizeMethod) { return kQuantizeMethodNames; }
+std::span<const std::string_view> Choices(ReconInputs) { return kReconInputsNames; }
 std::span<const std::string_view> Choices(ConfigStage) { return kConfigStageNames; }
 
 template <class E>
@@ -78,6 +83,8 @@ constexpr StageSet ReadBy(std::same_as<ConfigStage> auto... stages) {
   return (StageSet{0} | ... | (StageSet{1} << static_cast<int>(stages)));
 }
 constexpr StageSet kReadByPlan = ReadBy(ConfigStage::kPlan);
+constexpr StageSet kReadByQuantize = ReadBy(ConfigStage::kQuantize);
+constexpr StageSet kReadByBoth = ReadBy(ConfigStage::kPlan, ConfigStage::kQuantize);
 constexpr bool Reads(StageSet set, ConfigStage stage) { return (set & ReadBy(stage)) != 0; }
 
 std::vector<ConfigStage> AllStages() {
@@ -117,14 +124,14 @@ void ModelFields(ModelSection& m, Visitor& v) {
     {.key = "model.path",
      .default_doc = "required",
      .allowed_doc = "existing directory",
-     .read_by = kReadByPlan,
+     .read_by = kReadByBoth,
      .help = "Hugging Face LLaMA checkpoint directory: config.json plus model.safetensors, or "
              "sharded model-*.safetensors with model.safetensors.index.json (F32, F16 or BF16)."});
   v(m.tokenizer, fs::path(),
     {.key = "model.tokenizer",
      .default_doc = "`<model.path>/tokenizer.model`",
      .allowed_doc = "existing file (when text is read)",
-     .read_by = kReadByPlan,
+     .read_by = kReadByBoth,
      .help = "SentencePiece tokenizer.model that tokenizes calibration text."});
 }
 
@@ -132,6 +139,7 @@ struct SampleSetDefaults {
   SampleSource source;
   int n_sequences;
   uint64_t seed;
+  StageSet read_by;
 };
 
 // The three calibration sample sets share one field list; only their defaults differ.
@@ -140,7 +148,7 @@ void SampleSetFields(SampleSetConfig& s, const std::string& p, const SampleSetDe
                      Visitor& v) {
   v(s.source, d.source,
     {.key = p + ".source",
-     .read_by = kReadByPlan,
+     .read_by = d.read_by,
      .help = "Where the sequences come from: `text` = windows of seq_len tokens cut from a "
              "text file, `tokens` = windows from a token .h5 file written by `hiq tokenize`, "
              "`generate` = sequences sampled from the model itself (data-free)."});
@@ -148,36 +156,38 @@ void SampleSetFields(SampleSetConfig& s, const std::string& p, const SampleSetDe
     {.key = p + ".path",
      .default_doc = "unset",
      .allowed_doc = "existing file",
-     .read_by = kReadByPlan,
+     .read_by = d.read_by,
      .help = "The text file (source `text`) or token .h5 file (source `tokens`). Required for "
              "those sources and must be unset for `generate`."});
   v(s.n_sequences, d.n_sequences,
     {.key = p + ".n_sequences",
      .limits = Closed(1, 1 << 20),
-     .read_by = kReadByPlan,
+     .read_by = d.read_by,
      .help = "Number of sequences."});
   v(s.seq_len, 128,
     {.key = p + ".seq_len",
      .limits = Closed(1, 1 << 20),
-     .read_by = kReadByPlan,
+     .read_by = d.read_by,
      .help = "Tokens per sequence."});
   v(s.seed, d.seed,
     {.key = p + ".seed",
-     .read_by = kReadByPlan,
+     .read_by = d.read_by,
      .help = "Seed of this set's random stream (which windows are cut, or what is sampled)."});
   v(s.temperature, 1.0,
     {.key = p + ".temperature",
      .limits = OpenClosed(0, 100),
-     .read_by = kReadByPlan,
+     .read_by = d.read_by,
      .help = "Sampling temperature for source `generate` (logits are divided by it); unused "
              "by the other sources."});
 }
 
 template <class Visitor>
 void CalibrationFields(CalibrationSection& c, Visitor& v) {
-  SampleSetFields(c.fisher, "calibration.fisher", {SampleSource::kText, 128, 1}, v);
-  SampleSetFields(c.cost, "calibration.cost", {SampleSource::kGenerate, 32, 2}, v);
-  SampleSetFields(c.check, "calibration.check", {SampleSource::kGenerate, 32, 3}, v);
+  SampleSetFields(c.fisher, "calibration.fisher", {SampleSource::kText, 128, 1, kReadByPlan}, v);
+  SampleSetFields(c.cost, "calibration.cost", {SampleSource::kGenerate, 32, 2, kReadByPlan}, v);
+  SampleSetFields(c.check, "calibration.check", {SampleSource::kGenerate, 32, 3, kReadByPlan}, v);
+  SampleSetFields(c.reconstruction, "calibration.reconstruction",
+                  {SampleSource::kGenerate, 128, 4, kReadByQuantize}, v);
 }
 
 // bits_low and bits_high take exactly what ValidateQuantSpec (hiq/quant/quant.h) accepts, with
@@ -188,20 +198,20 @@ void QuantFields(QuantSection& q, Visitor& v) {
   v(q.bits_low, 2,
     {.key = "quant.bits_low",
      .limits = Closed(1, 8),
-     .read_by = kReadByPlan,
+     .read_by = kReadByBoth,
      .help = "Bit-width b_L of the low-precision channels of every quantized linear layer."});
   v(q.bits_high, 3,
     {.key = "quant.bits_high",
      .limits = Closed(1, 8),
      .also = 16,
-     .read_by = kReadByPlan,
+     .read_by = kReadByBoth,
      .help = "Bit-width b_H of the high-impact channels; must be greater than bits_low. "
              "16 keeps them in FP16 (the FP16-retention baseline)."});
   v(q.group_size, 32,
     {.key = "quant.group_size",
      .limits = Closed(8, 1 << 20),
      .also = 0,
-     .read_by = kReadByPlan,
+     .read_by = kReadByBoth,
      .help = "Quantization group along the input dimension: one scale and zero per group of "
              "this many input channels; 0 = one per output row."});
   v(q.ratios, std::vector<double>{0.02, 0.05, 0.10, 0.15, 0.20},
@@ -287,6 +297,84 @@ void SolverFields(SolverSection& s, Visitor& v) {
 
 // Where results go and how fast they are made; no stage's result depends on these.
 template <class Visitor>
+void QuantizeFields(QuantizeSection& q, Visitor& v) {
+  v(q.method, QuantizeMethod::kHiq,
+    {.key = "quantize.method",
+     .read_by = kReadByQuantize,
+     .help = "How `hiq quantize` quantizes the layers, every method at the plan's budget: `hiq` "
+             "= the optimised plan + hybrid reconstruction (AdaRound on the high-impact "
+             "columns, LWC on the rest); `fixed_ratio` = the fixed ratio + hybrid (with "
+             "quant.bits_high 16: FP16 retention + LWC); `lwc` = the fixed ratio, LWC on the "
+             "low columns and RTN on the high ones; `adaround` = the fixed ratio, AdaRound on "
+             "every column; `gptq` = the fixed ratio, GPTQ with the high columns last; `rtn` = "
+             "the fixed ratio by round-to-nearest."});
+  v(q.inputs, ReconInputs::kFp,
+    {.key = "quantize.inputs",
+     .read_by = kReadByQuantize,
+     .help = "Block inputs of the reconstruction: `fp` = the full-precision model's (every rank "
+             "reconstructs its blocks at once), `quantized` = the output of the already "
+             "quantized earlier blocks (one block after the other along the pipeline)."});
+  v(q.steps, 5120,
+    {.key = "quantize.steps",
+     .limits = Closed(1, 1 << 24),
+     .read_by = kReadByQuantize,
+     .help = "Training steps per block (OmniQuant's W2 recipe: 40 epochs x 128 samples)."});
+  v(q.batch, 1,
+    {.key = "quantize.batch",
+     .limits = Closed(1, 4096),
+     .read_by = kReadByQuantize,
+     .help = "Sequences per training step (OmniQuant: 1)."});
+  v(q.lwc_lr, 1e-2,
+    {.key = "quantize.lwc_lr",
+     .limits = OpenClosed(0, 1),
+     .read_by = kReadByQuantize,
+     .help = "AdamW learning rate of the clipping logits (weight decay 0)."});
+  v(q.lwc_init, 4.0,
+    {.key = "quantize.lwc_init",
+     .limits = Closed(-20, 20),
+     .read_by = kReadByQuantize,
+     .help = "Initial clipping logits: sigmoid(4) = 0.982 of each group's range."});
+  v(q.round_lr, 1e-3,
+    {.key = "quantize.round_lr",
+     .limits = OpenClosed(0, 1),
+     .read_by = kReadByQuantize,
+     .help = "Adam learning rate of AdaRound's V."});
+  v(q.round_lambda, 0.01,
+    {.key = "quantize.round_lambda",
+     .limits = Closed(0, 100),
+     .read_by = kReadByQuantize,
+     .help = "Weight of AdaRound's rounding regulariser."});
+  v(q.beta_start, 20.0,
+    {.key = "quantize.beta_start",
+     .limits = Positive(),
+     .read_by = kReadByQuantize,
+     .help = "AdaRound's beta after the warm-up, annealed linearly to beta_end."});
+  v(q.beta_end, 2.0,
+    {.key = "quantize.beta_end",
+     .limits = Positive(),
+     .read_by = kReadByQuantize,
+     .help = "AdaRound's beta at the last step."});
+  v(q.warmup, 0.2,
+    {.key = "quantize.warmup",
+     .limits = Closed(0, 1),
+     .read_by = kReadByQuantize,
+     .help = "Fraction of the steps trained without the rounding regulariser."});
+  v(q.seed, uint64_t{5},
+    {.key = "quantize.seed",
+     .read_by = kReadByQuantize,
+     .help = "Seed of each block's sequence order (seeded per block)."});
+  v(q.gptq_act_order, false,
+    {.key = "quantize.gptq_act_order",
+     .read_by = kReadByQuantize,
+     .help = "GPTQ: process columns by descending Hessian diagonal (with static groups)."});
+  v(q.gptq_damp, 0.01,
+    {.key = "quantize.gptq_damp",
+     .limits = Closed(0, 1),
+     .read_by = kReadByQuantize,
+     .help = "GPTQ: damping added to the Hessian diagonal, as a fraction of its mean."});
+}
+
+template <class Visitor>
 void RunFields(RunConfig& c, Visitor& v) {
   v(c.output, fs::path(),
     {.key = "output",
@@ -308,6 +396,7 @@ void ForEachField(RunConfig& c, Visitor& v) {
   QuantFields(c.quant, v);
   CostFields(c.cost, v);
   SolverFields(c.solver, v);
+  QuantizeFields(c.quantize, v);
   RunFields(c, v);
 }
 
@@ -895,9 +984,11 @@ void ValidateQuant(const QuantSection& q, const Origins& origins) {
 // is text to tokenize, or "".
 std::string ValidateSampleSets(const CalibrationSection& c, const Origins& origins) {
   std::string text_reader;
-  const std::pair<std::string, const SampleSetConfig*> sets[] = {{"calibration.fisher", &c.fisher},
-                                                                 {"calibration.cost", &c.cost},
-                                                                 {"calibration.check", &c.check}};
+  const std::pair<std::string, const SampleSetConfig*> sets[] = {
+      {"calibration.fisher", &c.fisher},
+      {"calibration.cost", &c.cost},
+      {"calibration.check", &c.check},
+      {"calibration.reconstruction", &c.reconstruction}};
   for (const auto& [name, set] : sets) {
     const std::string path_key = name + ".path", source_key = name + ".source";
     const std::string sources = origins.Of({path_key, source_key});
@@ -931,6 +1022,12 @@ void Validate(const RunConfig& c, const Origins& origins) {
          "LLaMA checkpoint directory, or pass --set model.path=DIR");
   }
   ValidateQuant(c.quant, origins);
+  if (c.quantize.beta_start < c.quantize.beta_end) {
+    Fail(origins.Of({"quantize.beta_start", "quantize.beta_end"}),
+         "key 'quantize.beta_start' = " + FormatDouble(c.quantize.beta_start) +
+             " is below key 'quantize.beta_end' = " + FormatDouble(c.quantize.beta_end) +
+             "; AdaRound anneals beta downwards");
+  }
   RequireExisting(c.model.path, "model.path", /*directory=*/true, origins,
                   ". HINT: point model.path at a Hugging Face LLaMA checkpoint directory, in the "
                   "file or with --set model.path=DIR");
@@ -962,6 +1059,8 @@ std::string_view Name(ChannelScore value) { return EnumName(value); }
 std::string_view Name(CostMode value) { return EnumName(value); }
 std::string_view Name(CostCenter value) { return EnumName(value); }
 std::string_view Name(SolverMethod value) { return EnumName(value); }
+std::string_view Name(QuantizeMethod value) { return EnumName(value); }
+std::string_view Name(ReconInputs value) { return EnumName(value); }
 std::string_view Name(ConfigStage value) { return EnumName(value); }
 
 RunConfig::RunConfig() {

@@ -39,12 +39,18 @@ std::string_view Name(ChannelScore value);
 std::string_view Name(CostMode value);
 std::string_view Name(CostCenter value);
 std::string_view Name(SolverMethod value);
+// How the layers are quantized (DESIGN.md 1.5 and the baselines), at the plan's bits.
+enum class QuantizeMethod { kHiq, kFixedRatio, kLwc, kAdaRound, kGptq, kRtn };
+// hiq | fixed_ratio | lwc | adaround | gptq | rtn
+enum class ReconInputs { kFp, kQuantized };  // fp | quantized
+std::string_view Name(QuantizeMethod value);
+std::string_view Name(ReconInputs value);
 
 // The stages that read the config. Every key names the stages that read it (docs/CONFIG.md's
 // "read by" column), and a stage's fingerprint covers exactly those keys, so that a key one
 // stage ignores cannot invalidate that stage's result. A new stage (e.g. quantize) adds its
 // enumerator here, its name in src/config/config.cpp, and that name to each key it reads.
-enum class ConfigStage { kPlan };  // plan
+enum class ConfigStage { kPlan, kQuantize };  // plan | quantize
 std::string_view Name(ConfigStage value);
 
 // Field meanings, defaults and ranges: docs/CONFIG.md (generated from the visitor list). The
@@ -67,6 +73,7 @@ struct CalibrationSection {
   SampleSetConfig fisher;  // gradients -> Fisher channel scores
   SampleSetConfig cost;    // loss differences of the cost matrix
   SampleSetConfig check;   // held-out measurement of each plan
+  SampleSetConfig reconstruction;  // block inputs of the quantize stage's reconstruction
   friend bool operator==(const CalibrationSection&, const CalibrationSection&) = default;
 };
 struct QuantSection {
@@ -94,6 +101,19 @@ struct SolverSection {
   friend bool operator==(const SolverSection&, const SolverSection&) = default;
 };
 
+struct QuantizeSection {
+  QuantizeMethod method = QuantizeMethod::kHiq;
+  ReconInputs inputs = ReconInputs::kFp;
+  int steps = 0;  // reconstruction steps per block
+  int batch = 0;  // sequences per step
+  double lwc_lr = 0.0, lwc_init = 0.0;
+  double round_lr = 0.0, round_lambda = 0.0, beta_start = 0.0, beta_end = 0.0, warmup = 0.0;
+  uint64_t seed = 0;  // the sequence order of each block's training
+  bool gptq_act_order = false;
+  double gptq_damp = 0.0;
+  friend bool operator==(const QuantizeSection&, const QuantizeSection&) = default;
+};
+
 // A whole run. A value type: copy freely; not synchronised (share it read-only across threads).
 struct RunConfig {
   RunConfig();  // every key at its documented default; model.path empty (it is required)
@@ -102,6 +122,7 @@ struct RunConfig {
   QuantSection quant;
   CostSection cost;
   SolverSection solver;
+  QuantizeSection quantize;
   std::filesystem::path output;
   int threads;  // OpenBLAS threads per rank; 0 = OpenBLAS's default
   friend bool operator==(const RunConfig&, const RunConfig&) = default;
