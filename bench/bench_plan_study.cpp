@@ -33,14 +33,14 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
-#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 
-#include "hiq/stages/calibration.h"  // BuildSampleSet, StreamSeed
+#include "hiq/base/rng.h"               // RandomStream
+#include "hiq/stages/calibration.h"  // BuildSampleSet
 #include "hiq/io/checkpoint.h"   // Checkpoint
 #include "hiq/config/config.h"       // LoadConfig, RunConfig, CanonicalText, Name
 #include "hiq/stages/cost.h"         // CostModel, CostTerms, Plan, LayerName
@@ -132,8 +132,8 @@ nlohmann::json Number(double v) { return std::isfinite(v) ? nlohmann::json(v) : 
 // the same plans.
 std::vector<Plan> RandomPlans(const CostModel& cm, double budget, int n, double tolerance,
                               uint64_t seed, int64_t& draws) {
-  std::mt19937_64 rng(StreamSeed(seed, "random_plans"));
-  std::uniform_int_distribution<int> candidate(0, cm.n_candidates() - 1);
+  RandomStream rng(seed, "random_plans");
+  const auto n_candidates = static_cast<uint64_t>(cm.n_candidates());
   std::vector<Plan> plans;
   for (draws = 0; static_cast<int>(plans.size()) < n; ++draws) {
     if (draws >= int64_t{kMaxDrawsPerPlan} * n) {
@@ -143,7 +143,7 @@ std::vector<Plan> RandomPlans(const CostModel& cm, double budget, int n, double 
                         " wanted. HINT: raise --bits-tolerance");
     }
     Plan plan(static_cast<size_t>(cm.n_layers()));
-    for (int& m : plan) m = candidate(rng);
+    for (int& m : plan) m = static_cast<int>(rng.UniformInt(n_candidates));
     if (std::abs(cm.PlanBits(plan) - budget) <= tolerance * budget) plans.push_back(plan);
   }
   return plans;
