@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "hiq/base/error.h"  // ConfigError, FormatError
+#include "hiq/base/fp16.h"   // RoundToFp16
 #include "hiq/quant/quant.h"  // the module under test
 #include "test_util.h"  // SourceDir, EXPECT_THROW_WITH, EXPECT_THROW_MSG
 
@@ -32,7 +33,7 @@ std::vector<float> RandomMatrix(int64_t n_out, int64_t n_in, uint32_t seed, floa
   return w;
 }
 
-// Every FP16 value >= 0 that is finite, decoded independently of quant.cpp.
+// Every FP16 value >= 0 that is finite, decoded independently of hiq/base/fp16.h.
 std::vector<float> AllNonNegativeHalves() {
   std::vector<float> v;
   for (int e = 0; e < 31; ++e) {
@@ -42,24 +43,6 @@ std::vector<float> AllNonNegativeHalves() {
     }
   }
   return v;
-}
-
-TEST(RoundToFp16, KeepsEveryHalfAndBreaksTiesToEven) {
-  const std::vector<float> halves = AllNonNegativeHalves();
-  for (size_t k = 0; k < halves.size(); ++k) {
-    ASSERT_EQ(RoundToFp16(halves[k]), halves[k]) << "half #" << k;
-    ASSERT_EQ(RoundToFp16(-halves[k]), -halves[k]) << "half #" << k;
-    if (k + 1 == halves.size()) break;
-    const float mid = (halves[k] + halves[k + 1]) / 2;  // exact in float
-    const float even = (k % 2 == 0) ? halves[k] : halves[k + 1];
-    ASSERT_EQ(RoundToFp16(mid), even) << "midpoint after half #" << k;
-    ASSERT_EQ(RoundToFp16(std::nextafter(mid, 1e9f)), halves[k + 1]) << "above mid #" << k;
-    ASSERT_EQ(RoundToFp16(std::nextafter(mid, 0.0f)), halves[k]) << "below mid #" << k;
-  }
-  EXPECT_EQ(RoundToFp16(0.1f), 0.0999755859375f);
-  EXPECT_EQ(RoundToFp16(65519.0f), 65504.0f);
-  EXPECT_TRUE(std::isinf(RoundToFp16(65520.0f)));
-  EXPECT_EQ(RoundToFp16(0x1p-25f), 0.0f);  // tie between 0 and the smallest subnormal
 }
 
 TEST(ChooseGroupParams, ScaleIsFp16RoundedUpAndZeroFitsInBits) {
