@@ -141,9 +141,9 @@ TEST(F16, EveryMidpointRoundsToEvenAndItsNeighboursToTheNearer) {
 
 TEST(F16, SpecialValues) {
   constexpr float kInf = std::numeric_limits<float>::infinity();
-  EXPECT_EQ(F16ToFloat(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_EQ(F16ToFloat(0x0001), std::ldexp(1.0f, -24));     // smallest subnormal
   EXPECT_EQ(F16ToFloat(0x03ff), std::ldexp(1023.0f, -24));  // largest subnormal
-  EXPECT_EQ(F16ToFloat(0x0400), std::ldexp(1.0f, -14));  // smallest normal
+  EXPECT_EQ(F16ToFloat(0x0400), std::ldexp(1.0f, -14));     // smallest normal
   EXPECT_EQ(F16ToFloat(kHalfMaxFinite), kFp16Max);
   EXPECT_EQ(F16ToFloat(kHalfInf), kInf);
   EXPECT_EQ(F16ToFloat(0xfc00), -kInf);
@@ -163,10 +163,10 @@ TEST(F16, SpecialValues) {
   EXPECT_EQ(FloatToF16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);      // tie -> even (1.0)
   EXPECT_EQ(FloatToF16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);  // tie -> even (up)
   // Subnormals and underflow: halves below 2^-14 are multiples of 2^-24.
-  EXPECT_EQ(FloatToF16(std::ldexp(1.0f, -25)), 0x0000);  // tie -> even (zero)
+  EXPECT_EQ(FloatToF16(std::ldexp(1.0f, -25)), 0x0000);   // tie -> even (zero)
   EXPECT_EQ(FloatToF16(-std::ldexp(1.0f, -25)), 0x8000);  // ... keeping the sign
   EXPECT_EQ(FloatToF16(std::ldexp(1.5f, -25)), 0x0001);
-  EXPECT_EQ(FloatToF16(std::ldexp(3.0f, -25)), 0x0002);  // 1.5 units: tie -> even (up)
+  EXPECT_EQ(FloatToF16(std::ldexp(3.0f, -25)), 0x0002);     // 1.5 units: tie -> even (up)
   EXPECT_EQ(FloatToF16(std::ldexp(1023.5f, -24)), 0x0400);  // carries into the smallest normal
   EXPECT_EQ(FloatToF16(std::numeric_limits<float>::denorm_min()), 0x0000);
   EXPECT_EQ(RoundToFp16(0x1p-25f), 0.0f);

@@ -61,8 +61,8 @@ TEST(RandomStream, KnownValues) {
   EXPECT_EQ(integer.UniformInt(1000), 988u);
   EXPECT_EQ(integer.UniformInt(1000), 180u);
   RandomStream normal(1, "fisher");
-  for (double want : {1.1127948071454816, -0.93442778972337148, 0.38590199515078116,
-                      -0.85909399557601018}) {
+  for (double want :
+       {1.1127948071454816, -0.93442778972337148, 0.38590199515078116, -0.85909399557601018}) {
     EXPECT_NEAR(normal.Normal(), want, kNormalKnownRelTol * std::fabs(want));
   }
 }

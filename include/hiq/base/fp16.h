@@ -14,9 +14,9 @@
 
 namespace hiq {
 
-inline constexpr float kFp16Max = 65504.0f;              // the largest finite half
-inline constexpr float kFp16MinNormal = 0x1p-14f;        // the smallest normal half
-inline constexpr float kFp16MinSubnormal = 0x1p-24f;     // the smallest positive half
+inline constexpr float kFp16Max = 65504.0f;           // the largest finite half
+inline constexpr float kFp16MinNormal = 0x1p-14f;     // the smallest normal half
+inline constexpr float kFp16MinSubnormal = 0x1p-24f;  // the smallest positive half
 
 // IEEE binary16 bits -> float, exact (every half is a float).
 float F16ToFloat(uint16_t h);

@@ -11,7 +11,7 @@
 //
 // Thread-safety: a RandomStream is a plain value (about 2.5 KB of engine state), not safe to
 // share between threads; independent streams may be used concurrently. StreamSeed is pure.
-// Errors: only internal invariants (UniformInt(0)), as HIQ_CHECK.
+// Errors: none from input; UniformInt(0) is a caller bug and aborts through HIQ_CHECK.
 #pragma once
 
 #include <cstdint>
