@@ -33,13 +33,14 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 
-#include "hiq/base/rng.h"               // RandomStream
+#include "hiq/base/rng.h"               // StreamSeed
 #include "hiq/stages/calibration.h"  // BuildSampleSet
 #include "hiq/io/checkpoint.h"   // Checkpoint
 #include "hiq/config/config.h"       // LoadConfig, RunConfig, CanonicalText, Name
@@ -129,11 +130,12 @@ double Spearman(const std::vector<double>& x, const std::vector<double>& y) {
 nlohmann::json Number(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
 
 // The random plans (see the file comment). One generator, drawn in order, so every rank draws
-// the same plans.
+// the same plans. It keeps std::uniform_int_distribution (libstdc++'s numbers) rather than
+// RandomStream so that the random plans behind docs/PLAN.md 3.1 stay the ones measured there.
 std::vector<Plan> RandomPlans(const CostModel& cm, double budget, int n, double tolerance,
                               uint64_t seed, int64_t& draws) {
-  RandomStream rng(seed, "random_plans");
-  const auto n_candidates = static_cast<uint64_t>(cm.n_candidates());
+  std::mt19937_64 rng(StreamSeed(seed, "random_plans"));
+  std::uniform_int_distribution<int> candidate(0, cm.n_candidates() - 1);
   std::vector<Plan> plans;
   for (draws = 0; static_cast<int>(plans.size()) < n; ++draws) {
     if (draws >= int64_t{kMaxDrawsPerPlan} * n) {
@@ -143,7 +145,7 @@ std::vector<Plan> RandomPlans(const CostModel& cm, double budget, int n, double 
                         " wanted. HINT: raise --bits-tolerance");
     }
     Plan plan(static_cast<size_t>(cm.n_layers()));
-    for (int& m : plan) m = static_cast<int>(rng.UniformInt(n_candidates));
+    for (int& m : plan) m = candidate(rng);
     if (std::abs(cm.PlanBits(plan) - budget) <= tolerance * budget) plans.push_back(plan);
   }
   return plans;

@@ -14,12 +14,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "hiq/quant/quant.h"   // LayerBits, HighCount, QuantSpec
 #include "hiq/base/error.h"   // SolverError
-#include "hiq/base/rng.h"     // RandomStream
 #include "hiq/solve/solver.h"  // PlanProblem, SolvePareto, SolveMilp
 
 namespace {
@@ -44,8 +44,12 @@ double LayerBits(int64_t out, int64_t in, double ratio) {
 constexpr double kPairNoise[] = {0.05, 0.2};
 constexpr const char* kPairNoiseName[] = {"mild", "noisy"};
 
+// Keeps its std:: distributions (libstdc++'s numbers) rather than hiq::RandomStream so that the
+// instances behind docs/SOLVER.md section 6 stay the ones measured there.
 hiq::PlanProblem MakeProblem(const Shape& shape, int64_t noise, uint64_t seed) {
-  hiq::RandomStream rng(seed, "bench_solver");
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::uniform_real_distribution<double> uniform(-0.3, 0.3);
   const int64_t h = shape.hidden, f = shape.intermediate, kv = shape.kv_dim;
   const int64_t shapes[7][2] = {{h, h}, {kv, h}, {kv, h}, {h, h}, {f, h}, {f, h}, {h, f}};
   const int n_cand = static_cast<int>(std::size(kRatios));
@@ -53,11 +57,11 @@ hiq::PlanProblem MakeProblem(const Shape& shape, int64_t noise, uint64_t seed) {
   for (int b = 0; b < shape.n_block; ++b) {
     const int first = static_cast<int>(p.bits.size());
     for (const auto& s : shapes) {
-      const double scale = 1e-3 * std::exp(rng.Normal());
+      const double scale = 1e-3 * std::exp(normal(rng));
       std::vector<double> bits, cost;
       for (double r : kRatios) {
         bits.push_back(LayerBits(s[0], s[1], r));
-        cost.push_back(scale * (1.0 - 0.6 * std::pow(r / 0.2, 0.7)) * (1.0 + 0.03 * rng.Normal()));
+        cost.push_back(scale * (1.0 - 0.6 * std::pow(r / 0.2, 0.7)) * (1.0 + 0.03 * normal(rng)));
       }
       p.n_weights += static_cast<double>(s[0] * s[1]);
       p.block_of_layer.push_back(b);
@@ -67,12 +71,12 @@ hiq::PlanProblem MakeProblem(const Shape& shape, int64_t noise, uint64_t seed) {
     for (int l1 = first; l1 < first + 7; ++l1) {
       for (int l2 = l1 + 1; l2 < first + 7; ++l2) {
         hiq::PlanProblem::Pair pair{l1, l2, {}};
-        const double coupling = -0.3 + 0.6 * rng.Uniform01();
+        const double coupling = uniform(rng);
         for (int m1 = 0; m1 < n_cand; ++m1) {
           for (int m2 = 0; m2 < n_cand; ++m2) {
             const double d1 = std::fabs(p.cost[l1][m1]), d2 = std::fabs(p.cost[l2][m2]);
             pair.cost.push_back(coupling * std::sqrt(d1 * d2) +
-                                kPairNoise[noise] * std::sqrt(d1 * d2) * rng.Normal());
+                                kPairNoise[noise] * std::sqrt(d1 * d2) * normal(rng));
           }
         }
         p.pairs.push_back(std::move(pair));
