@@ -40,7 +40,8 @@
 #include <vector>
 
 
-#include "hiq/stages/calibration.h"  // BuildSampleSet, StreamSeed
+#include "hiq/base/rng.h"               // StreamSeed
+#include "hiq/stages/calibration.h"  // BuildSampleSet
 #include "hiq/io/checkpoint.h"   // Checkpoint
 #include "hiq/config/config.h"       // LoadConfig, RunConfig, Name
 #include "hiq/stages/cost.h"         // CostModel, CostTerms, Plan, LayerName
@@ -128,7 +129,8 @@ double Spearman(const std::vector<double>& x, const std::vector<double>& y) {
 nlohmann::json Number(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
 
 // The random plans (see the file comment). One generator, drawn in order, so every rank draws
-// the same plans.
+// the same plans. It keeps std::uniform_int_distribution (libstdc++'s numbers) rather than
+// RandomStream so that the random plans behind docs/PLAN.md 3.1 stay the ones measured there.
 std::vector<Plan> RandomPlans(const CostModel& cm, double budget, int n, double tolerance,
                               uint64_t seed, int64_t& draws) {
   std::mt19937_64 rng(StreamSeed(seed, "random_plans"));

@@ -5,18 +5,17 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
-#include <random>
 #include <vector>
 
+#include "hiq/base/rng.h"     // RandomStream
 #include "hiq/quant/quant.h"  // QuantizeCandidate, FakeQuantizeRowGroups(Ref), TopChannels, HighCount
 
 namespace {
 
-std::vector<float> RandomWeights(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 0.02f);
+std::vector<float> RandomWeights(int64_t n, uint64_t seed) {
+  hiq::RandomStream rng(seed, "weights");
   std::vector<float> w(static_cast<size_t>(n));
-  for (float& v : w) v = normal(rng);
+  for (float& v : w) v = static_cast<float>(0.02 * rng.Normal());
   return w;
 }
 
@@ -27,9 +26,8 @@ void BM_QuantizeCandidate(benchmark::State& state) {
   const hiq::QuantSpec spec{2, static_cast<int>(state.range(3)), 64};
   const std::vector<float> w = RandomWeights(n_out * n_in, 1);
   std::vector<double> scores(static_cast<size_t>(n_in));
-  std::mt19937 rng(2);
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
-  for (double& s : scores) s = uniform(rng);
+  hiq::RandomStream rng(2, "scores");
+  for (double& s : scores) s = rng.Uniform01();
   const std::vector<int32_t> high = hiq::TopChannels(scores, hiq::HighCount(ratio, n_in));
   std::vector<float> out(w.size());
   for (auto _ : state) {

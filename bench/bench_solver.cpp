@@ -44,6 +44,8 @@ double LayerBits(int64_t out, int64_t in, double ratio) {
 constexpr double kPairNoise[] = {0.05, 0.2};
 constexpr const char* kPairNoiseName[] = {"mild", "noisy"};
 
+// Keeps its std:: distributions (libstdc++'s numbers) rather than hiq::RandomStream so that the
+// instances behind docs/SOLVER.md section 6 stay the ones measured there.
 hiq::PlanProblem MakeProblem(const Shape& shape, int64_t noise, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> normal(0.0, 1.0);

@@ -39,7 +39,8 @@ echo "fuzz.sh: building $binary"
 flock /tmp/hiq-build.lock "$cxx" -std=c++20 -O1 -g -fno-omit-frame-pointer \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
   -I"$root/include" \
-  "$root/tests/fuzz/fuzz_safetensors_header.cpp" "$root/src/io/safetensors.cpp" -o "$binary"
+  "$root/tests/fuzz/fuzz_safetensors_header.cpp" "$root/src/io/safetensors.cpp" \
+  "$root/src/base/fp16.cpp" -o "$binary"
 
 # Seeds: the checked-in files plus the real model's header (its data cut off, so small; the
 # fuzzer then grows or shrinks it into files that do tile).

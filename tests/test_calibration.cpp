@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 
 #include "hiq/base/error.h"
+#include "hiq/base/rng.h"  // StreamSeed
 #include "test_util.h"
 
 namespace hiq {
@@ -36,6 +38,17 @@ TEST(RandomWindows, DependOnTheSeedAndTheSetName) {
   EXPECT_NE(base, RandomWindows(tokens, 8, 10, 1, "check", "ramp"));
 }
 
+// The starts are mt19937_64(StreamSeed(seed, name)) draws modulo the number of starts, as they
+// have been since the first plans: a change here changes every plan's calibration windows.
+TEST(RandomWindows, StartsAreTheSetStreamsDrawsModuloTheStartCount) {
+  const std::vector<int32_t> tokens = Ramp(30001);
+  const int64_t length = 257;
+  const auto windows = RandomWindows(tokens, 64, length, 3, "fisher", "ramp");
+  std::mt19937_64 engine(StreamSeed(3, "fisher"));
+  const uint64_t starts = tokens.size() - static_cast<uint64_t>(length) + 1;
+  for (const auto& w : windows) EXPECT_EQ(static_cast<uint64_t>(w.front()), engine() % starts);
+}
+
 TEST(RandomWindows, ATextShorterThanOneWindowIsAClearError) {
   EXPECT_THROW_MSG(RandomWindows(Ramp(10), 1, 65, 1, "fisher", "tiny.txt"), ConfigError,
                    "calibration.fisher: tiny.txt holds 10 tokens, fewer than one window of "
@@ -55,13 +68,6 @@ TEST(SampleToken, InvertsTheCumulativeSoftmax) {
 TEST(SampleToken, LowTemperatureTakesTheLargestLogit) {
   const std::vector<float> logits = {1.0f, 2.0f, 1.9f};
   for (double u : {0.0, 0.3, 0.9}) EXPECT_EQ(SampleToken(logits, 1e-3, u), 1);
-}
-
-TEST(StreamSeed, SeparatesSeedsNamesAndIndices) {
-  EXPECT_EQ(StreamSeed(1, "cost", 3), StreamSeed(1, "cost", 3));
-  EXPECT_NE(StreamSeed(1, "cost", 3), StreamSeed(1, "cost", 4));
-  EXPECT_NE(StreamSeed(1, "cost", 3), StreamSeed(2, "cost", 3));
-  EXPECT_NE(StreamSeed(1, "cost", 3), StreamSeed(1, "check", 3));
 }
 
 }  // namespace

@@ -6,10 +6,10 @@
 
 #include <cmath>
 #include <cstdio>
-#include <random>
 
 #include "hiq/io/checkpoint.h"
 #include "hiq/base/error.h"
+#include "hiq/base/rng.h"  // RandomStream
 #include "hiq/dist/pipeline.h"
 #include "hiq/io/safetensors.h"
 #include "test_util.h"
@@ -119,10 +119,9 @@ LlamaConfig TinyGqaConfig() {
   return c;
 }
 
-Matrix<double> RandomMatrix(int64_t rows, int64_t cols, std::mt19937_64& rng, double std = 1) {
-  std::normal_distribution<double> normal(0, std);
+Matrix<double> RandomMatrix(int64_t rows, int64_t cols, RandomStream& rng, double std = 1) {
   Matrix<double> m(rows, cols);
-  for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = normal(rng);
+  for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = std * rng.Normal();
   return m;
 }
 
@@ -154,7 +153,7 @@ double Probe(const Matrix<double>& out, const Matrix<double>& r) {
 }
 
 TEST(FiniteDifference, RmsNormBackwardMatches) {
-  std::mt19937_64 rng(1);
+  RandomStream rng(1, "test_llama");
   Matrix<double> x = RandomMatrix(5, 8, rng), w = RandomMatrix(1, 8, rng), r = RandomMatrix(5, 8, rng);
   Matrix<double> out, rstd, dx, dw = Matrix<double>::Zero(1, 8);
   RmsNormForward(x, w, 1e-5, out, &rstd);
@@ -169,7 +168,7 @@ TEST(FiniteDifference, RmsNormBackwardMatches) {
 
 TEST(FiniteDifference, RopeBackwardIsTheTransposeRotation) {
   const LlamaConfig c = TinyGqaConfig();
-  std::mt19937_64 rng(2);
+  RandomStream rng(2, "test_llama");
   const int64_t T = 6, D = c.head_dim();
   const Rope<double> rope = MakeRope<double>(c, T);
   Matrix<double> x = RandomMatrix(2 * T, 3 * D, rng), r = RandomMatrix(2 * T, 3 * D, rng);
@@ -185,7 +184,7 @@ TEST(FiniteDifference, RopeBackwardIsTheTransposeRotation) {
 
 TEST(FiniteDifference, GroupedQueryAttentionBackwardMatches) {
   const LlamaConfig c = TinyGqaConfig();
-  std::mt19937_64 rng(3);
+  RandomStream rng(3, "test_llama");
   const int64_t T = 5, B = 2, D = c.head_dim();
   Matrix<double> q = RandomMatrix(B * T, 4 * D, rng), k = RandomMatrix(B * T, 2 * D, rng),
                  v = RandomMatrix(B * T, 2 * D, rng), r = RandomMatrix(B * T, 4 * D, rng);
@@ -202,7 +201,7 @@ TEST(FiniteDifference, GroupedQueryAttentionBackwardMatches) {
 }
 
 TEST(FiniteDifference, SwiGluBackwardMatches) {
-  std::mt19937_64 rng(4);
+  RandomStream rng(4, "test_llama");
   Matrix<double> g = RandomMatrix(4, 7, rng), u = RandomMatrix(4, 7, rng), r = RandomMatrix(4, 7, rng);
   Matrix<double> act, dg, du;
   SwiGluBackward(g, u, r, dg, du);
@@ -215,7 +214,7 @@ TEST(FiniteDifference, SwiGluBackwardMatches) {
 }
 
 TEST(FiniteDifference, CrossEntropyBackwardMatchesAndSkipsUnpredictedRows) {
-  std::mt19937_64 rng(5);
+  RandomStream rng(5, "test_llama");
   Matrix<double> logits = RandomMatrix(4, 11, rng, 3.0), dlogits;
   const std::vector<int32_t> targets = {3, 0, -1, 10};
   CrossEntropyForward<double>(logits, targets, &dlogits, 0.25);
@@ -225,7 +224,7 @@ TEST(FiniteDifference, CrossEntropyBackwardMatchesAndSkipsUnpredictedRows) {
 }
 
 TEST(FiniteDifference, EmbeddingBackwardAccumulatesRepeatedTokens) {
-  std::mt19937_64 rng(6);
+  RandomStream rng(6, "test_llama");
   Matrix<double> table = RandomMatrix(11, 4, rng), r = RandomMatrix(5, 4, rng), out;
   const std::vector<int32_t> tokens = {1, 7, 1, 0, 10};
   Matrix<double> dtable = Matrix<double>::Zero(11, 4);
@@ -239,7 +238,7 @@ TEST(FiniteDifference, EmbeddingBackwardAccumulatesRepeatedTokens) {
 TEST(FiniteDifference, BlockBackwardMatchesForEveryWeightAndInput) {
   const LlamaConfig c = TinyGqaConfig();
   Stage<double> stage = RandomStage<double>(c, 7);
-  std::mt19937_64 rng(8);
+  RandomStream rng(8, "test_llama");
   const int64_t T = 6, B = 2;
   const Rope<double> rope = MakeRope<double>(c, T);
   Matrix<double> x = RandomMatrix(B * T, c.hidden_size, rng), r = RandomMatrix(B * T, c.hidden_size, rng);
@@ -283,7 +282,7 @@ TEST(FiniteDifference, WholeModelWithUntiedHeadMatches) {
 TEST(Decode, KvCachedStepsMatchTheFullForwardOfEveryPrefix) {
   const LlamaConfig c = TinyGqaConfig();
   const Stage<double> stage = RandomStage<double>(c, 12);
-  std::mt19937_64 rng(13);
+  RandomStream rng(13, "test_llama");
   const int64_t T = 9, B = 2;
   const Rope<double> rope = MakeRope<double>(c, T);
   const Matrix<double> x = RandomMatrix(B * T, c.hidden_size, rng);

@@ -7,13 +7,14 @@
 #include <cmath>
 #include <fstream>
 #include <map>
-#include <random>
 #include <regex>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "hiq/base/error.h"  // ConfigError, FormatError
+#include "hiq/base/fp16.h"   // RoundToFp16
+#include "hiq/base/rng.h"    // RandomStream
 #include "hiq/quant/quant.h"  // the module under test
 #include "test_util.h"  // SourceDir, EXPECT_THROW_WITH, EXPECT_THROW_MSG
 
@@ -24,15 +25,14 @@ namespace {
 constexpr float kBoundRelSlack = 1e-6f;
 constexpr double kScoreTol = 1e-12;
 
-std::vector<float> RandomMatrix(int64_t n_out, int64_t n_in, uint32_t seed, float sigma = 0.02f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, sigma);
+std::vector<float> RandomMatrix(int64_t n_out, int64_t n_in, uint64_t seed, float sigma = 0.02f) {
+  RandomStream rng(seed, "test_quant");
   std::vector<float> w(static_cast<size_t>(n_out * n_in));
-  for (float& v : w) v = normal(rng);
+  for (float& v : w) v = sigma * static_cast<float>(rng.Normal());
   return w;
 }
 
-// Every FP16 value >= 0 that is finite, decoded independently of quant.cpp.
+// Every FP16 value >= 0 that is finite, decoded independently of hiq/base/fp16.h.
 std::vector<float> AllNonNegativeHalves() {
   std::vector<float> v;
   for (int e = 0; e < 31; ++e) {
@@ -44,33 +44,16 @@ std::vector<float> AllNonNegativeHalves() {
   return v;
 }
 
-TEST(RoundToFp16, KeepsEveryHalfAndBreaksTiesToEven) {
-  const std::vector<float> halves = AllNonNegativeHalves();
-  for (size_t k = 0; k < halves.size(); ++k) {
-    ASSERT_EQ(RoundToFp16(halves[k]), halves[k]) << "half #" << k;
-    ASSERT_EQ(RoundToFp16(-halves[k]), -halves[k]) << "half #" << k;
-    if (k + 1 == halves.size()) break;
-    const float mid = (halves[k] + halves[k + 1]) / 2;  // exact in float
-    const float even = (k % 2 == 0) ? halves[k] : halves[k + 1];
-    ASSERT_EQ(RoundToFp16(mid), even) << "midpoint after half #" << k;
-    ASSERT_EQ(RoundToFp16(std::nextafter(mid, 1e9f)), halves[k + 1]) << "above mid #" << k;
-    ASSERT_EQ(RoundToFp16(std::nextafter(mid, 0.0f)), halves[k]) << "below mid #" << k;
-  }
-  EXPECT_EQ(RoundToFp16(0.1f), 0.0999755859375f);
-  EXPECT_EQ(RoundToFp16(65519.0f), 65504.0f);
-  EXPECT_TRUE(std::isinf(RoundToFp16(65520.0f)));
-  EXPECT_EQ(RoundToFp16(0x1p-25f), 0.0f);  // tie between 0 and the smallest subnormal
-}
-
 TEST(ChooseGroupParams, ScaleIsFp16RoundedUpAndZeroFitsInBits) {
-  std::mt19937 rng(7);
+  RandomStream rng(7, "test_quant");
   // Widths from 1e-9 to 4 reach FP16's subnormal scales as well as its normal ones.
-  std::uniform_real_distribution<float> log_width(-9.0f, 0.6f), offset(-1.0f, 0.2f);
+  auto log_width = [&] { return static_cast<float>(-9.0 + 9.6 * rng.Uniform01()); };
+  auto offset = [&] { return static_cast<float>(-1.0 + 1.2 * rng.Uniform01()); };
   const std::vector<float> halves = AllNonNegativeHalves();
   for (int t = 0; t < 20000; ++t) {
     const int bits = 1 + t % 8;
-    const float width = std::pow(10.0f, log_width(rng));
-    const float x_min = width * offset(rng), x_max = x_min + width;
+    const float width = std::pow(10.0f, log_width());
+    const float x_min = width * offset(), x_max = x_min + width;
     const GroupParams p = ChooseGroupParams(x_min, x_max, bits);
     const float qmax = static_cast<float>((1 << bits) - 1);
     const float lo = std::min(x_min, 0.0f), hi = std::max(x_max, 0.0f);
@@ -138,7 +121,8 @@ void ExpectKernelsAgree(const std::vector<float>& x, int64_t g, int bits, const 
 }
 
 TEST(FakeQuantizeRowGroups, FastPathMatchesReferenceBitForBit) {
-  std::mt19937 rng(11);
+  RandomStream rng(11, "test_quant");
+  auto factor = [&] { return static_cast<float>(0.3 + 0.7 * rng.Uniform01()); };
   for (const int64_t n : {1, 5, 16, 17, 100, 640, 4096}) {
     std::vector<float> x = RandomMatrix(1, n, static_cast<uint32_t>(n));
     // Repeated values, negative zeros and a constant run stress the edge cases.
@@ -148,9 +132,8 @@ TEST(FakeQuantizeRowGroups, FastPathMatchesReferenceBitForBit) {
     for (const int64_t g : {0, 1, 7, 32, 64, 128, 5000}) {
       for (int bits = 1; bits <= 8; ++bits) {
         ExpectKernelsAgree(x, g, bits, nullptr);
-        std::uniform_real_distribution<float> factor(0.3f, 1.0f);
         std::vector<GroupClip> clip(GroupCount(n, g));
-        for (GroupClip& c : clip) c = GroupClip{factor(rng), factor(rng)};
+        for (GroupClip& c : clip) c = GroupClip{factor(), factor()};
         ExpectKernelsAgree(x, g, bits, clip.data());
       }
     }
@@ -453,10 +436,9 @@ TEST(TopChannels, TiesGoToTheLowerIndexAndResultIsSorted) {
 
 TEST(TopChannels, SetsForIncreasingRatiosAreNested) {
   const int64_t n_in = 640;
-  std::mt19937 rng(9);
-  std::uniform_int_distribution<int> coarse(0, 20);  // many ties
+  RandomStream rng(9, "test_quant");
   std::vector<double> scores(n_in);
-  for (double& s : scores) s = coarse(rng);
+  for (double& s : scores) s = static_cast<double>(rng.UniformInt(21));  // 0..20: many ties
   std::vector<int32_t> previous;
   for (const double ratio : {0.0, 0.02, 0.05, 0.10, 0.15, 0.20, 1.0}) {
     const std::vector<int32_t> top = TopChannels(scores, HighCount(ratio, n_in));

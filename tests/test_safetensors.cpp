@@ -1,18 +1,17 @@
-// Tests for hiq/io/safetensors.h: exact dtype conversions, the real stories260K files, one hostile
-// file per validation rule (each checked by its message), and writer round trips on disk.
+// Tests for hiq/io/safetensors.h: dtype tables and conversions (the F16/BF16 arithmetic itself is
+// tests/test_fp16.cpp's), the real stories260K files, one hostile file per validation rule (each
+// checked by its message), and writer round trips on disk.
 #include <gtest/gtest.h>
 
-#include <bit>
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <functional>
-#include <limits>
-#include <random>
 #include <sstream>
 #include <thread>
 
 #include "hiq/base/error.h"  // FormatError, IoError
+#include "hiq/base/fp16.h"   // F16ToFloat, FloatToF16, BF16ToFloat, FloatToBF16
 #include "hiq/io/safetensors.h"
 #include "test_util.h"  // TempDir, DataDir
 
@@ -102,115 +101,6 @@ TEST(DType, NamesAndSizesRoundTrip) {
   EXPECT_EQ(DTypeSize(DType::kBool), 1u);
   EXPECT_FALSE(DTypeFromName("F4").has_value());
   EXPECT_FALSE(DTypeFromName("f32").has_value());  // names are case-sensitive, as in the spec
-}
-
-// IEEE 754 binary16 by its definition, in double: the reference the bit tricks are checked
-// against (and the compiler's _Float16 too, where the compiler has one: GCC 12 does, clang 14
-// on x86 does not).
-double HalfByFormula(uint16_t bits) {
-  const int exp = (bits >> 10) & 0x1f, mant = bits & 0x3ff;
-  const double sign = (bits & 0x8000) ? -1.0 : 1.0;
-  if (exp == 0) return sign * std::ldexp(mant, -24);
-  if (exp == 31) {
-    return mant ? std::numeric_limits<double>::quiet_NaN()
-                : sign * std::numeric_limits<double>::infinity();
-  }
-  return sign * std::ldexp(1024 + mant, exp - 25);
-}
-
-// The nearest half to f, ties to the even encoding, by bisection over the finite halves
-// (0x0000..0x7bff increase with their bits); 65520 and beyond round to infinity.
-uint16_t NearestHalf(float f) {
-  const uint16_t sign = std::signbit(f) ? 0x8000 : 0;
-  const double a = std::fabs(static_cast<double>(f));
-  if (a >= 65520.0) return sign | 0x7c00;
-  uint32_t lo = 0, hi = 0x7bff;
-  while (lo < hi) {
-    const uint32_t mid = (lo + hi + 1) / 2;
-    if (HalfByFormula(static_cast<uint16_t>(mid)) <= a) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  if (lo == 0x7bff) return sign | 0x7bff;
-  // 2a and below + above are exact in double, so the midpoint test is exact.
-  const double twice = 2 * a;
-  const double sum =
-      HalfByFormula(static_cast<uint16_t>(lo)) + HalfByFormula(static_cast<uint16_t>(lo + 1));
-  const bool up = twice > sum || (twice == sum && (lo & 1));
-  return static_cast<uint16_t>(sign | (up ? lo + 1 : lo));
-}
-
-TEST(F16, DecodesEveryBitPatternByTheIeeeDefinition) {
-  for (uint32_t bits = 0; bits <= 0xffff; ++bits) {
-    const double want = HalfByFormula(static_cast<uint16_t>(bits));
-    const float got = F16ToFloat(static_cast<uint16_t>(bits));
-    if (std::isnan(want)) {
-      EXPECT_TRUE(std::isnan(got)) << std::hex << bits;
-      continue;
-    }
-    EXPECT_EQ(static_cast<double>(got), want) << std::hex << bits;
-    EXPECT_EQ(std::signbit(got), std::signbit(want)) << std::hex << bits;
-#ifdef __FLT16_MAX__
-    const float compiler = static_cast<float>(std::bit_cast<_Float16>(static_cast<uint16_t>(bits)));
-    EXPECT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(compiler)) << std::hex << bits;
-#endif
-  }
-}
-
-TEST(F16, EncodesToTheNearestHalfTiesToEven) {
-  std::mt19937 rng(7);
-  std::vector<uint32_t> patterns = {0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u,
-                                    0x477fe000u, 0x477fefffu, 0x477ff000u, 0x47800000u,
-                                    0x33000000u, 0x33000001u, 0x33800000u, 0x387fc000u,
-                                    0x387fe000u, 0x38800000u, 0x3f801000u, 0x3f803000u};
-  for (int i = 0; i < 1000000; ++i) patterns.push_back(rng());
-  // Dense around the subnormal/normal boundary, where rounding carries between encodings.
-  for (uint32_t x = 0x38000000u; x < 0x38900000u; x += 0x101u) patterns.push_back(x);
-  for (uint32_t bits : patterns) {
-    const float f = std::bit_cast<float>(bits);
-    const uint16_t got = FloatToF16(f);
-    if (std::isnan(f)) {
-      EXPECT_TRUE(std::isnan(F16ToFloat(got))) << std::hex << bits;
-      continue;
-    }
-    ASSERT_EQ(got, NearestHalf(f)) << "float bits " << std::hex << bits;
-#ifdef __FLT16_MAX__
-    ASSERT_EQ(got, std::bit_cast<uint16_t>(static_cast<_Float16>(f))) << std::hex << bits;
-#endif
-  }
-}
-
-TEST(F16, KnownValues) {
-  EXPECT_EQ(F16ToFloat(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
-  EXPECT_EQ(F16ToFloat(0x0400), std::ldexp(1.0f, -14));  // smallest normal
-  EXPECT_EQ(F16ToFloat(0x7bff), 65504.0f);
-  EXPECT_EQ(F16ToFloat(0x7c00), std::numeric_limits<float>::infinity());
-  EXPECT_TRUE(std::signbit(F16ToFloat(0x8000)));
-  EXPECT_EQ(FloatToF16(65519.0f), 0x7bff);  // below the midpoint to infinity
-  EXPECT_EQ(FloatToF16(65520.0f), 0x7c00);  // the midpoint rounds to even: infinity
-  EXPECT_EQ(FloatToF16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);      // tie -> even (1.0)
-  EXPECT_EQ(FloatToF16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);  // tie -> even (up)
-  EXPECT_EQ(FloatToF16(std::ldexp(1.0f, -25)), 0x0000);             // tie -> even (zero)
-  EXPECT_EQ(FloatToF16(std::ldexp(1.5f, -25)), 0x0001);
-}
-
-TEST(BF16, IsTheTopHalfOfF32AndRoundsToNearestEven) {
-  EXPECT_EQ(BF16ToFloat(0x3f80), 1.0f);
-  EXPECT_EQ(FloatToBF16(1.0f + std::ldexp(1.0f, -8)), 0x3f80);        // tie -> even
-  EXPECT_EQ(FloatToBF16(1.0f + 3 * std::ldexp(1.0f, -8)), 0x3f82);    // tie -> even (up)
-  EXPECT_EQ(FloatToBF16(std::numeric_limits<float>::max()), 0x7f80);  // overflow -> inf
-  EXPECT_TRUE(std::isnan(BF16ToFloat(FloatToBF16(std::numeric_limits<float>::quiet_NaN()))));
-  // A NaN whose payload is only in the low half must not become infinity.
-  EXPECT_TRUE(std::isnan(BF16ToFloat(FloatToBF16(std::bit_cast<float>(0x7f800001u)))));
-  for (uint32_t bits = 0; bits <= 0xffff; ++bits) {
-    const float f = BF16ToFloat(static_cast<uint16_t>(bits));
-    EXPECT_EQ(std::bit_cast<uint32_t>(f), bits << 16);
-    if (!std::isnan(f)) {
-      EXPECT_EQ(FloatToBF16(f), bits);
-    }
-  }
 }
 
 TEST(ConvertToFloat, RefusesIntegerDTypesAndSizeMismatch) {

@@ -5,40 +5,22 @@
 #include <nlohmann/json.hpp>
 
 #include "hiq/base/error.h"        // ConfigError, IoError
+#include "hiq/base/rng.h"          // RandomStream
 #include "hiq/model/llama.h"        // ForEachBlockTensor, ZeroBlock
 #include "hiq/io/safetensors.h"  // WriteSafetensors, EncodeFloats
 
 namespace hiq {
 namespace {
 
-// splitmix64 (Steele, Lea, Flood 2014): tiny, fast and identical on every platform, unlike
-// std::normal_distribution whose output is implementation-defined.
-struct SplitMix64 {
-  uint64_t state;
-  uint64_t Next() {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [-1, 1).
-  float Uniform() { return static_cast<float>(Next() >> 40) * 0x1.0p-23f - 1.0f; }
-};
-
-uint64_t StreamSeed(uint64_t seed, const std::string& name) {
-  uint64_t h = 0xcbf29ce484222325ULL ^ seed;  // FNV-1a over the name, keyed by the seed
-  for (unsigned char c : name) h = (h ^ c) * 0x100000001b3ULL;
-  return h;
-}
-
 // Uniform values with standard deviation `std` around `mean` (uniform on [-a, a] has std
-// a / sqrt(3)), drawn from the tensor's own stream.
+// a / sqrt(3)), drawn from the tensor's own stream (seed, name).
 std::vector<float> RandomValues(uint64_t seed, const std::string& name, int64_t n, float mean,
                                 float std) {
-  SplitMix64 rng{StreamSeed(seed, name)};
+  RandomStream rng(seed, name);
   const float a = std * std::sqrt(3.0f);
   std::vector<float> v(static_cast<size_t>(n));
-  for (auto& x : v) x = mean + a * rng.Uniform();
+  // 2u - 1 is exact in double, in [-1, 1); the cast to float may round it up to 1.
+  for (auto& x : v) x = mean + a * static_cast<float>(2.0 * rng.Uniform01() - 1.0);
   return v;
 }
 

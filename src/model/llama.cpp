@@ -7,9 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <random>
 
 #include "hiq/base/error.h"  // FormatError, HIQ_CHECK
+#include "hiq/base/rng.h"    // RandomStream
 
 namespace hiq {
 
@@ -355,10 +355,9 @@ void BlockDecodeStep(const LlamaConfig& config, const BlockWeights<T>& w, const 
 
 template <typename T>
 Stage<T> RandomStage(const LlamaConfig& config, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> normal(0.0, 1.0);
+  RandomStream rng(seed, "RandomStage");
   auto fill = [&](Matrix<T>& m, double mean, double std) {
-    for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = static_cast<T>(mean + std * normal(rng));
+    for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = static_cast<T>(mean + std * rng.Normal());
   };
   Stage<T> stage;
   stage.config = config;

@@ -18,12 +18,11 @@
 #include <string>
 
 #include "hiq/base/error.h"  // ConfigError, FormatError, HIQ_CHECK
+#include "hiq/base/fp16.h"   // RoundToFp16, CeilToFp16, kFp16Max, kFp16MinSubnormal
 
 namespace hiq {
 namespace {
 
-constexpr float kFp16Max = 65504.0f;
-constexpr float kFp16MinSubnormal = 0x1p-24f;
 // A product ratio * n_in this close above an integer is that integer (HighCount).
 constexpr double kCountSlack = 1e-9;
 
@@ -33,50 +32,9 @@ std::string Num(double v) {
   return buf;
 }
 
-// IEEE binary16 bits of f, round to nearest even (Giesen's float_to_half_fast3_rtne). Below the
-// normal range a float addition does the rounding, to nearest even under FE_TONEAREST.
-uint16_t FloatToHalfBits(float f) {
-  constexpr uint32_t kF32Inf = 255u << 23;
-  constexpr uint32_t kF16Overflow = (127u + 16u) << 23;  // 2^16: rounds to inf
-  constexpr uint32_t kF16MinNormal = 113u << 23;         // 2^-14
-  const float denorm_magic = std::bit_cast<float>(((127u - 15u) + (23u - 10u) + 1u) << 23);
-  uint32_t x = std::bit_cast<uint32_t>(f);
-  const uint32_t sign = x & 0x80000000u;
-  x ^= sign;
-  uint32_t h;
-  if (x >= kF16Overflow) {
-    h = x > kF32Inf ? 0x7E00u : 0x7C00u;  // NaN stays NaN, everything else overflows to inf
-  } else if (x < kF16MinNormal) {
-    const float sum = std::bit_cast<float>(x) + denorm_magic;
-    h = std::bit_cast<uint32_t>(sum) - std::bit_cast<uint32_t>(denorm_magic);
-  } else {
-    const uint32_t mantissa_odd = (x >> 13) & 1u;
-    x += ((15u - 127u) << 23) + 0xFFFu;  // rebias the exponent, add just under half an ulp
-    x += mantissa_odd;                   // ... and the tie-breaking bit
-    h = x >> 13;
-  }
-  return static_cast<uint16_t>(h | (sign >> 16));
-}
-
-float HalfBitsToFloat(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exponent = (h >> 10) & 0x1Fu;
-  const uint32_t mantissa = h & 0x3FFu;
-  if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24, exact in float
-    const float magnitude = static_cast<float>(mantissa) * kFp16MinSubnormal;
-    return sign ? -magnitude : magnitude;
-  }
-  if (exponent == 31) return std::bit_cast<float>(sign | 0x7F800000u | (mantissa << 13));
-  return std::bit_cast<float>(sign | ((exponent + 112u) << 23) | (mantissa << 13));
-}
-
 // Smallest FP16 value >= x, for x in [0, 65504]; 0 maps to the smallest subnormal so that a
-// scale is never 0. In FP16's normal range that is x with its float mantissa rounded up to 10
-// bits (a carry into the exponent is still right); below it FP16 values are multiples of 2^-24.
-float RoundUpToFp16(float x) {
-  if (x < 0x1p-14f) return std::max(std::ceil(x * 0x1p24f) * 0x1p-24f, kFp16MinSubnormal);
-  return std::bit_cast<float>((std::bit_cast<uint32_t>(x) + 0x1FFFu) & ~0x1FFFu);
-}
+// scale is never 0.
+float RoundUpToFp16(float x) { return std::max(CeilToFp16(x), kFp16MinSubnormal); }
 
 // Error paths kept out of line, so the per-group code carries no string temporaries.
 [[noreturn, gnu::noinline, gnu::cold]] void ThrowBadClip(GroupClip clip) {
@@ -250,8 +208,6 @@ void ValidateQuantSpec(const QuantSpec& spec) {
                       ", expected >= 0 (0 = one group per row)");
   }
 }
-
-float RoundToFp16(float x) { return HalfBitsToFloat(FloatToHalfBits(x)); }
 
 int64_t GroupCount(int64_t n, int64_t group_size) {
   if (n <= 0) return 0;

@@ -1,30 +1,13 @@
 #include "hiq/stages/calibration.h"
 
 #include <cmath>
-#include <random>
 
 #include "hiq/base/error.h"  // ConfigError
+#include "hiq/base/rng.h"    // RandomStream
 #include "hiq/stages/eval.h"       // LoadTokens
 #include "hiq/io/tokenizer.h"  // Tokenizer
 
 namespace hiq {
-
-uint64_t StreamSeed(uint64_t seed, const std::string& name, uint64_t index) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  auto mix = [&](uint64_t v) {
-    for (int i = 0; i < 8; ++i) h = (h ^ ((v >> (8 * i)) & 0xff)) * 0x100000001b3ULL;
-  };
-  mix(seed);
-  for (unsigned char c : name) h = (h ^ c) * 0x100000001b3ULL;
-  mix(index);
-  return h;
-}
-
-// mt19937_64's output sequence is fixed by the C++ standard, unlike the std distributions, so
-// the draws are done by hand.
-static double Uniform01(std::mt19937_64& rng) {
-  return static_cast<double>(rng() >> 11) * 0x1.0p-53;
-}
 
 std::vector<std::vector<int32_t>> RandomWindows(const std::vector<int32_t>& tokens, int n,
                                                 int64_t length, uint64_t seed,
@@ -36,11 +19,11 @@ std::vector<std::vector<int32_t>> RandomWindows(const std::vector<int32_t>& toke
                       " tokens, fewer than one window of seq_len + 1 = " +
                       std::to_string(length) + ". HINT: lower calibration." + name + ".seq_len");
   }
-  std::mt19937_64 rng(StreamSeed(seed, name));
+  RandomStream rng(seed, name);
   const uint64_t starts = static_cast<uint64_t>(total - length + 1);
   std::vector<std::vector<int32_t>> windows;
   for (int i = 0; i < n; ++i) {
-    const int64_t start = static_cast<int64_t>(rng() % starts);
+    const int64_t start = static_cast<int64_t>(rng.UniformInt(starts));
     windows.emplace_back(tokens.begin() + start, tokens.begin() + start + length);
   }
   return windows;
@@ -70,8 +53,8 @@ std::vector<std::vector<int32_t>> Generate(const SampleSetConfig& set, const std
                                            Pipeline& pipeline, int32_t bos) {
   const size_t n = static_cast<size_t>(set.n_sequences);
   std::vector<std::vector<int32_t>> seqs(n, std::vector<int32_t>{bos});
-  std::vector<std::mt19937_64> rngs;
-  for (size_t i = 0; i < n; ++i) rngs.emplace_back(StreamSeed(set.seed, name, i));
+  std::vector<RandomStream> rngs;  // one per sequence, so a sequence never depends on the others
+  for (size_t i = 0; i < n; ++i) rngs.emplace_back(set.seed, name, i);
   std::vector<int32_t> next(n);
   std::vector<KvCache<float>> caches;
   for (int step = 0; step < set.seq_len; ++step) {
@@ -82,7 +65,7 @@ std::vector<std::vector<int32_t>> Generate(const SampleSetConfig& set, const std
       for (size_t i = 0; i < n; ++i) {
         const auto row = logits.row(static_cast<int64_t>(i));
         next[i] = SampleToken(std::span<const float>(row.data(), static_cast<size_t>(row.size())),
-                              set.temperature, Uniform01(rngs[i]));
+                              set.temperature, rngs[i].Uniform01());
       }
     }
     pipeline.comm().Broadcast(std::span<int32_t>(next), pipeline.comm().size() - 1);

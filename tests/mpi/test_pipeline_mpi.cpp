@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 
+#include "hiq/base/rng.h"  // RandomStream
 #include "hiq/io/checkpoint.h"
 #include "hiq/stages/eval.h"
 #include "hiq/model/llama.h"
@@ -33,11 +33,11 @@ double RelativeError(const Matrix<float>& got, const std::vector<float>& want) {
 }
 
 std::vector<Sequence> RandomSequences(int n, int64_t len, int32_t vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
+  RandomStream rng(seed, "RandomSequences");
   std::vector<Sequence> seqs;
   for (int s = 0; s < n; ++s) {
     std::vector<int32_t> ids(static_cast<size_t>(len) + 1);
-    for (auto& t : ids) t = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
+    for (auto& t : ids) t = static_cast<int32_t>(rng.UniformInt(static_cast<uint64_t>(vocab)));
     seqs.push_back(NextTokenSequence(ids));
   }
   return seqs;
@@ -100,8 +100,8 @@ TEST(Pipeline, PerplexityIsBitIdenticalToTheWholeModelInOneProcess) {
   Checkpoint checkpoint(ModelDir());
   Pipeline pipeline = LoadPipeline(comm, checkpoint);
   std::vector<int32_t> stream(7 * 96 + 5);
-  std::mt19937_64 rng(11);
-  for (auto& t : stream) t = static_cast<int32_t>(rng() % 512);
+  RandomStream rng(11, "stream");
+  for (auto& t : stream) t = static_cast<int32_t>(rng.UniformInt(512));
   const std::vector<Sequence> windows = PerplexityWindows(stream, 96, 0, "random");
   ASSERT_EQ(windows.size(), 7u);
   const PerplexityResult piped = Perplexity(pipeline, windows, 2);

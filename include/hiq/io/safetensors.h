@@ -90,16 +90,11 @@ nlohmann::json ParseJsonStrict(std::string_view text, const std::string& functio
                                const std::string& file_for_errors,
                                std::string_view top_level_keys = "key");
 
-// Exact conversions. F16 handles subnormals, infinities and NaN; BF16 is the top half of an F32.
-// Float -> F16/BF16 rounds to nearest, ties to even; overflow gives infinity, NaN stays NaN.
-float F16ToFloat(uint16_t h);
-float BF16ToFloat(uint16_t b);
-uint16_t FloatToF16(float f);
-uint16_t FloatToBF16(float f);
 // src holds dst.size() elements of a float dtype (F32/F16/BF16), little-endian, any alignment.
 // FormatError for another dtype or a size mismatch.
 void ConvertToFloat(DType dtype, std::span<const std::byte> src, std::span<float> dst);
-// The little-endian bytes of `values` stored as dtype (F32, F16 or BF16), for writing.
+// The little-endian bytes of `values` stored as dtype (F32, F16 or BF16), for writing; F16 and
+// BF16 round to nearest even (hiq/base/fp16.h).
 std::vector<std::byte> EncodeFloats(std::span<const float> values, DType dtype);
 
 // A safetensors file mapped read-only (MAP_PRIVATE) and validated. Owns the mapping (unmapped

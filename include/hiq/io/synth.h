@@ -1,9 +1,9 @@
 // hiq/io/synth.h - random-weight LLaMA checkpoints with the real layer shapes, for scale and speed
 // tests (`hiq synth`). Quality on them means nothing; their shapes and byte counts are real.
 //
-// Every tensor's values come from its own stream seeded by (seed, tensor name), so a model with
-// more layers shares its first layers' weights with a smaller one of the same seed, and the
-// output never depends on the order tensors are generated in.
+// Every tensor's values come from its own RandomStream (seed, tensor name) (hiq/base/rng.h), so
+// a model with more layers shares its first layers' weights with a smaller one of the same
+// seed, and the output never depends on the order tensors are generated in.
 #pragma once
 
 #include <cstdint>

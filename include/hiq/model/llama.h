@@ -192,7 +192,8 @@ struct Stage {
   Matrix<T> lm_head;     // (V, C)
 };
 
-// Random weights (normal with std 0.02, norms near 1), seeded; for tests.
+// Random normal weights from the stream (seed, "RandomStage"), in tensor order: embedding std
+// 1, matrices std 1 / sqrt(n_in), norm weights 1 + 0.1 * N(0, 1); for tests.
 template <typename T>
 Stage<T> RandomStage(const LlamaConfig& config, uint64_t seed);
 

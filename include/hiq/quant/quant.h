@@ -24,7 +24,8 @@
 //   low part:  the columns NOT in high_cols, in increasing index order, cut g at a time (the last
 //              group may be shorter; g = 0: one group) -> GroupCount(n_low, g) groups per row.
 //   high part: the columns in high_cols (ascending) form one group -> one scale/zero per row;
-//              bits_high == 16 keeps them as FP16 (round to nearest even), no scale/zero.
+//              bits_high == 16 keeps them as FP16 (RoundToFp16 of hiq/base/fp16.h, nearest
+//              even), no scale/zero.
 #pragma once
 
 #include <cstdint>
@@ -63,9 +64,6 @@ struct GroupClip {
 // Throws ConfigError for bits outside 1..8 or a factor outside [0, 1]; FormatError when the
 // clipped range needs a scale beyond FP16's 65504.
 GroupParams ChooseGroupParams(float x_min, float x_max, int bits, GroupClip clip = {});
-
-// x rounded to the nearest FP16 value (ties to even), returned as float; |x| >= 65520 -> +-inf.
-float RoundToFp16(float x);
 
 // Groups in a segment of n values cut g at a time: ceil(n / g); g = 0 -> 1 (0 when n == 0).
 int64_t GroupCount(int64_t n, int64_t group_size);

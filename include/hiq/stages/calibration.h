@@ -5,8 +5,9 @@
 //   tokens    random windows of a token file written by `hiq tokenize`,
 //   generate  sampled from the model itself from BOS at the set's temperature (data-free,
 //             in-domain), through the rank pipeline.
-// Randomness is seeded per set and per sequence from (set seed, set name[, sequence index]), so
-// a set never depends on the rank count, the thread count or the other sets.
+// Randomness is seeded per set and per sequence from (set seed, set name[, sequence index])
+// (RandomStream, hiq/base/rng.h), so a set never depends on the rank count, the thread count or
+// the other sets.
 #pragma once
 
 #include <filesystem>
@@ -24,7 +25,8 @@ std::vector<Sequence> BuildSampleSet(const SampleSetConfig& set, const std::stri
                                      Pipeline& pipeline,
                                      const std::filesystem::path& tokenizer_model);
 
-// Random windows of `length` tokens from `tokens`, starts uniform over the possible ones.
+// Random windows of `length` tokens from `tokens`, starts uniform over the possible ones, drawn
+// in order from the stream (seed, name).
 std::vector<std::vector<int32_t>> RandomWindows(const std::vector<int32_t>& tokens, int n,
                                                 int64_t length, uint64_t seed,
                                                 const std::string& name,
@@ -32,8 +34,5 @@ std::vector<std::vector<int32_t>> RandomWindows(const std::vector<int32_t>& toke
 
 // Index drawn from the categorical distribution softmax(logits / temperature), with u in [0, 1).
 int32_t SampleToken(std::span<const float> logits, double temperature, double u);
-
-// A stream seed from (seed, name, index): FNV-1a, so streams are independent of call order.
-uint64_t StreamSeed(uint64_t seed, const std::string& name, uint64_t index = 0);
 
 }  // namespace hiq
