@@ -318,6 +318,43 @@ TEST(Shard, KeepsF16AndBf16TensorsAsTheirBitPatterns) {
   EXPECT_EQ(f16.DatasetTypeName("data"), "uint16");
 }
 
+// The shapes stories260K does not have: n_in > 65536 (uint32 indices), every column high
+// (empty low part), FP16 retention of every column.
+TEST(Shard, EdgeShapesRoundTrip) {
+  TempDir out("hiq-shard");
+  struct Case {
+    std::string name;
+    int64_t n_out, n_in;
+    std::vector<int32_t> high;
+    QuantSpec spec;
+  };
+  const std::vector<Case> cases = {
+      {"wide", 2, 65537, {0, 40000, 65536}, {3, 4, 128}},
+      {"all_high", 3, 5, {0, 1, 2, 3, 4}, {2, 3, 0}},
+      {"all_fp16", 3, 5, {0, 1, 2, 3, 4}, {2, 16, 0}},
+      {"plain", 4, 9, {}, {1, 2, 4}}};
+  std::vector<ShardLayer> layers;
+  for (const Case& c : cases) {
+    std::vector<float> w(static_cast<size_t>(c.n_out * c.n_in));
+    for (size_t i = 0; i < w.size(); ++i) w[i] = std::sin(0.37f * static_cast<float>(i)) * 0.1f;
+    layers.push_back({c.name, QuantizeLayer(w.data(), c.n_out, c.n_in, c.high, c.spec)});
+  }
+  WriteShard(out / "edge.h5", 0, 1, layers, {});
+  const ShardReader reader(out / "edge.h5");
+  for (const ShardLayer& l : layers) {
+    const QuantizedLayer back = reader.ReadLayer(l.name);
+    ExpectSameLayer(back, l.layer, l.name);
+    EXPECT_EQ(StoredBits(back), LayerBits(l.layer.n_out, l.layer.n_in, l.layer.n_high(),
+                                          l.layer.spec))
+        << l.name;
+  }
+  const H5Group root = H5File::Open(out / "edge.h5").root();
+  EXPECT_EQ(root.OpenGroup("layers/wide").DatasetTypeName("high_cols"), "uint32");
+  EXPECT_EQ(root.OpenGroup("layers/all_high").DatasetDims("low_scales"),
+            (std::vector<uint64_t>{3, 0}));
+  EXPECT_EQ(root.OpenGroup("layers/plain").DatasetDims("high_cols"), (std::vector<uint64_t>{0}));
+}
+
 // ---- damaged and inconsistent files -----------------------------------------------------------
 
 // A dataset as stored, to copy into a hand-made file with one thing changed.

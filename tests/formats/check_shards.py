@@ -5,9 +5,13 @@ against hiq's own weights bit for bit.
 
 Usage: check_shards.py OUT EXPECTED.safetensors
 EXPECTED holds, as F32, hiq's Dequantize of every layer (named by layer) and every unquantized
-tensor (named by tensor). Run by tests/test_shard.cpp; exits non-zero with the first mismatch."""
+tensor (named by tensor). The python examples of docs/FORMATS.md's section run on OUT too.
+Run by tests/test_shard.cpp; exits non-zero with the first mismatch."""
 import json
+import os
+import re
 import sys
+import textwrap
 
 import h5py
 import numpy as np
@@ -114,6 +118,20 @@ def same_bits(a, b):
             and np.array_equal(a.view(np.uint32), b.view(np.uint32)))
 
 
+def run_doc_examples(out):
+    """Runs the python blocks of docs/FORMATS.md's quantized-model section on OUT, in order,
+    in one namespace; returns it."""
+    doc_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../docs/FORMATS.md")
+    doc = open(doc_path).read()
+    section = doc[doc.index("## Quantized models") :]
+    blocks = re.findall(r"^( *)```python\n(.*?)^ *```", section, re.S | re.M)
+    assert len(blocks) >= 3, "the section's examples"
+    scope = {}
+    for indent, code in blocks:
+        exec(textwrap.dedent(indent + code).replace("OUT/", f"{out}/"), scope)
+    return scope
+
+
 out, expected_path = sys.argv[1], sys.argv[2]
 expected = read_safetensors(expected_path)
 with h5py.File(f"{out}/model.h5", "r") as f:
@@ -139,5 +157,11 @@ with h5py.File(f"{out}/model.h5", "r") as f:
     assert len(names) + len(f["tensors"]) == len(expected), "every expected tensor was checked"
     avg = total_bits / total_weights
     assert abs(avg - float(f.attrs["avg_bits"])) <= 1e-12 * avg, (avg, f.attrs["avg_bits"])
-    print(f"shards OK: {len(names)} layers, {len(f['tensors'])} tensors, {n_ranks} shards, "
-          f"avg_bits {avg:.6f}, bit-identical to hiq's Dequantize")
+    n_tensors = len(f["tensors"])
+# The documented example dequantizes the low columns of q_proj of block 0 to hiq's weights.
+doc = run_doc_examples(out)
+low = np.setdiff1d(np.arange(doc["n_in"]), doc["cols"])
+reference = expected["model.layers.0.self_attn.q_proj"]
+assert same_bits(np.ascontiguousarray(doc["W"][:, low]), np.ascontiguousarray(reference[:, low]))
+print(f"shards OK: {len(names)} layers, {n_tensors} tensors, {n_ranks} shards, "
+      f"avg_bits {avg:.6f}, bit-identical to hiq's Dequantize; docs/FORMATS.md examples run")
