@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "hiq/base/error.h"
+#include "hiq/base/fp16.h"  // FloatToF16, F16ToFloat
 #include "hiq/quant/pack.h"
 
 namespace hiq {
@@ -51,7 +52,7 @@ void CheckName(const std::string& function, const char* kind, const std::string&
 }
 
 // FP16 bit patterns of values that are FP16 already (the scales and high_fp16 of a
-// QuantizedLayer): the conversion is exact. TODO(merge): base/fp16.
+// QuantizedLayer): the conversion is exact.
 std::vector<uint16_t> HalfBits(std::span<const float> values) {
   std::vector<uint16_t> bits(values.size());
   for (size_t i = 0; i < values.size(); ++i) bits[i] = FloatToF16(values[i]);
@@ -192,7 +193,6 @@ std::vector<uint8_t> ReadPacked(const H5Group& group, const std::string& where,
 }
 
 // FP16 patterns -> values; a scale or weight pattern must be finite (exponent not all ones).
-// TODO(merge): base/fp16.
 std::vector<float> ReadHalves(const H5Group& group, const std::string& where,
                               const std::string& name, const std::vector<uint64_t>& dims) {
   const std::vector<uint16_t> bits = ReadExact<uint16_t>(group, where, name, dims);
