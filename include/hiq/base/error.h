@@ -39,6 +39,10 @@ class MpiError : public Error {  // an MPI call failed or ranks disagree
  public:
   using Error::Error;
 };
+class NumericalError : public Error {  // a matrix cannot be factored (GPTQ's Hessian)
+ public:
+  using Error::Error;
+};
 
 }  // namespace hiq
 
