@@ -81,16 +81,28 @@ void AdaRoundForward(const AdaRound& ar, float* w_q) {
   });
 }
 
-void AdaRoundBackward(const AdaRound& ar, const float* dw_q, float* dv) {
+// dR/dh of one element, 0 at h = 1/2 (where |2h - 1|^(beta - 1) has no slope for beta > 1).
+inline float RegularizerSlope(float h, float beta, float lambda, float* a_pow_out) {
+  const float d = 2.0f * h - 1.0f;
+  const float a = std::fabs(d);
+  const float a_pow = a > 0.0f ? std::pow(a, beta - 1.0f) : 0.0f;  // |2h - 1|^(beta - 1)
+  if (a_pow_out) *a_pow_out = a_pow * a;
+  return a > 0.0f ? -lambda * beta * a_pow * (d > 0.0f ? 2.0f : -2.0f) : 0.0f;
+}
+
+void AdaRoundBackward(const AdaRound& ar, const float* dw_q, float beta, float lambda, float* dv) {
   CheckSizes(ar);
   const float qmax = Qmax(ar.bits);
   ForEachElement(ar, [&](int64_t e, int64_t idx, const GroupParams& p) {
-    const float u = Stretched(ar.v[e]);
-    const float q = ar.w_floor[e] + std::min(std::max(u, 0.0f), 1.0f) + static_cast<float>(p.zero);
-    dv[e] = 0.0f;
-    if (u < 0.0f || u > 1.0f || q < 0.0f || q > qmax) return;
     const float sg = Sigmoid(ar.v[e]);
-    dv[e] = dw_q[idx] * p.scale * sg * (1.0f - sg) * (kAdaRoundZeta - kAdaRoundGamma);
+    const float u = sg * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma;
+    dv[e] = 0.0f;
+    if (u < 0.0f || u > 1.0f) return;  // h clipped: no slope for either term
+    float dh = 0.0f;                   // dL/dh + dR/dh
+    const float q = ar.w_floor[e] + u + static_cast<float>(p.zero);
+    if (q >= 0.0f && q <= qmax) dh = dw_q[idx] * p.scale;
+    if (beta > 0.0f) dh += RegularizerSlope(u, beta, lambda, nullptr);
+    dv[e] = dh * sg * (1.0f - sg) * (kAdaRoundZeta - kAdaRoundGamma);
   });
 }
 
@@ -98,16 +110,13 @@ double AdaRoundRegularizer(const AdaRound& ar, float beta, float lambda, float* 
   CheckSizes(ar);
   double sum = 0;
   for (size_t e = 0; e < ar.v.size(); ++e) {
-    const float u = Stretched(ar.v[e]);
-    const float h = std::min(std::max(u, 0.0f), 1.0f);
-    const float d = 2.0f * h - 1.0f;
-    const float a = std::fabs(d);
-    const float a_pow = a > 0.0f ? std::pow(a, beta - 1.0f) : 0.0f;  // |2h - 1|^(beta - 1)
-    sum += 1.0 - static_cast<double>(a_pow * a);
-    if (dv == nullptr || u < 0.0f || u > 1.0f || a == 0.0f) continue;
     const float sg = Sigmoid(ar.v[e]);
-    const float dr_dh = -lambda * beta * a_pow * (d > 0.0f ? 2.0f : -2.0f);
-    dv[e] += dr_dh * sg * (1.0f - sg) * (kAdaRoundZeta - kAdaRoundGamma);
+    const float u = sg * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma;
+    float a_beta = 0.0f;  // |2h - 1|^beta
+    const float slope = RegularizerSlope(std::min(std::max(u, 0.0f), 1.0f), beta, lambda, &a_beta);
+    sum += 1.0 - static_cast<double>(a_beta);
+    if (dv == nullptr || u < 0.0f || u > 1.0f) continue;
+    dv[e] += slope * sg * (1.0f - sg) * (kAdaRoundZeta - kAdaRoundGamma);
   }
   return static_cast<double>(lambda) * sum;
 }

@@ -99,8 +99,7 @@ struct LayerState {
   void StepRound(AdaRound& r, AdamState& state, const float* dw_q, const ReconOptions& o,
                  float beta) {
     dv.resize(r.v.size());
-    AdaRoundBackward(r, dw_q, dv.data());
-    if (beta > 0.0f) AdaRoundRegularizer(r, beta, o.round_lambda, dv.data());
+    AdaRoundBackward(r, dw_q, beta, o.round_lambda, dv.data());
     AdamStep(AdamOptions{.lr = o.round_lr}, r.v, dv, state);
   }
 

@@ -49,8 +49,9 @@ AdaRound AdaRoundInit(const ColumnPart& part, const float* w, int64_t n_out, int
 
 // Soft forward: writes the part's columns of w_q (n_out, n_in).
 void AdaRoundForward(const AdaRound& ar, float* w_q);
-// dw_q (n_out, n_in) (the part's columns are read) -> dv (n_out * n_cols,) = dL/dV, overwritten.
-void AdaRoundBackward(const AdaRound& ar, const float* dw_q, float* dv);
+// dw_q (n_out, n_in) (the part's columns are read) -> dv (n_out * n_cols,) = dL/dV + dR/dV,
+// overwritten; beta == 0 leaves R out (the warm-up). One pass: sigmoid(V) is computed once.
+void AdaRoundBackward(const AdaRound& ar, const float* dw_q, float beta, float lambda, float* dv);
 // R = lambda * sum(1 - |2 h - 1|^beta) over the part; when dv is given, ADDS dR/dV into it.
 double AdaRoundRegularizer(const AdaRound& ar, float beta, float lambda, float* dv);
 // Hard codes (n_out * n_cols,), each < 2^bits, and their weight: writes the part's columns of

@@ -20,7 +20,8 @@
 // Backward, with r = rne(x / s) and z fixed: dw_q/ds = r - x / s where rne(x / s) + z lies in
 // [0, qmax] (torch.clamp passes the gradient at the bounds), else q - z; ds/dhi = 1 / qmax,
 // ds/dlo = -1 / qmax; dhi/da = max(x) c_max (1 - c_max) where c_max max(x) > 0, else 0 (likewise
-// lo and b). Per-group sums are in double, in column order.
+// lo and b). Per-group sums are in double (four interleaved partial sums in column order,
+// added pairwise), so the result is fixed for given inputs.
 // Plain value, owns its arrays; functions are pure and thread-safe on distinct outputs;
 // deterministic. Errors: ConfigError for bits outside 1..8 or mismatched sizes.
 #pragma once
