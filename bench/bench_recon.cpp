@@ -1,0 +1,114 @@
+// Block reconstruction speed: one training step (ReconTrainer::Step: fake-quantize, the engine's
+// BlockForward + BlockBackward, LWC / AdaRound backward, Adam) of a LLaMA-2-7B-shaped block,
+// against the plain BlockForward + BlockBackward of the same block in the same run. The target
+// is a step at most 1.25x the plain pass. Never run by ctest. OpenBLAS threads: its default (one
+// per core).
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <random>
+
+#include "hiq/io/synth.h"
+#include "hiq/model/blas.h"
+#include "hiq/model/llama.h"
+#include "hiq/quant/recon.h"
+
+namespace hiq {
+namespace {
+
+// Uniform in [mean - scale / 2, mean + scale / 2) from raw mt19937 outputs (fast enough for the
+// 200M weights of a 7B block).
+void FillUniform(Matrix<float>& m, uint32_t seed, float scale, float mean) {
+  std::mt19937 rng(seed);
+  for (int64_t i = 0; i < m.size(); ++i) {
+    m.data()[i] = mean + scale * (static_cast<float>(rng() >> 8) * 0x1.0p-24f - 0.5f);
+  }
+}
+
+struct Setup {
+  LlamaConfig config = SynthConfig("llama2-7b", 1);
+  BlockWeights<float> w;
+  Matrix<float> x, target;
+  explicit Setup(int64_t T) : w(ZeroBlock<float>(config)) {
+    uint32_t seed = 100;
+    ForEachBlockTensor(w, [&](const BlockTensor&, Matrix<float>& m) {
+      const bool norm = m.rows() == 1;
+      FillUniform(m, seed++, norm ? 0.1f : 2.0f / std::sqrt(static_cast<float>(m.cols())),
+                  norm ? 1.0f : 0.0f);
+    });
+    x.resize(T, config.hidden_size);
+    target.resize(T, config.hidden_size);
+    FillUniform(x, 1, 2.0f, 0.0f);
+    FillUniform(target, 2, 2.0f, 0.0f);
+  }
+};
+
+// W2 plan: bits 2/3, groups of 32, every tenth column high-impact (a fixed 10%).
+std::vector<ReconLayer> W2Plan(const BlockWeights<float>& w) {
+  std::vector<ReconLayer> plan;
+  for (Linear kind : kLinears) {
+    ReconLayer l{{}, QuantSpec{.bits_low = 2, .bits_high = 3, .group_size = 32}};
+    for (int32_t c = 0; c < w.linear(kind).cols(); c += 10) l.high_cols.push_back(c);
+    plan.push_back(std::move(l));
+  }
+  return plan;
+}
+
+void BM_PlainForwardBackward(benchmark::State& state) {
+  const int64_t T = state.range(0);
+  const Setup s(T);
+  const Rope<float> rope = MakeRope<float>(s.config, T);
+  BlockWeights<float> grad = ZeroBlock<float>(s.config);
+  BlockCache<float> cache;
+  Matrix<float> out, dx;
+  for (auto _ : state) {
+    BlockForward(s.config, s.w, rope, T, s.x, out, &cache);
+    BlockBackward(s.config, s.w, rope, T, cache, out, dx, grad);
+    benchmark::DoNotOptimize(dx.data());
+  }
+}
+
+void BM_ReconStep(benchmark::State& state) {
+  const int64_t T = state.range(0);
+  const auto method = static_cast<ReconMethod>(state.range(1));
+  const Setup s(T);
+  ReconTrainer trainer(s.config, s.w, T, W2Plan(s.w),
+                       ReconOptions{.method = method, .steps = 1000});
+  int64_t t = 0;
+  for (auto _ : state) {
+    // Past the warm-up, so that AdaRound's regulariser is part of the step.
+    benchmark::DoNotOptimize(trainer.Step(s.x, s.target, 500 + (t++ % 500)));
+  }
+  state.SetLabel(method == ReconMethod::kHybrid ? "hybrid" : "lwc");
+}
+
+BENCHMARK(BM_PlainForwardBackward)
+    ->ArgNames({"T"})
+    ->Arg(512)
+    ->Arg(2048)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(5.0);
+BENCHMARK(BM_ReconStep)
+    ->ArgNames({"T", "method"})
+    ->Args({512, static_cast<int>(ReconMethod::kHybrid)})
+    ->Args({512, static_cast<int>(ReconMethod::kLwc)})
+    ->Args({2048, static_cast<int>(ReconMethod::kHybrid)})
+    ->Args({2048, static_cast<int>(ReconMethod::kLwc)})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(5.0);
+
+}  // namespace
+}  // namespace hiq
+
+// OpenBLAS's AVX-512 kernels, as hiq itself runs them (hiq/model/blas.h): without the pin,
+// Debian's OpenBLAS falls back to its slowest kernels on this CPU and the ratio means little.
+int main(int argc, char** argv) {
+  hiq::PinBlasCore(argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,148 @@
+// AdaRound with fixed group parameters, forward beside backward (see hiq/quant/adaround.h).
+#include "hiq/quant/adaround.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "hiq/base/error.h"
+
+namespace hiq {
+namespace {
+
+float Qmax(int bits) {
+  if (bits < 1 || bits > 8) {
+    throw ConfigError("AdaRound: bits = " + std::to_string(bits) + ", expected 1..8");
+  }
+  return static_cast<float>((1 << bits) - 1);
+}
+
+float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+// The rectified sigmoid before its clip to [0, 1].
+float Stretched(float v) { return Sigmoid(v) * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma; }
+float H(float v) { return std::min(std::max(Stretched(v), 0.0f), 1.0f); }
+
+void CheckSizes(const AdaRound& ar) {
+  if (ar.params.size() != static_cast<size_t>(ar.n_out * ar.part.n_groups) ||
+      ar.v.size() != static_cast<size_t>(ar.n_out * ar.part.n_cols()) ||
+      ar.w_floor.size() != ar.v.size()) {
+    throw ConfigError("AdaRound: parameter arrays do not match the part (" +
+                      std::to_string(ar.n_out) + " rows, " + std::to_string(ar.part.n_cols()) +
+                      " columns, " + std::to_string(ar.part.n_groups) + " groups per row)");
+  }
+}
+
+// f(element index, column, group parameters) for every element of the part, in order.
+template <typename F>
+void ForEachElement(const AdaRound& ar, F&& f) {
+  const ColumnPart& part = ar.part;
+  for (int64_t r = 0; r < ar.n_out; ++r) {
+    for (int64_t k = 0; k < part.n_groups; ++k) {
+      const GroupParams& p = ar.params[static_cast<size_t>(r * part.n_groups + k)];
+      for (int64_t i = part.group_begin[k]; i < part.group_begin[k + 1]; ++i) {
+        f(r * part.n_cols() + i, r * part.n_in + part.cols[i], p);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+AdaRound AdaRoundInit(const ColumnPart& part, const float* w, int64_t n_out, int bits,
+                      std::span<const GroupParams> params) {
+  Qmax(bits);
+  AdaRound ar;
+  ar.part = part;
+  ar.n_out = n_out;
+  ar.bits = bits;
+  ar.params.assign(params.begin(), params.end());
+  const size_t n = static_cast<size_t>(n_out * part.n_cols());
+  ar.w_floor.resize(n);
+  ar.v.resize(n);
+  CheckSizes(ar);
+  ForEachElement(ar, [&](int64_t e, int64_t idx, const GroupParams& p) {
+    const float t = w[idx] / p.scale;
+    const float fl = std::floor(t);
+    const float rest = t - fl;  // in [0, 1)
+    ar.w_floor[e] = fl;
+    ar.v[e] = -std::log((kAdaRoundZeta - kAdaRoundGamma) / (rest - kAdaRoundGamma) - 1.0f);
+  });
+  return ar;
+}
+
+void AdaRoundForward(const AdaRound& ar, float* w_q) {
+  CheckSizes(ar);
+  const float qmax = Qmax(ar.bits);
+  ForEachElement(ar, [&](int64_t e, int64_t idx, const GroupParams& p) {
+    const float z = static_cast<float>(p.zero);
+    const float q = std::min(std::max(ar.w_floor[e] + H(ar.v[e]) + z, 0.0f), qmax);
+    w_q[idx] = (q - z) * p.scale;
+  });
+}
+
+// dR/dh of one element, 0 at h = 1/2 (where |2h - 1|^(beta - 1) has no slope for beta > 1).
+inline float RegularizerSlope(float h, float beta, float lambda, float* a_pow_out) {
+  const float d = 2.0f * h - 1.0f;
+  const float a = std::fabs(d);
+  const float a_pow = a > 0.0f ? std::pow(a, beta - 1.0f) : 0.0f;  // |2h - 1|^(beta - 1)
+  if (a_pow_out) *a_pow_out = a_pow * a;
+  return a > 0.0f ? -lambda * beta * a_pow * (d > 0.0f ? 2.0f : -2.0f) : 0.0f;
+}
+
+void AdaRoundBackward(const AdaRound& ar, const float* dw_q, float beta, float lambda, float* dv) {
+  CheckSizes(ar);
+  const float qmax = Qmax(ar.bits);
+  ForEachElement(ar, [&](int64_t e, int64_t idx, const GroupParams& p) {
+    const float sg = Sigmoid(ar.v[e]);
+    const float u = sg * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma;
+    dv[e] = 0.0f;
+    if (u < 0.0f || u > 1.0f) return;  // h clipped: no slope for either term
+    float dh = 0.0f;                   // dL/dh + dR/dh
+    const float q = ar.w_floor[e] + u + static_cast<float>(p.zero);
+    if (q >= 0.0f && q <= qmax) dh = dw_q[idx] * p.scale;
+    if (beta > 0.0f) dh += RegularizerSlope(u, beta, lambda, nullptr);
+    dv[e] = dh * sg * (1.0f - sg) * (kAdaRoundZeta - kAdaRoundGamma);
+  });
+}
+
+double AdaRoundRegularizer(const AdaRound& ar, float beta, float lambda, float* dv) {
+  CheckSizes(ar);
+  double sum = 0;
+  for (size_t e = 0; e < ar.v.size(); ++e) {
+    const float sg = Sigmoid(ar.v[e]);
+    const float u = sg * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma;
+    float a_beta = 0.0f;  // |2h - 1|^beta
+    const float slope = RegularizerSlope(std::min(std::max(u, 0.0f), 1.0f), beta, lambda, &a_beta);
+    sum += 1.0 - static_cast<double>(a_beta);
+    if (dv == nullptr || u < 0.0f || u > 1.0f) continue;
+    dv[e] += slope * sg * (1.0f - sg) * (kAdaRoundZeta - kAdaRoundGamma);
+  }
+  return static_cast<double>(lambda) * sum;
+}
+
+std::vector<uint8_t> AdaRoundCodes(const AdaRound& ar, float* w_q) {
+  CheckSizes(ar);
+  const float qmax = Qmax(ar.bits);
+  std::vector<uint8_t> codes(ar.v.size());
+  ForEachElement(ar, [&](int64_t e, int64_t idx, const GroupParams& p) {
+    const float z = static_cast<float>(p.zero);
+    const float up = H(ar.v[e]) >= 0.5f ? 1.0f : 0.0f;
+    const float q = std::min(std::max(ar.w_floor[e] + up + z, 0.0f), qmax);
+    codes[static_cast<size_t>(e)] = static_cast<uint8_t>(q);
+    if (w_q) w_q[idx] = (q - z) * p.scale;
+  });
+  return codes;
+}
+
+float AdaRoundBeta(int64_t t, int64_t t_max, float warmup, float start, float end) {
+  // The warm-up in whole steps (0.2f * 100 is 20.0000003 in double, which should be 20).
+  const double d = std::nearbyint(static_cast<double>(warmup) * static_cast<double>(t_max));
+  if (static_cast<double>(t) < d) return 0.0f;
+  const double rel =
+      t_max > d ? (static_cast<double>(t) - d) / (static_cast<double>(t_max) - d) : 1.0;
+  return static_cast<float>(static_cast<double>(end) +
+                            static_cast<double>(start - end) * std::max(0.0, 1.0 - rel));
+}
+
+}  // namespace hiq
