@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <map>
 
 #include "hiq/base/error.h"  // HIQ_CHECK
@@ -20,18 +19,6 @@ int64_t TotalPredictions(const std::vector<Sequence>& seqs) {
   int64_t n = 0;
   for (const auto& s : seqs) n += s.n_predictions();
   return n;
-}
-
-// Every rank's `local` values concatenated in rank order, on every rank.
-std::vector<double> AllGather(const Comm& comm, const std::vector<double>& local) {
-  std::string bytes(local.size() * sizeof(double), '\0');
-  std::memcpy(bytes.data(), local.data(), bytes.size());
-  std::string all;
-  for (const std::string& part : comm.Gather(bytes, 0)) all += part;
-  comm.Broadcast(all, 0);
-  std::vector<double> out(all.size() / sizeof(double));
-  std::memcpy(out.data(), all.data(), all.size());
-  return out;
 }
 
 // One switch: layers set to candidates, relative to a centre.
@@ -319,7 +306,7 @@ CostTerms CostModel::MeasureFisher(const std::vector<Sequence>& seqs,
 
   // S (N x L*K) assembled on every rank; rank r's values follow rank r-1's, each rank's slice
   // being its contiguous layers, so the gathered order is the global layer order per sequence.
-  const std::vector<double> gathered = AllGather(pipeline_.comm(), s_local);
+  const std::vector<double> gathered = pipeline_.comm().AllGather(s_local);
   const size_t LK = static_cast<size_t>(n_layers_ * K);
   HIQ_CHECK(gathered.size() == N * LK);
   // gathered is [rank][n][local layer][m]; regroup to S[n][l][m].
@@ -418,7 +405,7 @@ CostTerms CostModel::MeasureLocal(const std::vector<Sequence>& seqs,
       }
     }
   }
-  const std::vector<double> all = AllGather(pipeline_.comm(), features);
+  const std::vector<double> all = pipeline_.comm().AllGather(features);
   std::vector<std::pair<int, int>> switches;  // global order = rank order = layer order
   for (int l = 0; l < n_layers_; ++l) {
     for (int m = 0; m < K; ++m) {
