@@ -286,7 +286,7 @@ CostTerms CostModel::MeasureFisher(const std::vector<Sequence>& seqs,
   std::vector<double> s_local(N * local_layers.size() * static_cast<size_t>(K), 0.0);
   double centre_loss_sum = 0;
   const std::vector<double> loss = pipeline_.ForwardBackward(
-      seqs, 2, [&](int n, const Stage<float>& grad) {
+      seqs, 2, /*weights=*/nullptr, [&](int n, const Stage<float>& grad) {
         for (size_t i = 0; i < local_layers.size(); ++i) {
           const size_t b = i / kLinears.size();
           const Matrix<float>& g = grad.blocks[b].linear(kLinears[i % kLinears.size()]);
@@ -370,7 +370,7 @@ CostTerms CostModel::MeasureLocal(const std::vector<Sequence>& seqs,
   std::vector<Matrix<float>> grad_out(n_local, Matrix<float>::Zero(static_cast<int64_t>(N) * T, stage.config.hidden_size));
   if (!c.blocks.empty()) std::swap(stage.blocks, c.blocks);
   pipeline_.ForwardBackward(
-      seqs, 2, [](int, const Stage<float>&) {},
+      seqs, 2, /*weights=*/nullptr, [](int, const Stage<float>&) {},
       [&](int s, size_t b, const Matrix<float>& dh) {
         // dL_s/dh is for the mean over sequence s; the set's mean weighs each sequence by its
         // share of the predictions.
