@@ -52,7 +52,7 @@ struct BlockInputs {
 // The weights a job runs with, per local block (index 0 = the rank's first block); a null entry,
 // or an empty JobWeights, means the stage's own weights. Called once per job on every rank that
 // takes part in it. The weights must stay alive until the call that asked for them returns. The
-// stage itself is never changed, so a pass at other weights needs no swapping in and out.
+// passes never change the stage, so a pass at other weights needs no swapping in and out.
 using JobWeights = std::function<std::vector<const BlockWeights<float>*>(int job)>;
 
 class Pipeline {
@@ -64,6 +64,8 @@ class Pipeline {
   const Comm& comm() const { return comm_; }
   const Partition& partition() const { return partition_; }
   const Stage<float>& stage() const { return stage_; }
+  // For a lasting change of the weights (`hiq eval --plan` applies a plan); a pass at other
+  // weights takes JobWeights instead.
   Stage<float>& mutable_stage() { return stage_; }
   bool is_first() const { return comm_.rank() == 0; }
   bool is_last() const { return comm_.rank() == comm_.size() - 1; }
