@@ -368,8 +368,6 @@ int main(int argc, char** argv) {
   hiq::KeepActivationMemory();
   hiq::MpiSession mpi(&argc, &argv);
   int rank = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
   CLI::App app{"bench_plan_study: cost estimators vs measured plan losses (docs/PLAN.md)"};
   hiq::Args args;
   app.add_option("CONFIG", args.config, "YAML config (as for hiq plan)")->required();
@@ -386,11 +384,14 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
-    return hiq::Run(hiq::Comm::World(), args);
+    const hiq::Comm world = hiq::Comm::World();
+    rank = world.rank();
+    size = world.size();
+    return hiq::Run(world, args);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_plan_study: error: rank %d: %s\n", rank, e.what());
     std::fflush(stderr);
-    if (size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+    if (size > 1) hiq::Comm::AbortWorld(1);
     return 1;
   }
 }

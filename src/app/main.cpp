@@ -1,6 +1,6 @@
 // hiq - the command line. The one place that catches: every error is printed once as
 // "hiq: error: ..." (with the rank when several run) and, under MPI, takes the whole job down
-// with MPI_Abort so that no rank is left waiting in a collective.
+// with Comm::AbortWorld (MPI_Abort) so that no rank is left waiting in a collective.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -131,7 +131,7 @@ int RunPlan(const Comm& comm, const RunConfig& config, bool json) {
   return 0;
 }
 
-int Run(int argc, char** argv) {
+int Run(const Comm& comm, int argc, char** argv) {
   CLI::App app{"hiq: layer-wise high-impact ratio post-training quantization for LLaMA models"};
   app.require_subcommand(1);
   int threads = 0;
@@ -195,7 +195,6 @@ int Run(int argc, char** argv) {
     return app.exit(e);
   }
   SetBlasThreads(threads);
-  const Comm comm = Comm::World();
   if (*inspect) return RunInspect(inspect_dir, inspect_json);
   if (*tokenize) return RunTokenize(tok_model, tok_text, tok_out, tok_json);
   if (*config) {
@@ -224,15 +223,16 @@ int main(int argc, char** argv) {
   hiq::KeepActivationMemory();
   hiq::MpiSession mpi(&argc, &argv);
   int rank = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
   try {
-    return hiq::Run(argc, argv);
+    const hiq::Comm world = hiq::Comm::World();
+    rank = world.rank();
+    size = world.size();
+    return hiq::Run(world, argc, argv);
   } catch (const std::exception& e) {
     if (size > 1) {
       std::fprintf(stderr, "hiq: error: rank %d: %s\n", rank, e.what());
       std::fflush(stderr);
-      MPI_Abort(MPI_COMM_WORLD, 1);
+      hiq::Comm::AbortWorld(1);
     }
     std::fprintf(stderr, "hiq: error: %s\n", e.what());
     return 1;

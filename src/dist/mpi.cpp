@@ -1,5 +1,7 @@
 #include "hiq/dist/mpi.h"
 
+#include <cstdlib>
+#include <limits>
 #include <memory>
 
 #include "hiq/base/error.h"  // MpiError
@@ -25,6 +27,102 @@ template <>
 MPI_Datatype TypeOf<float>() { return MPI_FLOAT; }
 template <>
 MPI_Datatype TypeOf<double>() { return MPI_DOUBLE; }
+template <>
+MPI_Datatype TypeOf<int32_t>() { return MPI_INT32_T; }
+template <>
+MPI_Datatype TypeOf<char>() { return MPI_CHAR; }
+
+// MPI counts are ints; a larger message is an error, not a silent truncation.
+int CountOf(size_t n, const char* call) {
+  if (n > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    throw MpiError(std::string(call) + ": " + std::to_string(n) +
+                   " values do not fit one MPI message");
+  }
+  return static_cast<int>(n);
+}
+
+// Root's container (a string or vector) on every rank, its size broadcast first.
+template <typename Container>
+void BroadcastSized(MPI_Comm comm, Container& values, int root) {
+  int64_t n = static_cast<int64_t>(values.size());
+  Check(MPI_Bcast(&n, 1, MPI_INT64_T, root, comm), "MPI_Bcast", root);
+  values.resize(static_cast<size_t>(n));
+  using T = typename Container::value_type;
+  Check(MPI_Bcast(values.data(), CountOf(values.size(), "MPI_Bcast"), TypeOf<T>(), root, comm),
+        "MPI_Bcast", root);
+}
+
+// Every rank's `local` values, concatenated in rank order, with each rank's count: on `root`
+// (root >= 0; empty elsewhere) or on every rank (root < 0).
+template <typename T>
+std::vector<T> GatherConcat(MPI_Comm comm, int rank, int size, std::span<const T> local, int root,
+                            std::vector<int>& counts) {
+  const int n = CountOf(local.size(), "MPI_Gatherv");
+  counts.assign(static_cast<size_t>(size), 0);
+  if (root < 0) {
+    Check(MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, comm), "MPI_Allgather");
+  } else {
+    Check(MPI_Gather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, root, comm), "MPI_Gather", root);
+  }
+  std::vector<int> offsets(static_cast<size_t>(size), 0);
+  size_t total = 0;
+  for (size_t r = 0; r < offsets.size(); ++r) {
+    offsets[r] = CountOf(total, "MPI_Gatherv");
+    total += static_cast<size_t>(counts[r]);
+  }
+  std::vector<T> all(root < 0 || rank == root ? total : 0);
+  if (root < 0) {
+    Check(MPI_Allgatherv(local.data(), n, TypeOf<T>(), all.data(), counts.data(), offsets.data(),
+                         TypeOf<T>(), comm),
+          "MPI_Allgatherv");
+  } else {
+    Check(MPI_Gatherv(local.data(), n, TypeOf<T>(), all.data(), counts.data(), offsets.data(),
+                      TypeOf<T>(), root, comm),
+          "MPI_Gatherv", root);
+  }
+  return all;
+}
+
+// Strings (or lists) joined for one message; `lengths` says where each one ends.
+template <typename Part>
+std::vector<typename Part::value_type> Join(const std::vector<Part>& parts,
+                                            std::vector<int32_t>& lengths) {
+  std::vector<typename Part::value_type> joined;
+  for (const Part& part : parts) {
+    lengths.push_back(CountOf(part.size(), "hiq::Comm"));
+    joined.insert(joined.end(), part.begin(), part.end());
+  }
+  return joined;
+}
+
+// The inverse of Join over the gathered pieces.
+template <typename Part>
+std::vector<Part> Split(const std::vector<typename Part::value_type>& joined,
+                        const std::vector<int32_t>& lengths) {
+  std::vector<Part> parts;
+  size_t at = 0;
+  for (int32_t n : lengths) {
+    parts.emplace_back(joined.begin() + static_cast<ptrdiff_t>(at),
+                       joined.begin() + static_cast<ptrdiff_t>(at + static_cast<size_t>(n)));
+    at += static_cast<size_t>(n);
+  }
+  return parts;
+}
+
+// Every rank's `local` parts (strings or lists), concatenated in rank order: on `root`
+// (root >= 0; empty elsewhere) or on every rank (root < 0).
+template <typename Part>
+std::vector<Part> GatherParts(MPI_Comm comm, int rank, int size, const std::vector<Part>& local,
+                              int root) {
+  using T = typename Part::value_type;
+  std::vector<int32_t> lengths;
+  const std::vector<T> joined = Join(local, lengths);
+  std::vector<int> counts;
+  const std::vector<int32_t> all_lengths =
+      GatherConcat<int32_t>(comm, rank, size, lengths, root, counts);
+  const std::vector<T> all = GatherConcat<T>(comm, rank, size, joined, root, counts);
+  return Split<Part>(all, all_lengths);
+}
 
 template <typename T>
 void RecvExact(MPI_Comm comm, std::span<T> data, int source, int tag) {
@@ -89,6 +187,11 @@ Comm Comm::World() {
   return Comm(MPI_COMM_WORLD, rank, size);
 }
 
+void Comm::AbortWorld(int code) {
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);  // MPI_Abort should not return; if it does, this process still ends
+}
+
 Comm Comm::Self() {
   int initialized = 0;
   MPI_Initialized(&initialized);
@@ -138,35 +241,51 @@ void Comm::Broadcast(std::span<int32_t> data, int root) const {
         "MPI_Bcast", root);
 }
 
-void Comm::Broadcast(std::string& text, int root) const {
-  int64_t n = static_cast<int64_t>(text.size());
-  Check(MPI_Bcast(&n, 1, MPI_INT64_T, root, comm_), "MPI_Bcast", root);
-  text.resize(static_cast<size_t>(n));
-  Check(MPI_Bcast(text.data(), static_cast<int>(n), MPI_CHAR, root, comm_), "MPI_Bcast", root);
+void Comm::Broadcast(std::string& text, int root) const { BroadcastSized(comm_, text, root); }
+
+void Comm::Broadcast(std::vector<double>& values, int root) const {
+  BroadcastSized(comm_, values, root);
+}
+
+void Comm::Broadcast(std::vector<int32_t>& values, int root) const {
+  BroadcastSized(comm_, values, root);
+}
+
+void Comm::Broadcast(double& value, int root) const {
+  Check(MPI_Bcast(&value, 1, MPI_DOUBLE, root, comm_), "MPI_Bcast", root);
+}
+
+void Comm::Broadcast(int& value, int root) const {
+  Check(MPI_Bcast(&value, 1, MPI_INT, root, comm_), "MPI_Bcast", root);
+}
+
+void Comm::Broadcast(bool& value, int root) const {
+  int v = value ? 1 : 0;
+  Broadcast(v, root);
+  value = v != 0;
 }
 
 std::vector<std::string> Comm::Gather(const std::string& local, int root) const {
-  int n = static_cast<int>(local.size());
-  std::vector<int> sizes(static_cast<size_t>(size_));
-  Check(MPI_Gather(&n, 1, MPI_INT, sizes.data(), 1, MPI_INT, root, comm_), "MPI_Gather", root);
-  std::vector<int> offsets(static_cast<size_t>(size_), 0);
-  int total = 0;
-  for (int r = 0; r < size_; ++r) {
-    offsets[static_cast<size_t>(r)] = total;
-    total += sizes[static_cast<size_t>(r)];
-  }
-  std::string all(static_cast<size_t>(rank_ == root ? total : 0), '\0');
-  Check(MPI_Gatherv(local.data(), n, MPI_CHAR, all.data(), sizes.data(), offsets.data(), MPI_CHAR,
-                    root, comm_),
-        "MPI_Gatherv", root);
-  std::vector<std::string> parts;
-  if (rank_ == root) {
-    for (int r = 0; r < size_; ++r) {
-      parts.push_back(all.substr(static_cast<size_t>(offsets[static_cast<size_t>(r)]),
-                                 static_cast<size_t>(sizes[static_cast<size_t>(r)])));
-    }
-  }
-  return parts;
+  std::vector<int> counts;
+  const std::vector<char> all =
+      GatherConcat<char>(comm_, rank_, size_, std::span<const char>(local), root, counts);
+  if (rank_ != root) return {};
+  return Split<std::string>(all, std::vector<int32_t>(counts.begin(), counts.end()));
+}
+
+std::vector<std::string> Comm::GatherStrings(const std::vector<std::string>& local,
+                                             int root) const {
+  return GatherParts(comm_, rank_, size_, local, root);
+}
+
+std::vector<double> Comm::AllGather(std::span<const double> local) const {
+  std::vector<int> counts;
+  return GatherConcat<double>(comm_, rank_, size_, local, -1, counts);
+}
+
+std::vector<std::vector<int32_t>> Comm::AllGather(
+    const std::vector<std::vector<int32_t>>& local) const {
+  return GatherParts(comm_, rank_, size_, local, -1);
 }
 
 bool Comm::AllTrue(bool local) const {

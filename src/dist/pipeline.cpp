@@ -53,6 +53,70 @@ class SendQueue {
 // wrapped tag still matches the right message.
 int Tag(size_t index) { return static_cast<int>(index % 32768); }
 
+// A job's weights per local block, null entries (and an empty `weights`) meaning the stage's own.
+std::vector<const BlockWeights<float>*> LocalWeights(const JobWeights& weights, int job,
+                                                     size_t n_local) {
+  if (!weights) return std::vector<const BlockWeights<float>*>(n_local, nullptr);
+  std::vector<const BlockWeights<float>*> w = weights(job);
+  HIQ_CHECK(w.size() == n_local);
+  return w;
+}
+
+const BlockWeights<float>& BlockOf(const Stage<float>& stage,
+                                   const std::vector<const BlockWeights<float>*>& w, size_t b) {
+  return w[b] ? *w[b] : stage.blocks[b];
+}
+
+// What one pass keeps fixed: the ranks, this rank's stage and weights, the sequences.
+struct Pass {
+  const Comm& comm;
+  const Stage<float>& stage;
+  const std::vector<const BlockWeights<float>*>& weights;
+  const Rope<float>& rope;
+  const std::vector<Sequence>& seqs;
+  int64_t T;
+};
+
+// One micro-batch of a pass: the rows of sequences [s0, s1).
+struct MicroBatch {
+  size_t s0 = 0, s1 = 0;
+  size_t first_block = 0;                 // local index of the first block to run
+  const Matrix<float>* cached = nullptr;  // holds the first block's input rows, when given
+  int recv_tag = 0, send_tag = 0;
+  std::vector<BlockCache<float>>* caches = nullptr;  // per local block, for a backward pass
+  BlockInputs* inputs_to = nullptr;                  // stores every block's input rows
+};
+
+// The forward loop of Nll, ForwardJobs and ForwardBackward, written once: the micro-batch's input
+// (its cached rows, else the embedding on the first rank, else a message from the previous rank)
+// through this rank's blocks from `first_block`, then sent to the next rank (an empty matrix is
+// returned) or, on the last rank, returned for the head.
+Matrix<float> ForwardMicroBatch(const Pass& pass, const MicroBatch& mb, SendQueue& sends) {
+  const Comm& comm = pass.comm;
+  const int64_t rows = static_cast<int64_t>(mb.s1 - mb.s0) * pass.T;
+  const int64_t row0 = static_cast<int64_t>(mb.s0) * pass.T;
+  Matrix<float> h, next;
+  if (mb.cached != nullptr) {
+    h = mb.cached->middleRows(row0, rows);
+  } else if (comm.rank() == 0) {
+    EmbeddingForward(pass.stage.embedding, Concat(pass.seqs, mb.s0, mb.s1, false), h);
+  } else {
+    h.resize(rows, pass.stage.config.hidden_size);
+    comm.Recv(Span(h), comm.rank() - 1, mb.recv_tag);
+  }
+  for (size_t b = mb.first_block; b < pass.stage.blocks.size(); ++b) {
+    if (mb.inputs_to) mb.inputs_to->per_block[b].middleRows(row0, rows) = h;
+    BlockForward<float>(pass.stage.config, BlockOf(pass.stage, pass.weights, b), pass.rope,
+                        pass.T, h, next, mb.caches ? &(*mb.caches)[b] : nullptr);
+    std::swap(h, next);
+  }
+  if (comm.rank() + 1 < comm.size()) {
+    sends.Send(comm, std::move(h), comm.rank() + 1, mb.send_tag);
+    return Matrix<float>();
+  }
+  return h;
+}
+
 int64_t CommonLength(const std::vector<Sequence>& seqs) {
   HIQ_CHECK(!seqs.empty());
   const size_t T = seqs[0].tokens.size();
@@ -155,30 +219,17 @@ const Rope<float>& Pipeline::RopeFor(int64_t seq_len) {
 
 std::vector<double> Pipeline::Nll(const std::vector<Sequence>& seqs, int micro_batch) {
   HIQ_CHECK(micro_batch >= 1);
-  const int64_t T = CommonLength(seqs), C = stage_.config.hidden_size;
-  const Rope<float>& rope = RopeFor(T);
+  const int64_t T = CommonLength(seqs);
+  const std::vector<const BlockWeights<float>*> own(stage_.blocks.size(), nullptr);
+  const Pass pass{comm_, stage_, own, RopeFor(T), seqs, T};
   const size_t S = seqs.size(), mb_size = static_cast<size_t>(micro_batch);
   std::vector<double> nll(S, 0.0);
   SendQueue sends(2);
-  Matrix<float> h, next;
   for (size_t s0 = 0, mb = 0; s0 < S; s0 += mb_size, ++mb) {
     const size_t s1 = std::min(S, s0 + mb_size);
-    const int64_t rows = static_cast<int64_t>(s1 - s0) * T;
-    if (is_first()) {
-      EmbeddingForward(stage_.embedding, Concat(seqs, s0, s1, false), h);
-    } else {
-      h.resize(rows, C);
-      comm_.Recv(Span(h), comm_.rank() - 1, Tag(mb));
-    }
-    for (const auto& block : stage_.blocks) {
-      BlockForward<float>(stage_.config, block, rope, T, h, next, nullptr);
-      std::swap(h, next);
-    }
-    if (!is_last()) {
-      sends.Send(comm_, std::move(h), comm_.rank() + 1, Tag(mb));
-      h = Matrix<float>();
-      continue;
-    }
+    const MicroBatch batch{.s0 = s0, .s1 = s1, .recv_tag = Tag(mb), .send_tag = Tag(mb)};
+    const Matrix<float> h = ForwardMicroBatch(pass, batch, sends);
+    if (!is_last()) continue;
     for (size_t s = s0; s < s1; ++s) {
       const Matrix<float> hs = h.middleRows(static_cast<int64_t>(s - s0) * T, T);
       nll[s] = HeadForwardBackward<float>(stage_, hs, seqs[s].targets, 1.0, nullptr, nullptr,
@@ -211,36 +262,26 @@ std::vector<double> Pipeline::ForwardJobs(const std::vector<Sequence>& seqs,
     const int start = start_block[j];
     if (start >= end) continue;  // the job starts after this rank's slice
     const bool starts_here = start >= begin;
-    const std::vector<const BlockWeights<float>*> w = weights(static_cast<int>(j));
-    HIQ_CHECK(w.size() == n_local);
-    const size_t first_local = starts_here ? static_cast<size_t>(start - begin) : 0;
-    Matrix<float> h, next;
+    const std::vector<const BlockWeights<float>*> w =
+        LocalWeights(weights, static_cast<int>(j), n_local);
+    const Pass pass{comm_, stage_, w, rope, seqs, T};
+    MicroBatch batch{.first_block = starts_here ? static_cast<size_t>(start - begin) : 0,
+                     .inputs_to = inputs_to};
+    if (starts_here && inputs_from != nullptr) {
+      HIQ_CHECK(inputs_from->per_block.size() == n_local);
+      batch.cached = &inputs_from->per_block[batch.first_block];
+    } else if (starts_here) {
+      HIQ_CHECK(start == 0 && is_first());  // the embedding is the input
+    }
     for (size_t s0 = 0; s0 < S; s0 += mb_size) {
-      const size_t s1 = std::min(S, s0 + mb_size);
-      const int64_t rows = static_cast<int64_t>(s1 - s0) * T, row0 = static_cast<int64_t>(s0) * T;
-      if (!starts_here) {
-        h.resize(rows, C);
-        comm_.Recv(Span(h), comm_.rank() - 1, Tag(received++));
-      } else if (inputs_from != nullptr) {
-        HIQ_CHECK(inputs_from->per_block.size() == n_local);
-        h = inputs_from->per_block[first_local].middleRows(row0, rows);
-      } else {
-        HIQ_CHECK(start == 0 && is_first());
-        EmbeddingForward(stage_.embedding, Concat(seqs, s0, s1, false), h);
-      }
-      for (size_t b = first_local; b < n_local; ++b) {
-        if (inputs_to) inputs_to->per_block[b].middleRows(row0, rows) = h;
-        BlockForward<float>(stage_.config, w[b] ? *w[b] : stage_.blocks[b], rope, T, h, next,
-                            nullptr);
-        std::swap(h, next);
-      }
-      if (!is_last()) {
-        sends.Send(comm_, std::move(h), comm_.rank() + 1, Tag(message++));
-        h = Matrix<float>();
-        continue;
-      }
-      for (size_t s = s0; s < s1; ++s) {
-        const Matrix<float> hs = h.middleRows(static_cast<int64_t>(s - s0) * T, T);
+      batch.s0 = s0;
+      batch.s1 = std::min(S, s0 + mb_size);
+      if (!starts_here) batch.recv_tag = Tag(received++);
+      if (!is_last()) batch.send_tag = Tag(message++);
+      const Matrix<float> h = ForwardMicroBatch(pass, batch, sends);
+      if (!is_last()) continue;
+      for (size_t s = batch.s0; s < batch.s1; ++s) {
+        const Matrix<float> hs = h.middleRows(static_cast<int64_t>(s - batch.s0) * T, T);
         nll[j] += HeadForwardBackward<float>(stage_, hs, seqs[s].targets, 1.0, nullptr, nullptr,
                                              nullptr);
       }
@@ -278,7 +319,7 @@ Matrix<float> Pipeline::DecodeStep(const std::vector<int32_t>& tokens, int64_t p
 }
 
 std::vector<double> Pipeline::ForwardBackward(
-    const std::vector<Sequence>& seqs, int in_flight_max,
+    const std::vector<Sequence>& seqs, int in_flight_max, const JobWeights& weights,
     const std::function<void(int, const Stage<float>&)>& on_gradient,
     const std::function<void(int, size_t, const Matrix<float>&)>& on_output_grad) {
   HIQ_CHECK(in_flight_max >= 1);
@@ -286,6 +327,8 @@ std::vector<double> Pipeline::ForwardBackward(
   const Rope<float>& rope = RopeFor(T);
   const size_t S = seqs.size(), G = static_cast<size_t>(in_flight_max);
   const size_t n_blocks = stage_.blocks.size();
+  const std::vector<const BlockWeights<float>*> w = LocalWeights(weights, 0, n_blocks);
+  const Pass pass{comm_, stage_, w, rope, seqs, T};
   std::vector<double> loss(S, 0.0);
   Stage<float> grad = ZeroGradients(stage_);
   for (size_t g0 = 0; g0 < S; g0 += G) {
@@ -296,22 +339,9 @@ std::vector<double> Pipeline::ForwardBackward(
     SendQueue sends;  // unbounded: the whole group is sent before any backward arrives
     // Forward every sequence of the group; the next rank starts as soon as one arrives.
     for (size_t s = g0; s < g1; ++s) {
-      Matrix<float> h, next;
-      if (is_first()) {
-        EmbeddingForward(stage_.embedding, seqs[s].tokens, h);
-      } else {
-        h.resize(T, C);
-        comm_.Recv(Span(h), comm_.rank() - 1, Tag(2 * s));
-      }
-      for (size_t b = 0; b < n_blocks; ++b) {
-        BlockForward(stage_.config, stage_.blocks[b], rope, T, h, next, &caches[s - g0][b]);
-        std::swap(h, next);
-      }
-      if (is_last()) {
-        outputs[s - g0] = std::move(h);
-      } else {
-        sends.Send(comm_, std::move(h), comm_.rank() + 1, Tag(2 * s));
-      }
+      const MicroBatch one{.s0 = s, .s1 = s + 1, .recv_tag = Tag(2 * s), .send_tag = Tag(2 * s),
+                           .caches = &caches[s - g0]};
+      outputs[s - g0] = ForwardMicroBatch(pass, one, sends);
     }
     // Backward in sequence order, so per-sequence statistics accumulate in sample order.
     for (size_t s = g0; s < g1; ++s) {
@@ -328,7 +358,7 @@ std::vector<double> Pipeline::ForwardBackward(
       }
       for (size_t b = n_blocks; b-- > 0;) {
         if (on_output_grad) on_output_grad(static_cast<int>(s), b, dh);
-        BlockBackward(stage_.config, stage_.blocks[b], rope, T, caches[s - g0][b], dh, dx,
+        BlockBackward(stage_.config, BlockOf(stage_, w, b), rope, T, caches[s - g0][b], dh, dx,
                       grad.blocks[b]);
         std::swap(dh, dx);
       }

@@ -16,7 +16,8 @@
 #include <type_traits>
 #include <utility>
 
-#include "hiq/base/error.h"  // IoError, FormatError, ConfigError, MpiError, HIQ_CHECK
+#include "hiq/base/error.h"  // IoError, FormatError, ConfigError, HIQ_CHECK
+#include "hiq/dist/mpi.h"    // Comm
 
 static_assert(std::is_same_v<hid_t, int64_t>, "H5Id stores a hid_t as int64_t");
 
@@ -33,8 +34,9 @@ struct H5Internal {
   // Gives up ownership without closing (the caller closes, or deliberately leaks).
   static hid_t Release(H5Id& id) { return std::exchange(id.id_, -1); }
   static hid_t Get(const H5Group& group) { return group.id_.id_; }
-  static H5Group MakeGroup(H5Id id, std::string file, std::string path, MPI_Comm comm) {
-    return H5Group(std::move(id), std::move(file), std::move(path), comm);
+  static H5Group MakeGroup(H5Id id, std::string file, std::string path,
+                           std::shared_ptr<const Comm> comm) {
+    return H5Group(std::move(id), std::move(file), std::move(path), std::move(comm));
   }
 };
 
@@ -103,26 +105,12 @@ R Check(R result, const Site& site, const char* action, Fault fault = Fault::kIo
   return result;
 }
 
-void CheckMpi(int rc, const char* function, const char* call) {
-  if (rc != MPI_SUCCESS) {
-    throw MpiError(std::string(function) + ": " + call + " failed with MPI error " +
-                   std::to_string(rc));
-  }
-}
+// True on every rank iff `ok` is true on every rank of `comm` (serial, null: ok itself).
+bool AllRanksOk(const Comm* comm, bool ok) { return comm == nullptr ? ok : comm->AllTrue(ok); }
 
-int RankOf(MPI_Comm comm) {
-  int rank = 0;
-  CheckMpi(MPI_Comm_rank(comm, &rank), "hiq::h5", "MPI_Comm_rank");
-  return rank;
-}
-
-// True on every rank iff `ok` is true on every rank of `comm` (serial: ok itself).
-bool AllRanksOk(MPI_Comm comm, bool ok, const char* function) {
-  if (comm == MPI_COMM_NULL) return ok;
-  int local = ok ? 1 : 0, all = 0;
-  CheckMpi(MPI_Allreduce(&local, &all, 1, MPI_INT, MPI_MIN, comm), function, "MPI_Allreduce");
-  return all == 1;
-}
+// Rank 0 leads a parallel file (writes its shared datasets, removes or renames the temporary
+// file); a serial file's one process leads it.
+bool Leads(const Comm* comm) { return comm == nullptr || comm->rank() == 0; }
 
 // Switches off HDF5's automatic error printing once per process: the errors reach the user as
 // exceptions instead, and any "HDF5-DIAG" text on stderr fails the MPI tests.
@@ -269,12 +257,13 @@ H5Id MakeTransfer(bool parallel, const Site& site) {
   return dxpl;
 }
 
-H5Id MakeFileAccess(MPI_Comm comm, const Site& site) {
+H5Id MakeFileAccess(const Comm* comm, const Site& site) {
   H5Id fapl = MakePropertyList(H5P_FILE_ACCESS, site);
-  if (comm != MPI_COMM_NULL) {
+  if (comm != nullptr) {
     // The MPI-IO driver keeps its own close degree (SEMI): Close/Commit/~H5File close the
-    // file's objects first, see CloseObjectsOf.
-    Check(H5Pset_fapl_mpio(I::Get(fapl), comm, MPI_INFO_NULL), site, "set MPI-IO access for");
+    // file's objects first, see CloseObjectsOf. The driver needs the raw communicator.
+    Check(H5Pset_fapl_mpio(I::Get(fapl), comm->native(), MPI_INFO_NULL), site,
+          "set MPI-IO access for");
   } else {
     // WEAK: an H5Group keeps its file open, so `H5File::Open(p).root()` is a usable group.
     Check(H5Pset_fclose_degree(I::Get(fapl), H5F_CLOSE_WEAK), site, "set the close degree of");
@@ -431,8 +420,8 @@ std::filesystem::path TempPathFor(const std::filesystem::path& path, int pid) {
   return std::filesystem::path(path.string() + ".tmp-" + std::to_string(pid));
 }
 
-H5Id OpenOrCreate(const std::filesystem::path& on_disk, bool create, H5Mode mode, MPI_Comm comm,
-                  const char* function) {
+H5Id OpenOrCreate(const std::filesystem::path& on_disk, bool create, H5Mode mode,
+                  const Comm* comm, const char* function) {
   EnsureLibrary();
   const std::string name = on_disk.string();
   const Site site{function, name, ""};
@@ -452,7 +441,7 @@ H5File H5File::Create(const std::filesystem::path& path) {
   file.path_ = path;
   file.temp_path_ = TempPathFor(path, static_cast<int>(getpid()));
   file.id_ =
-      OpenOrCreate(file.temp_path_, true, H5Mode::kReadWrite, MPI_COMM_NULL, "H5File::Create");
+      OpenOrCreate(file.temp_path_, true, H5Mode::kReadWrite, nullptr, "H5File::Create");
   file.uncaught_at_open_ = std::uncaught_exceptions();
   return file;
 }
@@ -460,30 +449,31 @@ H5File H5File::Create(const std::filesystem::path& path) {
 H5File H5File::Open(const std::filesystem::path& path, H5Mode mode) {
   H5File file;
   file.path_ = path;
-  file.id_ = OpenOrCreate(path, false, mode, MPI_COMM_NULL, "H5File::Open");
+  file.id_ = OpenOrCreate(path, false, mode, nullptr, "H5File::Open");
   file.uncaught_at_open_ = std::uncaught_exceptions();
   return file;
 }
 
-H5File H5File::CreateParallel(const std::filesystem::path& path, MPI_Comm comm) {
+H5File H5File::CreateParallel(const std::filesystem::path& path, const Comm& comm) {
   // One temporary name for all ranks: rank 0's pid.
   int pid = static_cast<int>(getpid());
-  CheckMpi(MPI_Bcast(&pid, 1, MPI_INT, 0, comm), "H5File::CreateParallel", "MPI_Bcast");
+  comm.Broadcast(pid, 0);
   H5File file;
   file.path_ = path;
   file.temp_path_ = TempPathFor(path, pid);
-  file.comm_ = comm;
-  file.id_ =
-      OpenOrCreate(file.temp_path_, true, H5Mode::kReadWrite, comm, "H5File::CreateParallel");
+  file.comm_ = std::make_shared<const Comm>(comm);
+  file.id_ = OpenOrCreate(file.temp_path_, true, H5Mode::kReadWrite, file.comm_.get(),
+                          "H5File::CreateParallel");
   file.uncaught_at_open_ = std::uncaught_exceptions();
   return file;
 }
 
-H5File H5File::OpenParallel(const std::filesystem::path& path, MPI_Comm comm, H5Mode mode) {
+H5File H5File::OpenParallel(const std::filesystem::path& path, const Comm& comm,
+                            H5Mode mode) {
   H5File file;
   file.path_ = path;
-  file.comm_ = comm;
-  file.id_ = OpenOrCreate(path, false, mode, comm, "H5File::OpenParallel");
+  file.comm_ = std::make_shared<const Comm>(comm);
+  file.id_ = OpenOrCreate(path, false, mode, file.comm_.get(), "H5File::OpenParallel");
   file.uncaught_at_open_ = std::uncaught_exceptions();
   return file;
 }
@@ -492,7 +482,7 @@ H5File::H5File(H5File&& other) noexcept
     : id_(std::move(other.id_)),
       path_(std::move(other.path_)),
       temp_path_(std::exchange(other.temp_path_, {})),
-      comm_(std::exchange(other.comm_, MPI_COMM_NULL)),
+      comm_(std::move(other.comm_)),
       uncaught_at_open_(other.uncaught_at_open_) {}
 
 H5File& H5File::operator=(H5File&& other) noexcept {
@@ -501,7 +491,7 @@ H5File& H5File::operator=(H5File&& other) noexcept {
     id_ = std::move(other.id_);
     path_ = std::move(other.path_);
     temp_path_ = std::exchange(other.temp_path_, {});
-    comm_ = std::exchange(other.comm_, MPI_COMM_NULL);
+    comm_ = std::move(other.comm_);
     uncaught_at_open_ = other.uncaught_at_open_;
   }
   return *this;
@@ -509,7 +499,7 @@ H5File& H5File::operator=(H5File&& other) noexcept {
 
 H5File::~H5File() {
   if (!is_open()) return;
-  const bool parallel = comm_ != MPI_COMM_NULL;
+  const bool parallel = comm_ != nullptr;
   const hid_t id = I::Release(id_);
   if (!parallel) {
     H5Fclose(id);  // WEAK: stays open for any H5Group still alive
@@ -518,10 +508,8 @@ H5File::~H5File() {
   }
   H5Eclear2(H5E_DEFAULT);
   if (!temp_path_.empty()) {
-    int rank = 0;
-    if (parallel) MPI_Comm_rank(comm_, &rank);
     std::error_code ignored;
-    if (rank == 0) std::filesystem::remove(temp_path_, ignored);
+    if (Leads(comm_.get())) std::filesystem::remove(temp_path_, ignored);
   }
 }
 
@@ -542,7 +530,7 @@ void H5File::Close() {
   const std::string failure = CloseFile(I::Release(id_));
   if (!temp_path_.empty()) {
     std::error_code ignored;
-    if (comm_ == MPI_COMM_NULL || RankOf(comm_) == 0) std::filesystem::remove(temp_path_, ignored);
+    if (Leads(comm_.get())) std::filesystem::remove(temp_path_, ignored);
     temp_path_.clear();
   }
   if (!failure.empty()) throw IoError(Describe(site, "close file") + ": " + failure);
@@ -555,15 +543,14 @@ void H5File::Commit() {
     Close();
     return;
   }
-  const bool parallel = comm_ != MPI_COMM_NULL;
-  const bool leader = !parallel || RankOf(comm_) == 0;
+  const bool leader = Leads(comm_.get());
   const std::filesystem::path temp = std::exchange(temp_path_, {});
   std::error_code ignored;
 
   // Closing flushes everything (collective on a parallel file); every rank must have succeeded
   // before rank 0 may publish the file under its final name.
   const std::string failure = CloseFile(I::Release(id_));
-  if (!AllRanksOk(comm_, failure.empty(), "H5File::Commit")) {
+  if (!AllRanksOk(comm_.get(), failure.empty())) {
     if (leader) std::filesystem::remove(temp, ignored);
     throw IoError("H5File::Commit: cannot close '" + temp.string() +
                   "': " + (failure.empty() ? "the close failed on another rank" : failure));
@@ -571,9 +558,7 @@ void H5File::Commit() {
   std::error_code renamed;
   if (leader) std::filesystem::rename(temp, path_, renamed);
   int rename_error = renamed.value();
-  if (parallel) {
-    CheckMpi(MPI_Bcast(&rename_error, 1, MPI_INT, 0, comm_), "H5File::Commit", "MPI_Bcast");
-  }
+  if (comm_ != nullptr) comm_->Broadcast(rename_error, 0);
   if (rename_error != 0) {
     if (leader) std::filesystem::remove(temp, ignored);
     throw IoError("H5File::Commit: cannot rename '" + temp.string() + "' to '" + file +
@@ -583,8 +568,8 @@ void H5File::Commit() {
 
 // ---- H5Group: structure ----------------------------------------------------------------------
 
-H5Group::H5Group(H5Id id, std::string file, std::string path, MPI_Comm comm)
-    : id_(std::move(id)), file_(std::move(file)), path_(std::move(path)), comm_(comm) {}
+H5Group::H5Group(H5Id id, std::string file, std::string path, std::shared_ptr<const Comm> comm)
+    : id_(std::move(id)), file_(std::move(file)), path_(std::move(path)), comm_(std::move(comm)) {}
 
 H5Group H5Group::CreateGroup(const std::string& name) {
   const Site site{"H5Group::CreateGroup", file_, JoinPath(path_, name)};
@@ -660,7 +645,7 @@ void H5Group::WriteDataset(const std::string& name, std::span<const T> data,
     throw ConfigError(Describe(site, "write") + ": deflate level " +
                       std::to_string(options.deflate_level) + " is outside 0..9");
   }
-  const bool parallel = comm_ != MPI_COMM_NULL;
+  const bool parallel = comm_ != nullptr;
   if (options.deflate_level > 0 && parallel) {
     throw ConfigError(Describe(site, "write") +
                       ": compression is not supported on a parallel file (deflate level " +
@@ -696,12 +681,12 @@ void H5Group::WriteDataset(const std::string& name, std::span<const T> data,
   // nothing but still take part in the collective write.
   H5Id file_space = I::Own(Check(H5Dget_space(I::Get(dataset)), site, "get the space of"));
   H5Id memory_space = MakeSpace(dims, site);
-  if (parallel && RankOf(comm_) != 0) {
+  if (!Leads(comm_.get())) {
     Check(H5Sselect_none(I::Get(file_space)), site, "select nothing in");
     Check(H5Sselect_none(I::Get(memory_space)), site, "select nothing in");
   }
   const T placeholder{};  // HDF5 wants a non-null buffer even for zero elements
-  H5Id dxpl = MakeTransfer(comm_ != MPI_COMM_NULL, site);
+  H5Id dxpl = MakeTransfer(comm_ != nullptr, site);
   Check(H5Dwrite(I::Get(dataset), MemoryType<T>(), I::Get(memory_space), I::Get(file_space),
                  I::Get(dxpl), data.empty() ? &placeholder : data.data()),
         site, "write dataset");
@@ -733,7 +718,7 @@ void H5Group::WriteDatasetSlab(const std::string& name, std::span<const T> data,
       }
     }
   }
-  if (!AllRanksOk(comm_, problem.empty(), site.function)) {
+  if (!AllRanksOk(comm_.get(), problem.empty())) {
     throw FormatError(Describe(site, "write") + ": " +
                       (problem.empty() ? "another rank passed an invalid slab" : problem));
   }
@@ -773,7 +758,7 @@ void H5Group::WriteDatasetSlab(const std::string& name, std::span<const T> data,
           site, "select the slab of");
   }
   const T placeholder{};
-  H5Id dxpl = MakeTransfer(comm_ != MPI_COMM_NULL, site);
+  H5Id dxpl = MakeTransfer(comm_ != nullptr, site);
   Check(H5Dwrite(I::Get(dataset), MemoryType<T>(), I::Get(memory_space), I::Get(file_space),
                  I::Get(dxpl), data.empty() ? &placeholder : data.data()),
         site, "write a slab of dataset");

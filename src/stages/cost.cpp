@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <map>
 
 #include "hiq/base/error.h"  // HIQ_CHECK
@@ -22,16 +21,15 @@ int64_t TotalPredictions(const std::vector<Sequence>& seqs) {
   return n;
 }
 
-// Every rank's `local` values concatenated in rank order, on every rank.
-std::vector<double> AllGather(const Comm& comm, const std::vector<double>& local) {
-  std::string bytes(local.size() * sizeof(double), '\0');
-  std::memcpy(bytes.data(), local.data(), bytes.size());
-  std::string all;
-  for (const std::string& part : comm.Gather(bytes, 0)) all += part;
-  comm.Broadcast(all, 0);
-  std::vector<double> out(all.size() / sizeof(double));
-  std::memcpy(out.data(), all.data(), all.size());
-  return out;
+// A pass at the centre's blocks (all local blocks, or none for full precision: the stage's own);
+// `blocks` must outlive the pass.
+JobWeights CentreWeights(const std::vector<BlockWeights<float>>& blocks) {
+  if (blocks.empty()) return nullptr;
+  return [&blocks](int) {
+    std::vector<const BlockWeights<float>*> w;
+    for (const BlockWeights<float>& b : blocks) w.push_back(&b);
+    return w;
+  };
 }
 
 // One switch: layers set to candidates, relative to a centre.
@@ -174,12 +172,8 @@ CostModel::Centre CostModel::RunCentre(const std::vector<Sequence>& seqs,
                                        const std::optional<Plan>& centre) {
   Centre c;
   c.blocks = CentreBlocks(centre);
-  const JobWeights weights = [&](int) {
-    std::vector<const BlockWeights<float>*> w(pipeline_.stage().blocks.size());
-    for (size_t b = 0; b < w.size(); ++b) w[b] = c.Block(b);
-    return w;
-  };
-  c.nll = pipeline_.ForwardJobs(seqs, {0}, weights, nullptr, &c.inputs, kMicroBatch)[0];
+  c.nll = pipeline_.ForwardJobs(seqs, {0}, CentreWeights(c.blocks), nullptr, &c.inputs,
+                                kMicroBatch)[0];
   return c;
 }
 
@@ -272,7 +266,7 @@ CostTerms CostModel::MeasureLoss(const std::vector<Sequence>& seqs,
 CostTerms CostModel::MeasureFisher(const std::vector<Sequence>& seqs,
                                    const std::optional<Plan>& centre, bool pairs) {
   const auto start = Clock::now();
-  Stage<float>& stage = pipeline_.mutable_stage();
+  const Stage<float>& stage = pipeline_.stage();
   const size_t n_local = stage.blocks.size();
   const int K = n_candidates();
   // Delta_{l,m} = Q_{l,m}(W) - W_centre for this rank's layers.
@@ -293,13 +287,12 @@ CostTerms CostModel::MeasureFisher(const std::vector<Sequence>& seqs,
       }
     }
   }
-  // Gradients are taken at the centre: swap its weights in for the backward pass.
-  if (!centre_blocks.empty()) std::swap(stage.blocks, centre_blocks);
   const size_t N = seqs.size();
   std::vector<double> s_local(N * local_layers.size() * static_cast<size_t>(K), 0.0);
   double centre_loss_sum = 0;
+  // Gradients are taken at the centre.
   const std::vector<double> loss = pipeline_.ForwardBackward(
-      seqs, 2, [&](int n, const Stage<float>& grad) {
+      seqs, 2, CentreWeights(centre_blocks), [&](int n, const Stage<float>& grad) {
         for (size_t i = 0; i < local_layers.size(); ++i) {
           const size_t b = i / kLinears.size();
           const Matrix<float>& g = grad.blocks[b].linear(kLinears[i % kLinears.size()]);
@@ -314,12 +307,11 @@ CostTerms CostModel::MeasureFisher(const std::vector<Sequence>& seqs,
           }
         }
       });
-  if (!centre_blocks.empty()) std::swap(stage.blocks, centre_blocks);
   for (double v : loss) centre_loss_sum += v;
 
   // S (N x L*K) assembled on every rank; rank r's values follow rank r-1's, each rank's slice
   // being its contiguous layers, so the gathered order is the global layer order per sequence.
-  const std::vector<double> gathered = AllGather(pipeline_.comm(), s_local);
+  const std::vector<double> gathered = pipeline_.comm().AllGather(s_local);
   const size_t LK = static_cast<size_t>(n_layers_ * K);
   HIQ_CHECK(gathered.size() == N * LK);
   // gathered is [rank][n][local layer][m]; regroup to S[n][l][m].
@@ -370,7 +362,7 @@ CostTerms CostModel::MeasureFisher(const std::vector<Sequence>& seqs,
 CostTerms CostModel::MeasureLocal(const std::vector<Sequence>& seqs,
                                   const std::optional<Plan>& centre, int fit_switches) {
   const auto start = Clock::now();
-  Stage<float>& stage = pipeline_.mutable_stage();
+  const Stage<float>& stage = pipeline_.stage();
   const size_t n_local = stage.blocks.size();
   const int K = n_candidates();
   const int64_t T = static_cast<int64_t>(seqs.front().tokens.size());
@@ -381,16 +373,14 @@ CostTerms CostModel::MeasureLocal(const std::vector<Sequence>& seqs,
 
   // g = dL/d(block output) of L = mean NLL per token over the set, under the centre.
   std::vector<Matrix<float>> grad_out(n_local, Matrix<float>::Zero(static_cast<int64_t>(N) * T, stage.config.hidden_size));
-  if (!c.blocks.empty()) std::swap(stage.blocks, c.blocks);
   pipeline_.ForwardBackward(
-      seqs, 2, [](int, const Stage<float>&) {},
+      seqs, 2, CentreWeights(c.blocks), [](int, const Stage<float>&) {},
       [&](int s, size_t b, const Matrix<float>& dh) {
         // dL_s/dh is for the mean over sequence s; the set's mean weighs each sequence by its
         // share of the predictions.
         const float w = static_cast<float>(static_cast<double>(seqs[static_cast<size_t>(s)].n_predictions()) / n_pred);
         grad_out[b].middleRows(static_cast<int64_t>(s) * T, T) = dh * w;
       });
-  if (!c.blocks.empty()) std::swap(stage.blocks, c.blocks);
 
   // First-order and quadratic features of every local switch, at the block output.
   const Rope<float> rope = MakeRope<float>(stage.config, T);
@@ -418,7 +408,7 @@ CostTerms CostModel::MeasureLocal(const std::vector<Sequence>& seqs,
       }
     }
   }
-  const std::vector<double> all = AllGather(pipeline_.comm(), features);
+  const std::vector<double> all = pipeline_.comm().AllGather(features);
   std::vector<std::pair<int, int>> switches;  // global order = rank order = layer order
   for (int l = 0; l < n_layers_; ++l) {
     for (int m = 0; m < K; ++m) {

@@ -24,7 +24,7 @@ void AddSquaredGradient(const Stage<float>& grad, FisherBlocks& fisher) {
 FisherBlocks ComputeFisher(Pipeline& pipeline, const std::vector<Sequence>& seqs) {
   FisherBlocks fisher = ZeroFisher(pipeline.stage());
   // Two sequences in flight keep neighbouring ranks busy; more would only cost cache memory.
-  pipeline.ForwardBackward(seqs, 2, [&](int, const Stage<float>& grad) {
+  pipeline.ForwardBackward(seqs, 2, /*weights=*/nullptr, [&](int, const Stage<float>& grad) {
     AddSquaredGradient(grad, fisher);
   });
   return fisher;

@@ -64,21 +64,13 @@ PlanSolution SolveOnRankZero(const RunConfig& config, const PlanProblem& problem
   // A solver error is every rank's error: share it so that all throw the same message.
   comm.Broadcast(error, 0);
   if (!error.empty()) throw SolverError(error);
-  std::string status = sol.status + "\n" + sol.method;
-  comm.Broadcast(status, 0);
-  const size_t nl = status.find('\n');
-  sol.status = status.substr(0, nl);
-  sol.method = status.substr(nl + 1);
-  std::vector<int32_t> choice(problem.bits.size());
-  std::copy(sol.choice.begin(), sol.choice.end(), choice.begin());
-  comm.Broadcast(std::span<int32_t>(choice), 0);
-  sol.choice.assign(choice.begin(), choice.end());
-  std::vector<double> numbers = {sol.objective, sol.bits, sol.seconds, sol.gap};
-  comm.Broadcast(std::span<double>(numbers), 0);
-  sol.objective = numbers[0];
-  sol.bits = numbers[1];
-  sol.seconds = numbers[2];
-  sol.gap = numbers[3];
+  comm.Broadcast(sol.status, 0);
+  comm.Broadcast(sol.method, 0);
+  comm.Broadcast(sol.choice, 0);
+  comm.Broadcast(sol.objective, 0);
+  comm.Broadcast(sol.bits, 0);
+  comm.Broadcast(sol.seconds, 0);
+  comm.Broadcast(sol.gap, 0);
   return sol;
 }
 
@@ -102,27 +94,15 @@ PlanProblem MakePlanProblem(const CostModel& cm, const CostTerms& terms, double 
 // The per-layer rows of a plan; the channel lists live on the owning ranks and are gathered.
 std::vector<PlanLayerRow> LayerRows(const CostModel& cm, const Plan& plan,
                                     const std::vector<double>& terms, const Comm& comm) {
-  std::string mine;
+  std::vector<std::vector<int32_t>> mine;
   for (int l = 0; l < cm.n_layers(); ++l) {
     if (const LayerCandidates* c = cm.Local(l)) {
-      const auto& cols = c->high_cols[static_cast<size_t>(plan[static_cast<size_t>(l)])];
-      mine += std::to_string(l) + ":";
-      for (int32_t col : cols) mine += " " + std::to_string(col);
-      mine += "\n";
+      mine.push_back(c->high_cols[static_cast<size_t>(plan[static_cast<size_t>(l)])]);
     }
   }
-  std::vector<std::vector<int32_t>> channels(static_cast<size_t>(cm.n_layers()));
-  std::string all;
-  for (const std::string& part : comm.Gather(mine, 0)) all += part;
-  comm.Broadcast(all, 0);
-  std::istringstream in(all);
-  for (std::string line; std::getline(in, line);) {
-    std::istringstream fields(line);
-    int layer = 0;
-    char colon = 0;
-    fields >> layer >> colon;
-    for (int32_t col; fields >> col;) channels[static_cast<size_t>(layer)].push_back(col);
-  }
+  // Ranks own contiguous layers in rank order, so the concatenation is in global layer order.
+  const std::vector<std::vector<int32_t>> channels = comm.AllGather(mine);
+  HIQ_CHECK(channels.size() == static_cast<size_t>(cm.n_layers()));
   std::vector<PlanLayerRow> rows;
   for (int l = 0; l < cm.n_layers(); ++l) {
     PlanLayerRow row;
@@ -167,23 +147,18 @@ std::string PlanReport::Table() const {
 
 std::string ModelFingerprint(const Checkpoint& checkpoint, const Pipeline& pipeline) {
   const Stage<float>& stage = pipeline.stage();
-  std::string lines;
+  std::vector<std::string> lines;
   for (const ModelTensor& t : ModelTensors(stage.config, {stage.block_begin, stage.block_end,
                                                           stage.has_embedding, stage.has_head})) {
     const std::string& name = t.name;
     const auto bytes = checkpoint.Bytes(name);
-    lines += name + " " +
-             Sha256Hex(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size())) +
-             "\n";
+    lines.push_back(
+        name + " " +
+        Sha256Hex(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size())));
   }
   std::string result;
-  const std::vector<std::string> parts = pipeline.comm().Gather(lines, 0);
+  std::vector<std::string> all = pipeline.comm().GatherStrings(lines, 0);
   if (pipeline.comm().rank() == 0) {
-    std::vector<std::string> all;
-    for (const std::string& part : parts) {
-      std::istringstream in(part);
-      for (std::string l; std::getline(in, l);) all.push_back(l);
-    }
     std::sort(all.begin(), all.end());
     all.erase(std::unique(all.begin(), all.end()), all.end());
     std::string text = Sha256HexOfFile(checkpoint.dir() / "config.json") + "\n";

@@ -2,7 +2,6 @@
 // slabs, per-rank serial files tied together by a root file of external links, and a bad slab
 // on one rank reported on every rank instead of hanging the collective.
 #include <gtest/gtest.h>
-#include <mpi.h>
 #include <stdlib.h>
 
 #include <cstdint>
@@ -11,45 +10,33 @@
 #include <vector>
 
 #include "hiq/base/error.h"  // FormatError
+#include "hiq/dist/mpi.h"    // Comm
 #include "hiq/io/h5.h"     // H5File, H5Group
 
 namespace hiq {
 namespace {
 
-int Rank() {
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
-
-int Size() {
-  int size = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  return size;
-}
-
 // One temp dir for all ranks: rank 0 makes it and broadcasts its name; removed at the end.
 class SharedTempDir {
  public:
-  SharedTempDir() {
-    std::string name(4096, '\0');
-    if (Rank() == 0) {
-      std::string tmpl = (std::filesystem::temp_directory_path() / "hiq-mpi-XXXXXX").string();
-      if (mkdtemp(tmpl.data()) == nullptr) tmpl.clear();
-      name = tmpl;
-      name.resize(4096, '\0');
+  explicit SharedTempDir(const Comm& comm) : comm_(comm) {
+    std::string name;
+    if (comm_.rank() == 0) {
+      name = (std::filesystem::temp_directory_path() / "hiq-mpi-XXXXXX").string();
+      if (mkdtemp(name.data()) == nullptr) name.clear();
     }
-    MPI_Bcast(name.data(), static_cast<int>(name.size()), MPI_CHAR, 0, MPI_COMM_WORLD);
-    path_ = name.c_str();
+    comm_.Broadcast(name, 0);
+    path_ = name;
   }
   ~SharedTempDir() {
-    MPI_Barrier(MPI_COMM_WORLD);
+    comm_.Barrier();
     std::error_code ignored;
-    if (Rank() == 0) std::filesystem::remove_all(path_, ignored);
+    if (comm_.rank() == 0) std::filesystem::remove_all(path_, ignored);
   }
   const std::filesystem::path& path() const { return path_; }
 
  private:
+  const Comm& comm_;
   std::filesystem::path path_;
 };
 
@@ -62,10 +49,11 @@ uint64_t TotalRows(int size) { return FirstRow(size); }
 int32_t Value(uint64_t row, uint64_t col) { return static_cast<int32_t>(100 * row + col); }
 
 TEST(H5Mpi, SlabsFromEveryRankFormOneParallelDataset) {
-  SharedTempDir dir;
+  const Comm comm = Comm::World();
+  SharedTempDir dir(comm);
   ASSERT_FALSE(dir.path().empty());
   const auto file = dir.path() / "parallel.h5";
-  const int rank = Rank(), size = Size();
+  const int rank = comm.rank(), size = comm.size();
   const uint64_t rows = static_cast<uint64_t>(rank), first = FirstRow(rank);
   std::vector<int32_t> slab;
   for (uint64_t r = first; r < first + rows; ++r) {
@@ -73,7 +61,7 @@ TEST(H5Mpi, SlabsFromEveryRankFormOneParallelDataset) {
   }
   const std::vector<double> shared = {0.5, 1.5, 2.5};
   {
-    H5File out = H5File::CreateParallel(file, MPI_COMM_WORLD);
+    H5File out = H5File::CreateParallel(file, comm);
     H5Group root = out.root();
     root.SetAttribute("ranks", size);
     H5Group layer = root.CreateGroup("layer");
@@ -82,7 +70,7 @@ TEST(H5Mpi, SlabsFromEveryRankFormOneParallelDataset) {
     EXPECT_FALSE(std::filesystem::exists(file));        // nothing final before Commit
     out.Commit();
   }
-  MPI_Barrier(MPI_COMM_WORLD);
+  comm.Barrier();
   ASSERT_TRUE(std::filesystem::exists(file));
 
   std::vector<int32_t> expected;
@@ -98,11 +86,11 @@ TEST(H5Mpi, SlabsFromEveryRankFormOneParallelDataset) {
     EXPECT_EQ(root.ReadDataset<double>("layer/shared").data, shared);
   }
   {  // and a parallel open, every rank reading on its own
-    H5File in = H5File::OpenParallel(file, MPI_COMM_WORLD);
+    H5File in = H5File::OpenParallel(file, comm);
     EXPECT_EQ(in.root().ReadDataset<int32_t>("layer/codes").data, expected);
     in.Close();
   }
-  MPI_Barrier(MPI_COMM_WORLD);
+  comm.Barrier();
   std::error_code ignored;
   std::vector<std::filesystem::path> left;
   for (const auto& entry : std::filesystem::directory_iterator(dir.path(), ignored)) {
@@ -112,14 +100,15 @@ TEST(H5Mpi, SlabsFromEveryRankFormOneParallelDataset) {
 }
 
 TEST(H5Mpi, PerRankSerialFilesJoinedByExternalLinks) {
-  SharedTempDir dir;
+  const Comm comm = Comm::World();
+  SharedTempDir dir(comm);
   ASSERT_FALSE(dir.path().empty());
-  const int rank = Rank(), size = Size();
+  const int rank = comm.rank(), size = comm.size();
   auto shard_name = [size](int r) {
     return "shards/rank-" + std::to_string(r) + "-of-" + std::to_string(size) + ".h5";
   };
   if (rank == 0) std::filesystem::create_directories(dir.path() / "shards");
-  MPI_Barrier(MPI_COMM_WORLD);
+  comm.Barrier();
   {
     H5File shard = H5File::Create(dir.path() / shard_name(rank));
     H5Group layer = shard.root().CreateGroup("layer");
@@ -128,7 +117,7 @@ TEST(H5Mpi, PerRankSerialFilesJoinedByExternalLinks) {
     layer.SetAttribute("rank", rank);
     shard.Commit();
   }
-  MPI_Barrier(MPI_COMM_WORLD);
+  comm.Barrier();
   if (rank == 0) {
     H5File model = H5File::Create(dir.path() / "model.h5");
     H5Group layers = model.root().CreateGroup("layers");
@@ -136,7 +125,7 @@ TEST(H5Mpi, PerRankSerialFilesJoinedByExternalLinks) {
       layers.CreateExternalLink(std::to_string(r), shard_name(r), "/layer");
     model.Commit();
   }
-  MPI_Barrier(MPI_COMM_WORLD);
+  comm.Barrier();
   // Every rank reads every shard through the root file.
   H5Group layers = H5File::Open(dir.path() / "model.h5").root().OpenGroup("layers");
   ASSERT_EQ(layers.ListNames().size(), static_cast<size_t>(size));
@@ -149,11 +138,12 @@ TEST(H5Mpi, PerRankSerialFilesJoinedByExternalLinks) {
 }
 
 TEST(H5Mpi, ABadSlabOnOneRankFailsEveryRank) {
-  SharedTempDir dir;
+  const Comm comm = Comm::World();
+  SharedTempDir dir(comm);
   ASSERT_FALSE(dir.path().empty());
-  const int rank = Rank();
+  const int rank = comm.rank();
   const std::vector<int32_t> row = {1, 2, 3};
-  H5File out = H5File::CreateParallel(dir.path() / "bad.h5", MPI_COMM_WORLD);
+  H5File out = H5File::CreateParallel(dir.path() / "bad.h5", comm);
   H5Group root = out.root();
   // Rank 1 claims row 7 of a 2-row dataset; the others are fine and must not hang.
   const uint64_t first = rank == 1 ? 7 : 0;
@@ -168,7 +158,7 @@ TEST(H5Mpi, ABadSlabOnOneRankFailsEveryRank) {
     EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
   }
   out.Close();  // discarded: never committed
-  MPI_Barrier(MPI_COMM_WORLD);
+  comm.Barrier();
   EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
 }
 

@@ -57,7 +57,7 @@ TEST(Pipeline, GradientsMatchTheOracleOnEveryRank) {
   Matrix<float> embedding_grad, head_grad;
   int checked = 0;
   const std::vector<double> loss =
-      pipeline.ForwardBackward(seqs, 1, [&](int, const Stage<float>& grad) {
+      pipeline.ForwardBackward(seqs, 1, /*weights=*/nullptr, [&](int, const Stage<float>& grad) {
         for (size_t b = 0; b < grad.blocks.size(); ++b) {
           BlockWeights<float> g = grad.blocks[b];
           ForEachBlockTensor(g, [&](const BlockTensor& t, Matrix<float>& m) {
@@ -115,12 +115,25 @@ TEST(Pipeline, PerplexityIsBitIdenticalToTheWholeModelInOneProcess) {
   EXPECT_EQ(piped.tokens, 7 * 95);
 }
 
-TEST(Pipeline, PerSequenceGradientsAreBitIdenticalToTheWholeModel) {
-  const Comm comm = Comm::World();
-  Checkpoint checkpoint(ModelDir());
-  Pipeline pipeline = LoadPipeline(comm, checkpoint);
+// The first tensor in which two blocks differ in any bit ("" when none).
+std::string FirstDifference(BlockWeights<float> a, BlockWeights<float> b) {
+  std::vector<Matrix<float>*> b_list;
+  ForEachBlockTensor(b, [&](const BlockTensor&, Matrix<float>& m) { b_list.push_back(&m); });
+  std::string first;
+  size_t i = 0;
+  ForEachBlockTensor(a, [&](const BlockTensor& t, Matrix<float>& m) {
+    if (first.empty() && !BitEqual(m, *b_list[i])) first = t.suffix;
+    ++i;
+  });
+  return first;
+}
+
+// Runs `pipeline` at `weights` (this rank's blocks) and expects every sequence's loss and
+// gradients to equal, bit for bit, those of `whole` (the whole model at the same weights) in
+// one process.
+void ExpectGradientsOfTheWholeModel(Pipeline& pipeline, const Stage<float>& whole,
+                                    const JobWeights& weights) {
   const std::vector<Sequence> seqs = RandomSequences(3, 40, 512, 5);
-  const Stage<float> whole = LoadStage(checkpoint, 0, 5, true, true);
   std::vector<Stage<float>> want;
   std::vector<double> want_loss;
   for (const Sequence& s : seqs) {
@@ -130,21 +143,50 @@ TEST(Pipeline, PerSequenceGradientsAreBitIdenticalToTheWholeModel) {
     want.push_back(std::move(g));
   }
   int calls = 0;
-  const std::vector<double> loss = pipeline.ForwardBackward(seqs, 2, [&](int s, const Stage<float>& grad) {
+  auto check = [&](int s, const Stage<float>& grad) {
     EXPECT_EQ(s, calls++) << "gradients must arrive in sample order";
     for (size_t b = 0; b < grad.blocks.size(); ++b) {
-      BlockWeights<float> got = grad.blocks[b];
-      BlockWeights<float> exp = want[static_cast<size_t>(s)].blocks[static_cast<size_t>(grad.block_begin) + b];
-      std::vector<Matrix<float>*> exp_list;
-      ForEachBlockTensor(exp, [&](const BlockTensor&, Matrix<float>& m) { exp_list.push_back(&m); });
-      size_t i = 0;
-      ForEachBlockTensor(got, [&](const BlockTensor& t, Matrix<float>& m) {
-        EXPECT_TRUE(BitEqual(m, *exp_list[i++])) << t.suffix << " block " << grad.block_begin + b;
-      });
+      const Stage<float>& exp = want[static_cast<size_t>(s)];
+      EXPECT_EQ(FirstDifference(grad.blocks[b],
+                                exp.blocks[static_cast<size_t>(grad.block_begin) + b]),
+                "")
+          << "block " << grad.block_begin + b;
     }
-  });
+  };
+  const std::vector<double> loss = pipeline.ForwardBackward(seqs, 2, weights, check);
   EXPECT_EQ(calls, 3);
   for (size_t s = 0; s < seqs.size(); ++s) EXPECT_EQ(loss[s], want_loss[s]);
+}
+
+TEST(Pipeline, PerSequenceGradientsAreBitIdenticalToTheWholeModel) {
+  const Comm comm = Comm::World();
+  Checkpoint checkpoint(ModelDir());
+  Pipeline pipeline = LoadPipeline(comm, checkpoint);
+  ExpectGradientsOfTheWholeModel(pipeline, LoadStage(checkpoint, 0, 5, true, true), nullptr);
+}
+
+// Gradients at other weights (as around a quantized centre) come from the weights passed in,
+// forward and backward, and leave the stage's own untouched.
+TEST(Pipeline, GradientsAtGivenWeightsAreThoseOfTheWholeModelAtThem) {
+  const Comm comm = Comm::World();
+  Checkpoint checkpoint(ModelDir());
+  Pipeline pipeline = LoadPipeline(comm, checkpoint);
+  const BlockWeights<float> own_first = pipeline.stage().blocks[0];
+  Stage<float> whole = LoadStage(checkpoint, 0, 5, true, true);
+  for (size_t b = 0; b < whole.blocks.size(); ++b) {
+    const float scale = 0.75f + 0.125f * static_cast<float>(b);
+    ForEachBlockTensor(whole.blocks[b], [&](const BlockTensor&, Matrix<float>& m) { m *= scale; });
+  }
+  const Stage<float>& stage = pipeline.stage();
+  const std::vector<BlockWeights<float>> local(
+      whole.blocks.begin() + stage.block_begin, whole.blocks.begin() + stage.block_end);
+  ExpectGradientsOfTheWholeModel(pipeline, whole, [&](int job) {
+    EXPECT_EQ(job, 0);
+    std::vector<const BlockWeights<float>*> w;
+    for (const BlockWeights<float>& block : local) w.push_back(&block);
+    return w;
+  });
+  EXPECT_EQ(FirstDifference(pipeline.stage().blocks[0], own_first), "");
 }
 
 }  // namespace

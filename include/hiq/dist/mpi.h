@@ -1,8 +1,11 @@
 // hiq/dist/mpi.h - the one place hiq talks to MPI: a thin communicator wrapper.
 //
-// Every MPI call is made here, with MPI_ERRORS_RETURN set so that a failure becomes an MpiError
-// (naming the call and the peer rank) instead of Open MPI's default abort without context.
-// Numerical modules never include this header; only the pipeline layer and main() do.
+// Every MPI call hiq's library and CLI make is made here, with MPI_ERRORS_RETURN set so that a
+// failure becomes an MpiError (naming the call and the peer rank) instead of Open MPI's default
+// abort without context. The one raw communicator that leaves is native(), for HDF5's MPI-IO
+// driver. Collectives are typed (doubles, int32s, strings): callers never pack bytes. Numerical
+// modules never include this header; the pipeline, io (parallel HDF5) and stage layers and main()
+// do.
 //
 // Ownership: Comm does not own MPI_COMM_WORLD; MpiSession (one per process, in main) owns
 // MPI_Init/MPI_Finalize. Not thread-safe: one thread per rank talks to MPI.
@@ -50,8 +53,15 @@ class Comm {
   // can compare a P-rank result with the one-process result inside the same job.
   static Comm Self();
 
+  // Takes every rank of MPI_COMM_WORLD down with `code` (main()'s last resort, so that no rank
+  // is left waiting in a collective). Never returns.
+  [[noreturn]] static void AbortWorld(int code);
+
   int rank() const { return rank_; }
   int size() const { return size_; }
+  // The communicator itself, for HDF5's MPI-IO driver (H5Pset_fapl_mpio) only: every other use
+  // of MPI goes through the methods below.
+  MPI_Comm native() const { return comm_; }
 
   // Point-to-point messages of floats or doubles; the receive size must match the sent size
   // exactly (MpiError otherwise).
@@ -62,12 +72,25 @@ class Comm {
   void Recv(std::span<double> data, int source, int tag) const;
 
   void Barrier() const;
-  // Broadcasts from `root` in place.
+  // Broadcasts from `root` in place; `data` has the same size on every rank.
   void Broadcast(std::span<double> data, int root) const;
   void Broadcast(std::span<int32_t> data, int root) const;
+  // Broadcasts root's value; only the root need know its size (the others' values are replaced).
   void Broadcast(std::string& text, int root) const;
-  // Every rank's `local` bytes, concatenated in rank order, on `root` (empty elsewhere).
+  void Broadcast(std::vector<double>& values, int root) const;
+  void Broadcast(std::vector<int32_t>& values, int root) const;
+  // Broadcasts root's single value.
+  void Broadcast(double& value, int root) const;
+  void Broadcast(int& value, int root) const;
+  void Broadcast(bool& value, int root) const;
+  // Every rank's `local` string, one per rank in rank order, on `root` (empty elsewhere).
   std::vector<std::string> Gather(const std::string& local, int root) const;
+  // Every rank's `local` strings concatenated in rank order, on `root` (empty elsewhere).
+  std::vector<std::string> GatherStrings(const std::vector<std::string>& local, int root) const;
+  // On every rank: every rank's `local` values (or lists) concatenated in rank order. Exact
+  // copies, no arithmetic, so the result does not depend on the rank count.
+  std::vector<double> AllGather(std::span<const double> local) const;
+  std::vector<std::vector<int32_t>> AllGather(const std::vector<std::vector<int32_t>>& local) const;
   // Logical AND over ranks.
   bool AllTrue(bool local) const;
   // Maximum and sum over ranks, on every rank (for statistics, never for results: a sum's

@@ -49,8 +49,10 @@ struct BlockInputs {
   std::vector<Matrix<float>> per_block;
 };
 
-// The weights a job runs with, per local block (index 0 = the rank's first block); a null entry
-// means the stage's own weights. Called once per job on every rank that takes part in it.
+// The weights a job runs with, per local block (index 0 = the rank's first block); a null entry,
+// or an empty JobWeights, means the stage's own weights. Called once per job on every rank that
+// takes part in it. The weights must stay alive until the call that asked for them returns. The
+// passes never change the stage, so a pass at other weights needs no swapping in and out.
 using JobWeights = std::function<std::vector<const BlockWeights<float>*>(int job)>;
 
 class Pipeline {
@@ -62,6 +64,8 @@ class Pipeline {
   const Comm& comm() const { return comm_; }
   const Partition& partition() const { return partition_; }
   const Stage<float>& stage() const { return stage_; }
+  // For a lasting change of the weights (`hiq eval --plan` applies a plan); a pass at other
+  // weights takes JobWeights instead.
   Stage<float>& mutable_stage() { return stage_; }
   bool is_first() const { return comm_.rank() == 0; }
   bool is_last() const { return comm_.rank() == comm_.size() - 1; }
@@ -89,14 +93,16 @@ class Pipeline {
                            std::vector<KvCache<float>>& caches);
 
   // Forward + backward of L_s = mean NLL of sequence s, one sequence per micro-batch with up to
-  // `in_flight` sequences in the pipe. For every s in order, after its backward has passed
-  // this rank, on_gradient(s, grad) is called with this rank's dL_s/dW (zeroed per sequence;
-  // lm_head's gradient is kept apart from the embedding's even when tied).
+  // `in_flight` sequences in the pipe, the blocks running forward and backward at `weights(0)`
+  // (the pass is job 0), so that gradients can be taken at another point, e.g. a quantized
+  // centre. For every s in order, after its backward has passed this rank, on_gradient(s, grad)
+  // is called with this rank's dL_s/dW at those weights (zeroed per sequence; lm_head's gradient
+  // is kept apart from the embedding's even when tied).
   // When `on_output_grad` is given it is called, for every sequence and local block b (index
   // 0 = the rank's first block), with dL_s/d(output of block b), before that block's backward.
   // Returns every L_s on every rank.
   std::vector<double> ForwardBackward(
-      const std::vector<Sequence>& sequences, int in_flight,
+      const std::vector<Sequence>& sequences, int in_flight, const JobWeights& weights,
       const std::function<void(int, const Stage<float>&)>& on_gradient,
       const std::function<void(int, size_t, const Matrix<float>&)>& on_output_grad = nullptr);
 

@@ -15,21 +15,23 @@
 //
 // Parallel files (MPI-IO driver): every call that creates or changes something (Create*, Open*,
 // CreateGroup, WriteDataset*, SetAttribute, CreateExternalLink, Commit, Close) is collective: all
-// ranks make it in the same order with the same arguments. Any rank may read alone.
+// ranks make it in the same order with the same arguments. Any rank may read alone. The layer
+// talks to MPI only through a Comm (hiq/dist/mpi.h); a file and its groups keep a copy of it.
 // Thread-safety: Debian's HDF5 is not built thread-safe: one thread at a time for the whole layer.
 #pragma once
-
-#include <mpi.h>
 
 #include <concepts>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace hiq {
+
+class Comm;  // hiq/dist/mpi.h
 
 // The element types a dataset may hold (stored little-endian: f32, f64, i32, i64, u8..u64).
 template <typename T>
@@ -120,11 +122,11 @@ class H5Group {
 
  private:
   friend struct H5Internal;
-  H5Group(H5Id id, std::string file, std::string path, MPI_Comm comm);
+  H5Group(H5Id id, std::string file, std::string path, std::shared_ptr<const Comm> comm);
   H5Id id_;
   std::string file_;
   std::string path_;
-  MPI_Comm comm_;  // the file's communicator, MPI_COMM_NULL for a serial file
+  std::shared_ptr<const Comm> comm_;  // the file's communicator, null for a serial file
 };
 
 // An open HDF5 file. Owns the handle and, for Create*, the temporary file. Move-only.
@@ -133,9 +135,10 @@ class H5File {
  public:
   static H5File Create(const std::filesystem::path& path);
   static H5File Open(const std::filesystem::path& path, H5Mode mode = H5Mode::kReadOnly);
-  // MPI-IO driver; `comm` must outlive the file. The temporary name uses rank 0's pid.
-  static H5File CreateParallel(const std::filesystem::path& path, MPI_Comm comm);
-  static H5File OpenParallel(const std::filesystem::path& path, MPI_Comm comm,
+  // MPI-IO driver over `comm` (collective over its ranks; the file keeps a copy of the Comm).
+  // The temporary name uses rank 0's pid.
+  static H5File CreateParallel(const std::filesystem::path& path, const Comm& comm);
+  static H5File OpenParallel(const std::filesystem::path& path, const Comm& comm,
                              H5Mode mode = H5Mode::kReadOnly);
 
   H5File(H5File&& other) noexcept;
@@ -161,7 +164,7 @@ class H5File {
   H5Id id_;
   std::filesystem::path path_;
   std::filesystem::path temp_path_;  // empty unless created and not yet committed
-  MPI_Comm comm_ = MPI_COMM_NULL;    // MPI_COMM_NULL for a serial file
+  std::shared_ptr<const Comm> comm_;  // null for a serial file
   int uncaught_at_open_ = 0;         // std::uncaught_exceptions() when opened
 };
 
