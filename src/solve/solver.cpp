@@ -232,21 +232,19 @@ void DecodeInto(const PlanProblem& p, const Group& g, uint32_t code, std::vector
   }
 }
 
-// Every combination's exact (bits, cost) by depth-first enumeration with partial sums, then the
-// Pareto frontier: sorted by bits ascending, a point is kept only if it costs strictly less
-// than every point with fewer or equal bits. Ties (same bits and cost) keep the smallest code.
-// The result has strictly increasing bits and strictly decreasing cost.
-std::vector<Point> Frontier(const PlanProblem& p, const Group& g,
-                            const std::vector<std::vector<int>>& pairs_of_layer) {
-  const int depth_n = static_cast<int>(g.layers.size());
-  // For each depth, the pair terms linking it to a shallower layer of the group.
-  struct Link {
-    int other_depth;
-    const double* table;  // row-major K_shallow x K_deep (the shallower layer is l1)
-    int k_deep;
-  };
-  std::vector<std::vector<Link>> links(depth_n);
-  for (int k = 0; k < depth_n; ++k) {
+// A pair term seen from its deeper layer's depth in the group's enumeration.
+struct Link {
+  int other_depth;      // the shallower layer's depth (it is the pair's l1)
+  const double* table;  // row-major K_shallow x K_deep
+  int k_deep;
+};
+
+// For each depth, the pair terms linking it to a shallower layer of the group, so that each
+// pair is added once, when its deeper layer is assigned.
+std::vector<std::vector<Link>> LinksByDepth(const PlanProblem& p, const Group& g,
+                                            const std::vector<std::vector<int>>& pairs_of_layer) {
+  std::vector<std::vector<Link>> links(g.layers.size());
+  for (size_t k = 0; k < g.layers.size(); ++k) {
     const int l = g.layers[k];
     for (int pair_index : pairs_of_layer[l]) {
       const PlanProblem::Pair& pair = p.pairs[pair_index];
@@ -256,12 +254,19 @@ std::vector<Point> Frontier(const PlanProblem& p, const Group& g,
       links[k].push_back({other, pair.cost.data(), static_cast<int>(p.bits[l].size())});
     }
   }
+  return links;
+}
+
+// Every combination's exact (bits, cost) by an iterative depth-first walk with partial sums, in
+// code order. Position k is the depth being (re)assigned.
+std::vector<Point> EnumerateCombinations(const PlanProblem& p, const Group& g,
+                                         const std::vector<std::vector<Link>>& links) {
+  const int depth_n = static_cast<int>(g.layers.size());
   std::vector<Point> points;
   points.reserve(static_cast<size_t>(CombinationCount(p, g)));
   std::vector<int> m(depth_n, 0);
   std::vector<double> bits_at(depth_n + 1, 0.0), cost_at(depth_n + 1, 0.0);
   std::vector<uint32_t> code_at(depth_n + 1, 0);
-  // Iterative depth-first walk: position k is the depth being (re)assigned.
   int k = 0;
   m[0] = 0;
   while (k >= 0) {
@@ -285,6 +290,13 @@ std::vector<Point> Frontier(const PlanProblem& p, const Group& g,
       m[k] = 0;
     }
   }
+  return points;
+}
+
+// The Pareto frontier: sorted by bits ascending, a point is kept only if it costs strictly less
+// than every point with fewer or equal bits. Ties (same bits and cost) keep the smallest code,
+// so the result does not depend on sort stability.
+std::vector<Point> KeepFrontier(std::vector<Point> points) {
   std::sort(points.begin(), points.end(), [](const Point& a, const Point& b) {
     if (a.bits != b.bits) return a.bits < b.bits;
     if (a.cost != b.cost) return a.cost < b.cost;
@@ -295,6 +307,13 @@ std::vector<Point> Frontier(const PlanProblem& p, const Group& g,
     if (frontier.empty() || pt.cost < frontier.back().cost) frontier.push_back(pt);
   }
   return frontier;
+}
+
+// A group's frontier over all its combinations: strictly increasing bits, strictly decreasing
+// cost.
+std::vector<Point> Frontier(const PlanProblem& p, const Group& g,
+                            const std::vector<std::vector<int>>& pairs_of_layer) {
+  return KeepFrontier(EnumerateCombinations(p, g, LinksByDepth(p, g, pairs_of_layer)));
 }
 
 // ---------------------------------------------------------------- multiple-choice knapsack
