@@ -354,38 +354,40 @@ double LagrangianBound(const Knapsack& ks, double lambda, std::vector<double>* b
   return bound;
 }
 
-// The LP relaxation of a multiple-choice knapsack is solved greedily on the lower convex hull
-// of each group (Sinha & Zoltners 1979): start every group at its fewest-bits point and take
-// hull increments in order of cost saved per bit until the capacity is reached. The increment
-// that does not fit sets the bit price lambda, and L(lambda) is the LP bound. The
-// same walk, skipping increments that do not fit, then polished by single-group moves into the
-// remaining capacity, gives an integer incumbent.
-Relaxation SolveRelaxation(const Knapsack& ks) {
-  const int n_group = static_cast<int>(ks.groups.size());
-  struct Increment {
-    double saving_per_bit;
-    int group;
-    int step;  // from hull point `step` to `step + 1`
-  };
-  std::vector<std::vector<int>> hull(n_group);  // indices into the group's points
-  std::vector<Increment> increments;
-  for (int g = 0; g < n_group; ++g) {
-    const auto& pts = ks.groups[g];
-    auto& h = hull[g];
-    for (int i = 0; i < static_cast<int>(pts.size()); ++i) {
-      // Pop the last hull point while it is not strictly below the chord to point i.
-      while (h.size() >= 2) {
-        const Point& a = pts[h[h.size() - 2]];
-        const Point& b = pts[h.back()];
-        const Point& c = pts[i];
-        if ((b.cost - a.cost) * (c.bits - b.bits) >= (c.cost - b.cost) * (b.bits - a.bits)) {
-          h.pop_back();
-        } else {
-          break;
-        }
+// Indices of the points on the lower convex hull of one group's frontier, ascending.
+std::vector<int> LowerHull(const std::vector<Point>& pts) {
+  std::vector<int> h;
+  for (int i = 0; i < static_cast<int>(pts.size()); ++i) {
+    // Pop the last hull point while it is not strictly below the chord to point i.
+    while (h.size() >= 2) {
+      const Point& a = pts[h[h.size() - 2]];
+      const Point& b = pts[h.back()];
+      const Point& c = pts[i];
+      if ((b.cost - a.cost) * (c.bits - b.bits) >= (c.cost - b.cost) * (b.bits - a.bits)) {
+        h.pop_back();
+      } else {
+        break;
       }
-      h.push_back(i);
     }
+    h.push_back(i);
+  }
+  return h;
+}
+
+struct Increment {
+  double saving_per_bit;
+  int group;
+  int step;  // from hull point `step` to `step + 1`
+};
+
+// Every group's hull increments, the largest saving per bit first (a stable sort, so ties keep
+// group order and the walk is deterministic).
+std::vector<Increment> SortedIncrements(const Knapsack& ks,
+                                        const std::vector<std::vector<int>>& hull) {
+  std::vector<Increment> increments;
+  for (int g = 0; g < static_cast<int>(ks.groups.size()); ++g) {
+    const auto& pts = ks.groups[g];
+    const auto& h = hull[g];
     for (int s = 0; s + 1 < static_cast<int>(h.size()); ++s) {
       const Point& a = pts[h[s]];
       const Point& b = pts[h[s + 1]];
@@ -395,8 +397,15 @@ Relaxation SolveRelaxation(const Knapsack& ks) {
   std::stable_sort(increments.begin(), increments.end(), [](const auto& a, const auto& b) {
     return a.saving_per_bit > b.saving_per_bit;
   });
+  return increments;
+}
 
-  Relaxation r;
+// Takes the increments in order while they fit, skipping those that do not; a group stops at
+// its first increment that does not fit. Returns each group's hull step reached; lambda
+// receives the slope of the first increment that did not fit (left as is if all fit).
+std::vector<int> WalkIncrements(const Knapsack& ks, const std::vector<std::vector<int>>& hull,
+                                const std::vector<Increment>& increments, double* lambda) {
+  const int n_group = static_cast<int>(ks.groups.size());
   std::vector<int> step(n_group, 0);
   std::vector<char> blocked(n_group, 0);
   bool priced = false;
@@ -413,30 +422,32 @@ Relaxation SolveRelaxation(const Knapsack& ks) {
     }
     // The first increment that does not fit is the LP's fractional one: its slope is the
     // optimal bit price.
-    if (!priced) r.lambda = inc.saving_per_bit;
+    if (!priced) *lambda = inc.saving_per_bit;
     priced = true;
     blocked[inc.group] = 1;
   }
-  r.lp_bound = LagrangianBound(ks, r.lambda, nullptr);
-  r.greedy.resize(n_group);
-  for (int g = 0; g < n_group; ++g) r.greedy[g] = hull[g][step[g]];
-  auto totals = [&] {
-    r.greedy_cost = r.greedy_bits = 0;
-    for (int g = 0; g < n_group; ++g) {
-      r.greedy_cost += ks.groups[g][r.greedy[g]].cost;
-      r.greedy_bits += ks.groups[g][r.greedy[g]].bits;
-    }
-  };
-  totals();
-  // Polish: move one group at a time to the point with the largest saving that still fits.
+  return step;
+}
+
+void UpdateGreedyTotals(const Knapsack& ks, Relaxation* r) {
+  r->greedy_cost = r->greedy_bits = 0;
+  for (size_t g = 0; g < ks.groups.size(); ++g) {
+    r->greedy_cost += ks.groups[g][r->greedy[g]].cost;
+    r->greedy_bits += ks.groups[g][r->greedy[g]].bits;
+  }
+}
+
+// Moves one group at a time to the point with the largest saving that still fits, until no
+// move does: the walk leaves capacity that off-hull points can use.
+void PolishGreedy(const Knapsack& ks, Relaxation* r) {
   for (;;) {
     double best_saving = 0;
     int best_g = -1, best_i = -1;
-    for (int g = 0; g < n_group; ++g) {
+    for (int g = 0; g < static_cast<int>(ks.groups.size()); ++g) {
       const auto& pts = ks.groups[g];
-      const Point& cur = pts[r.greedy[g]];
-      for (int i = r.greedy[g] + 1; i < static_cast<int>(pts.size()); ++i) {
-        if (r.greedy_bits - cur.bits + pts[i].bits > ks.capacity) break;
+      const Point& cur = pts[r->greedy[g]];
+      for (int i = r->greedy[g] + 1; i < static_cast<int>(pts.size()); ++i) {
+        if (r->greedy_bits - cur.bits + pts[i].bits > ks.capacity) break;
         if (cur.cost - pts[i].cost > best_saving) {
           best_saving = cur.cost - pts[i].cost;
           best_g = g;
@@ -445,9 +456,27 @@ Relaxation SolveRelaxation(const Knapsack& ks) {
       }
     }
     if (best_g < 0) break;
-    r.greedy[best_g] = best_i;
-    totals();
+    r->greedy[best_g] = best_i;
+    UpdateGreedyTotals(ks, r);
   }
+}
+
+// The LP relaxation of a multiple-choice knapsack is solved greedily on the lower convex hull
+// of each group (Sinha & Zoltners 1979): start every group at its fewest-bits point and take
+// hull increments in order of cost saved per bit until the capacity is reached. The increment
+// that does not fit sets the bit price lambda, and L(lambda) is the LP bound. The
+// same walk, skipping increments that do not fit, then polished by single-group moves into the
+// remaining capacity, gives an integer incumbent.
+Relaxation SolveRelaxation(const Knapsack& ks) {
+  std::vector<std::vector<int>> hull;  // per group, indices into its points
+  for (const auto& pts : ks.groups) hull.push_back(LowerHull(pts));
+  Relaxation r;
+  const std::vector<int> step = WalkIncrements(ks, hull, SortedIncrements(ks, hull), &r.lambda);
+  r.lp_bound = LagrangianBound(ks, r.lambda, nullptr);
+  r.greedy.resize(ks.groups.size());
+  for (size_t g = 0; g < ks.groups.size(); ++g) r.greedy[g] = hull[g][step[g]];
+  UpdateGreedyTotals(ks, &r);
+  PolishGreedy(ks, &r);
   return r;
 }
 
