@@ -84,8 +84,8 @@ void BM_GptqQuantize(benchmark::State& state) {
   const double factor = 8.0 / 3.0 * n * n * n;
   state.counters["update_GFLOP"] = update * 1e-9;
   state.counters["factor_GFLOP"] = factor * 1e-9;
-  state.counters["GFLOP/s"] = benchmark::Counter((update + factor) * 1e-9,
-                                                 benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter((update + factor) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_GptqQuantize)
     ->ArgNames({"n_out", "n_in", "rows"})

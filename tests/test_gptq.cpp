@@ -130,11 +130,10 @@ TEST(Gptq, IdentityHessianGivesRtnBitForBit) {
           GptqOptions options;
           options.act_order = act_order;
           options.block_size = block;
-          const std::string what = "b" + std::to_string(spec.bits_low) + "/" +
-                                   std::to_string(spec.bits_high) + " g" +
-                                   std::to_string(spec.group_size) + " high " +
-                                   std::to_string(high->size()) + " act " +
-                                   std::to_string(act_order) + " block " + std::to_string(block);
+          const std::string what =
+              "b" + std::to_string(spec.bits_low) + "/" + std::to_string(spec.bits_high) + " g" +
+              std::to_string(spec.group_size) + " high " + std::to_string(high->size()) + " act " +
+              std::to_string(act_order) + " block " + std::to_string(block);
           ExpectSameLayer(GptqQuantize(w.data(), kOut, kIn, h, *high, spec, options), rtn, what);
         }
       }
@@ -144,14 +143,14 @@ TEST(Gptq, IdentityHessianGivesRtnBitForBit) {
 
 // Block 0 of the real stories260K model on real text: the inputs of each linear layer, for the
 // calibration half and the held-out half of the windows.
-class RealBlock : public ::testing::Test {
+class GptqRealBlock : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     const Checkpoint checkpoint(test::DataDir() / "stories260K");
     stage_ = new Stage<float>(LoadStage(checkpoint, 0, 1, true, false));
     const Tokenizer tokenizer(test::DataDir() / "stories260K" / "tokenizer.model");
-    const std::vector<int32_t> tokens = TokenizeFile(
-        tokenizer, test::DataDir() / "text" / "tinystories" / "valid-head30KB.txt");
+    const std::vector<int32_t> tokens =
+        TokenizeFile(tokenizer, test::DataDir() / "text" / "tinystories" / "valid-head30KB.txt");
     ASSERT_GE(static_cast<int64_t>(tokens.size()), 2 * kWindowsPerHalf * kSeqLen);
     const Rope<float> rope = MakeRope<float>(stage_->config, kSeqLen);
     for (int half = 0; half < 2; ++half) {
@@ -189,8 +188,8 @@ class RealBlock : public ::testing::Test {
   static Stage<float>* stage_;
   static BlockCache<float> cache_[2];
 };
-Stage<float>* RealBlock::stage_ = nullptr;
-BlockCache<float> RealBlock::cache_[2];
+Stage<float>* GptqRealBlock::stage_ = nullptr;
+BlockCache<float> GptqRealBlock::cache_[2];
 
 struct Comparison {
   double gptq = 0, rtn = 0;
@@ -203,8 +202,7 @@ Comparison Compare(const Matrix<float>& w, const Matrix<float>& x_calib,
                    const std::string& what) {
   const GptqHessian h = HessianOf(x_calib);
   const std::vector<int32_t> high = HighColsByDiag(h, kHighRatio);
-  const QuantizedLayer gptq =
-      GptqQuantize(w.data(), w.rows(), w.cols(), h, high, spec, options);
+  const QuantizedLayer gptq = GptqQuantize(w.data(), w.rows(), w.cols(), h, high, spec, options);
   const QuantizedLayer rtn = QuantizeLayer(w.data(), w.rows(), w.cols(), high, spec);
   ExpectValidStoredForm(gptq, what);
   return Comparison{OutputError(x_held, w, gptq), OutputError(x_held, w, rtn)};
@@ -215,7 +213,7 @@ std::string SpecName(const QuantSpec& spec) {
          std::to_string(spec.group_size);
 }
 
-TEST_F(RealBlock, GptqBeatsRtnOnEveryLinearLayerAtW2AndW3) {
+TEST_F(GptqRealBlock, GptqBeatsRtnOnEveryLinearLayerAtW2AndW3) {
   for (int bits : {2, 3}) {
     const QuantSpec spec{bits, bits + 1, kGroupSize};
     for (Linear kind : kLinears) {
@@ -282,7 +280,7 @@ Matrix<float> TextbookGptq(const Matrix<float>& w, const Matrix<double>& h,
 // The lazy scheme is the textbook algorithm rearranged: with static low groups and the lazy
 // block ending where the high columns begin (so that the high group is chosen on fully updated
 // weights there too), both must give nearly the same weights, with and without act-order.
-TEST_F(RealBlock, LazyBatchesAgreeWithTextbookGptqInDouble) {
+TEST_F(GptqRealBlock, LazyBatchesAgreeWithTextbookGptqInDouble) {
   const QuantSpec spec{3, 4, kGroupSize};
   for (Linear kind : kLinears) {
     for (bool act_order : {false, true}) {
@@ -316,8 +314,8 @@ TEST_F(RealBlock, LazyBatchesAgreeWithTextbookGptqInDouble) {
       const double err = (x * (wq.cast<double>() - w.cast<double>()).transpose()).squaredNorm();
       const double err_want =
           (x * (want.cast<double>() - w.cast<double>()).transpose()).squaredNorm();
-      const std::string what = std::string(LinearName(kind)) + " act-order " +
-                               std::to_string(act_order);
+      const std::string what =
+          std::string(LinearName(kind)) + " act-order " + std::to_string(act_order);
       std::printf("%-28s vs textbook: %.4f of weights equal, output error %.6g vs %.6g\n",
                   what.c_str(), same, err, err_want);
       EXPECT_GE(same, kOracleMinSameWeights) << what;
@@ -326,23 +324,22 @@ TEST_F(RealBlock, LazyBatchesAgreeWithTextbookGptqInDouble) {
   }
 }
 
-TEST_F(RealBlock, ActOrderStaticGroupsAndFp16HighColumnsAllBeatRtn) {
+TEST_F(GptqRealBlock, ActOrderStaticGroupsAndFp16HighColumnsAllBeatRtn) {
   struct Variant {
     const char* name;
     bool act_order, static_groups;
     int bits_high;
   };
-  for (const Variant& v : {Variant{"act-order", true, false, 3},
-                           Variant{"static groups", false, true, 3},
-                           Variant{"fp16 high", false, false, 16},
-                           Variant{"act-order fp16 high", true, false, 16}}) {
+  for (const Variant& v :
+       {Variant{"act-order", true, false, 3}, Variant{"static groups", false, true, 3},
+        Variant{"fp16 high", false, false, 16}, Variant{"act-order fp16 high", true, false, 16}}) {
     const QuantSpec spec{2, v.bits_high, kGroupSize};
     GptqOptions options;
     options.act_order = v.act_order;
     options.static_groups = v.static_groups;
     for (Linear kind : kLinears) {
-      const std::string what = std::string(v.name) + " " + SpecName(spec) + " " +
-                               std::string(LinearName(kind));
+      const std::string what =
+          std::string(v.name) + " " + SpecName(spec) + " " + std::string(LinearName(kind));
       const Comparison c =
           Compare(Weight(kind), Input(kind, 0), Input(kind, 1), spec, options, what);
       std::printf("%-40s ratio %.4f\n", what.c_str(), c.ratio());
@@ -353,7 +350,7 @@ TEST_F(RealBlock, ActOrderStaticGroupsAndFp16HighColumnsAllBeatRtn) {
 
 // Inputs that are always 0 (here: three zeroed channels of q_proj's input) give H_jj == 0: the
 // column is quantized as 0, and the rest of the layer still beats RTN.
-TEST_F(RealBlock, DeadColumnsBecomeZeroAndTheLayerStillBeatsRtn) {
+TEST_F(GptqRealBlock, DeadColumnsBecomeZeroAndTheLayerStillBeatsRtn) {
   const std::vector<int64_t> dead = {3, 17, 40};
   Matrix<float> x_calib = Input(Linear::kQ, 0), x_held = Input(Linear::kQ, 1);
   for (int64_t j : dead) {

@@ -44,10 +44,9 @@ void CheckOptions(const GptqOptions& options) {
 
 void CheckInputs(const float* w, int64_t n_out, int64_t n_in, const GptqHessian& h) {
   if (h.h.rows() != n_in || h.h.cols() != n_in) {
-    throw FormatError(std::string(kFn) + ": the Hessian is (" + std::to_string(h.h.rows()) +
-                      ", " + std::to_string(h.h.cols()) + "), expected (" +
-                      std::to_string(n_in) + ", " + std::to_string(n_in) + ") for n_in = " +
-                      std::to_string(n_in));
+    throw FormatError(std::string(kFn) + ": the Hessian is (" + std::to_string(h.h.rows()) + ", " +
+                      std::to_string(h.h.cols()) + "), expected (" + std::to_string(n_in) + ", " +
+                      std::to_string(n_in) + ") for n_in = " + std::to_string(n_in));
   }
   if (!h.h.allFinite()) {  // then find the first bad entry for the message
     for (int64_t i = 0; i < n_in; ++i) {
@@ -98,12 +97,12 @@ Matrix<float> InverseHessianFactor(const Eigen::MatrixXd& hp, const GptqOptions&
       if (u.allFinite()) return u;
     }
     if (attempt == options.max_damp_retries) {
-      throw NumericalError(
-          std::string(kFn) + ": the Hessian (" + std::to_string(n) + " x " + std::to_string(n) +
-          ") is not positive definite even with damping " + Num(damp) + " (percdamp " +
-          Num(options.percdamp) + " x mean diag " + Num(mean_diag) + " x 10^" +
-          std::to_string(attempt) + ") after " + std::to_string(attempt) +
-          " retries; HINT: add calibration rows, or raise GptqOptions.percdamp");
+      throw NumericalError(std::string(kFn) + ": the Hessian (" + std::to_string(n) + " x " +
+                           std::to_string(n) + ") is not positive definite even with damping " +
+                           Num(damp) + " (percdamp " + Num(options.percdamp) + " x mean diag " +
+                           Num(mean_diag) + " x 10^" + std::to_string(attempt) + ") after " +
+                           std::to_string(attempt) +
+                           " retries; HINT: add calibration rows, or raise GptqOptions.percdamp");
     }
     if (log) {
       *log += std::string(kFn) + ": Cholesky failed with damping " + Num(damp) +
@@ -191,8 +190,9 @@ QuantizedLayer GptqQuantize(const float* w, int64_t n_out, int64_t n_in, const G
       low_list.push_back(static_cast<int32_t>(j));
     }
   }
-  for (size_t k = 0; k < high_list.size(); ++k) slot[static_cast<size_t>(high_list[k])] =
-      static_cast<int64_t>(k);
+  for (size_t k = 0; k < high_list.size(); ++k) {
+    slot[static_cast<size_t>(high_list[k])] = static_cast<int64_t>(k);
+  }
 
   // Processing order: low columns, then high; act-order sorts each part by descending diag H.
   std::vector<int32_t> perm;
