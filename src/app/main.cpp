@@ -6,10 +6,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "hiq/io/checkpoint.h"  // Checkpoint, PrintInspect
 #include "hiq/config/config.h"      // LoadConfig, ToYaml
@@ -19,7 +22,8 @@
 #include "hiq/model/llama.h"       // KeepActivationMemory
 #include "hiq/dist/mpi.h"         // MpiSession, Comm
 #include "hiq/dist/pipeline.h"    // Pipeline
-#include "hiq/stages/plan.h"        // RunPlanStage, WritePlan, ReadPlan, ApplyPlanRtn
+#include "hiq/stages/plan.h"      // RunPlanStage, WritePlan, ReadPlan, ApplyPlanRtn
+#include "hiq/stages/quantize.h"  // RunQuantizeStage, LoadQuantizedPipeline, ExportQuantized
 #include "hiq/io/synth.h"       // WriteSyntheticModel
 #include "hiq/io/tokenizer.h"   // Tokenizer, WriteTokenFile
 
@@ -66,31 +70,81 @@ int RunTokenize(const fs::path& model, const fs::path& text, const fs::path& out
 }
 
 struct EvalArgs {
-  fs::path model, text, plan;
+  fs::path model, text, plan, quantized;
   int seq_len = 0, max_windows = 0, batch = 4;
   bool json = false;
 };
 
+// A file removed when the object dies (the tokenizer of a quantized model, for LoadTokens).
+struct TempFile {
+  fs::path path;
+  ~TempFile() {
+    std::error_code ec;
+    if (!path.empty()) fs::remove(path, ec);
+  }
+};
+
 int RunEval(const Comm& comm, const EvalArgs& args) {
-  Checkpoint checkpoint(args.model);
-  const int64_t seq_len =
-      args.seq_len > 0 ? args.seq_len : checkpoint.config().max_position_embeddings;
+  if (args.model.empty() && args.quantized.empty()) {
+    throw ConfigError("hiq eval: give --model DIR, --quantized OUT, or both");
+  }
+  std::string fields;
+  std::optional<Pipeline> pipeline;
+  std::optional<Checkpoint> checkpoint;
+  int64_t context = 0;
+  fs::path tokenizer;
+  TempFile tokenizer_copy;
+  if (!args.quantized.empty()) {
+    // The packed model, each rank dequantizing only its own slice.
+    ModelFileInfo info;
+    pipeline.emplace(LoadQuantizedPipeline(comm, args.quantized, &info));
+    context = pipeline->stage().config.max_position_embeddings;
+    char buf[160];
+    std::snprintf(buf, sizeof buf, " avg_bits=%.6f quantized=%s",
+                  StoredAverageBits(args.quantized), args.quantized.c_str());
+    fields = buf;
+    if (args.model.empty()) {
+      if (info.tokenizer_model.empty()) {
+        throw FormatError("hiq eval: " + (args.quantized / "model.h5").string() +
+                          " holds no tokenizer.model; pass --model DIR for its tokenizer");
+      }
+      tokenizer_copy.path = fs::temp_directory_path() /
+                            ("hiq-tokenizer-" + std::to_string(getpid()) + "-" +
+                             std::to_string(comm.rank()) + ".model");
+      std::ofstream out(tokenizer_copy.path, std::ios::binary);
+      out.write(reinterpret_cast<const char*>(info.tokenizer_model.data()),
+                static_cast<std::streamsize>(info.tokenizer_model.size()));
+      if (!out) throw IoError("hiq eval: cannot write " + tokenizer_copy.path.string());
+      tokenizer = tokenizer_copy.path;
+    }
+  }
+  if (!args.model.empty()) {
+    checkpoint.emplace(args.model);
+    tokenizer = args.model / "tokenizer.model";
+    if (!pipeline) {
+      pipeline.emplace(LoadPipeline(comm, *checkpoint));
+      context = checkpoint->config().max_position_embeddings;
+    } else if (!(checkpoint->config() == pipeline->stage().config)) {
+      throw FormatError("hiq eval: the config.json of " + args.model.string() +
+                        " is not the model quantized in " + args.quantized.string());
+    }
+  }
+  const int64_t seq_len = args.seq_len > 0 ? args.seq_len : context;
   // Every rank tokenizes (cheap, and identical): no broadcast of the token stream is needed.
-  const std::vector<int32_t> tokens = LoadTokens(args.text, args.model / "tokenizer.model");
+  const std::vector<int32_t> tokens = LoadTokens(args.text, tokenizer);
   const std::vector<Sequence> windows =
       PerplexityWindows(tokens, seq_len, args.max_windows, args.text.string());
-  Pipeline pipeline = LoadPipeline(comm, checkpoint);
-  std::string plan_fields;
   if (!args.plan.empty()) {
+    if (!args.quantized.empty()) throw ConfigError("hiq eval: --plan and --quantized exclude each other");
     // Each rank quantizes only its own layers, round-to-nearest, as the plan says.
     const PlanReport plan = ReadPlan(args.plan);
-    ApplyPlanRtn(plan, pipeline.mutable_stage());
+    ApplyPlanRtn(plan, pipeline->mutable_stage());
     char buf[96];
     std::snprintf(buf, sizeof buf, " avg_bits=%.6f plan=%s", plan.avg_bits, args.plan.c_str());
-    plan_fields = buf;
+    fields = buf;
   }
   const double sent_before = static_cast<double>(comm.bytes_sent());
-  const PerplexityResult result = Perplexity(pipeline, windows, args.batch);
+  const PerplexityResult result = Perplexity(*pipeline, windows, args.batch);
   // Statistics beside the result: the largest resident set of any rank, and the bytes that
   // crossed between ranks per window.
   const double rss_mb = comm.AllMax(PeakRssMiB());
@@ -104,8 +158,9 @@ int RunEval(const Comm& comm, const EvalArgs& args) {
     if (args.json) {
       std::printf("%s\n", result.Json().c_str());
     } else {
-      std::printf("model=%s text=%s\n", args.model.c_str(), args.text.c_str());
-      std::printf("%s%s%s\n", result.KeyValues().c_str(), stats, plan_fields.c_str());
+      std::printf("model=%s text=%s\n",
+                  (args.model.empty() ? args.quantized : args.model).c_str(), args.text.c_str());
+      std::printf("%s%s%s\n", result.KeyValues().c_str(), stats, fields.c_str());
     }
   }
   return 0;
@@ -128,6 +183,16 @@ int RunPlan(const Comm& comm, const RunConfig& config, bool json) {
     std::printf("%s\n", report.KeyValues().c_str());
   }
   comm.Barrier();  // the plan is on disk before any rank reports success
+  return 0;
+}
+
+int RunQuantize(const Comm& comm, const RunConfig& config) {
+  if (config.threads > 0) SetBlasThreads(config.threads);
+  Checkpoint checkpoint(config.model.path);
+  Pipeline pipeline = LoadPipeline(comm, checkpoint);
+  std::FILE* log = Speaks(comm) ? stdout : nullptr;
+  const QuantizeReport report = RunQuantizeStage(config, pipeline, checkpoint, log, stderr);
+  if (Speaks(comm)) std::printf("%s\n", report.KeyValues(config.output).c_str());
   return 0;
 }
 
@@ -159,7 +224,8 @@ int Run(const Comm& comm, int argc, char** argv) {
 
   auto* eval = app.add_subcommand("eval", "Perplexity on held-out text (GPTQ protocol)");
   EvalArgs eval_args;
-  eval->add_option("--model", eval_args.model, "Model directory")->required();
+  eval->add_option("--model", eval_args.model,
+                   "Model directory (with --quantized: only its tokenizer, checked to match)");
   eval->add_option("--text", eval_args.text, "Text file or token file (.h5)")->required();
   eval->add_option("--seq-len", eval_args.seq_len, "Window length (default: model context)");
   eval->add_option("--max-windows", eval_args.max_windows, "Evaluate at most K windows");
@@ -168,6 +234,8 @@ int Run(const Comm& comm, int argc, char** argv) {
   eval->add_flag("--json", eval_args.json, "Print the result as JSON");
   eval->add_option("--plan", eval_args.plan,
                    "Apply the plan in this output directory by round-to-nearest first");
+  eval->add_option("--quantized", eval_args.quantized,
+                   "Evaluate the packed model of this `hiq quantize` output directory");
 
   auto* plan = app.add_subcommand("plan", "Fisher, cost terms and the global solve: write a plan");
   fs::path plan_config;
@@ -178,6 +246,27 @@ int Run(const Comm& comm, int argc, char** argv) {
   plan->add_option("--set", plan_sets, "Override a key: --set cost.mode=local");
   bool plan_json = false;
   plan->add_flag("--json", plan_json, "Print the plan as JSON (progress goes to stderr)");
+
+  auto* quantize = app.add_subcommand(
+      "quantize", "Plan, reconstruct every rank's blocks, write the shards and model.h5");
+  fs::path quantize_config, quantize_output;
+  std::vector<std::string> quantize_sets;
+  quantize->add_option("CONFIG", quantize_config, "YAML config")->required();
+  quantize->add_option("--output", quantize_output,
+                       "Output directory (overrides the config's output)");
+  quantize->add_option("--set", quantize_sets, "Override a key: --set quantize.method=gptq");
+
+  auto* exporter =
+      app.add_subcommand("export", "Write a quantized model as a dequantized Hugging Face model");
+  fs::path export_in, export_out;
+  std::string export_dtype = "F32";
+  double export_shard_mib = 4096;
+  exporter->add_option("OUT", export_in, "A `hiq quantize` output directory")->required();
+  exporter->add_option("--out", export_out, "Hugging Face directory to write")->required();
+  exporter->add_option("--dtype", export_dtype, "F32 | F16 | BF16 (default F32)");
+  exporter->add_option("--max-shard-mib", export_shard_mib,
+                       "Largest safetensors file before the weights are sharded (default 4096)")
+      ->check(CLI::PositiveNumber);
 
   auto* synth = app.add_subcommand("synth", "Write a random-weight model with real layer shapes");
   SynthOptions synth_opts;
@@ -205,6 +294,20 @@ int Run(const Comm& comm, int argc, char** argv) {
   if (*plan) {
     if (!plan_output.empty()) plan_sets.push_back("output=" + plan_output.string());
     return RunPlan(comm, LoadConfig(plan_config, plan_sets), plan_json);
+  }
+  if (*quantize) {
+    if (!quantize_output.empty()) quantize_sets.push_back("output=" + quantize_output.string());
+    return RunQuantize(comm, LoadConfig(quantize_config, quantize_sets));
+  }
+  if (*exporter) {
+    const std::optional<DType> dtype = DTypeFromName(export_dtype);
+    if (!dtype || !(*dtype == DType::kF32 || *dtype == DType::kF16 || *dtype == DType::kBF16)) {
+      throw ConfigError("hiq export: --dtype " + export_dtype + ", expected F32, F16 or BF16");
+    }
+    const int files = ExportQuantized(export_in, export_out, *dtype,
+                                      static_cast<uint64_t>(export_shard_mib * 1048576.0));
+    std::printf("out=%s files=%d dtype=%s\n", export_out.c_str(), files, export_dtype.c_str());
+    return 0;
   }
   if (*synth) {
     const SynthResult r = WriteSyntheticModel(synth_opts);

@@ -552,6 +552,11 @@ void WriteModelFile(const std::filesystem::path& out_dir, const ModelFileInfo& i
   root.SetAttribute("git_revision", std::string_view(info.git_revision));
   root.SetAttribute("budget_avg_bits", info.budget_avg_bits);
   root.SetAttribute("avg_bits", info.avg_bits);
+  // The tokenizer travels with the model, so that eval and export need nothing else.
+  if (!info.tokenizer_model.empty()) {
+    root.WriteDataset<uint8_t>("tokenizer.model", info.tokenizer_model,
+                               {static_cast<uint64_t>(info.tokenizer_model.size())});
+  }
   H5Group plan = root.CreateGroup("plan");
   nlohmann::json names = nlohmann::json::array();
   std::vector<double> ratio;
@@ -596,6 +601,9 @@ ModelFileInfo ReadModelFile(const std::filesystem::path& model_h5) {
   info.git_revision = root.GetAttributeString("git_revision");
   info.budget_avg_bits = root.GetAttributeDouble("budget_avg_bits");
   info.avg_bits = root.GetAttributeDouble("avg_bits");
+  if (root.Has("tokenizer.model")) {
+    info.tokenizer_model = root.ReadDataset<uint8_t>("tokenizer.model").data;
+  }
   const H5Group plan = root.OpenGroup("plan");
   const nlohmann::json names =
       ParseJsonStrict(plan.GetAttributeString("names"), kFn, model_h5.string(), "plan name");

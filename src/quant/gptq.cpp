@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "hiq/base/error.h"  // ConfigError, FormatError, NumericalError
+#include "hiq/base/fp16.h"   // RoundToFp16
 
 namespace hiq {
 namespace {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "hiq/base/log.h"  // Log
 #include "hiq/model/blas.h"  // CurrentBlasInfo
 #include "hiq/stages/calibration.h"  // BuildSampleSet
 #include "hiq/base/error.h"        // FormatError, IoError
@@ -21,16 +22,6 @@ namespace hiq {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-void Log(std::FILE* log, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-void Log(std::FILE* log, const char* fmt, ...) {
-  if (log == nullptr) return;
-  va_list args;
-  va_start(args, fmt);
-  std::vfprintf(log, fmt, args);
-  va_end(args);
-  std::fflush(log);
-}
 
 PlanSolution Solve(const RunConfig& config, const PlanProblem& problem) {
   SolverOptions options;

@@ -52,6 +52,8 @@
 //   3. /layers/<name> and /tensors/<name>: external links to the same path in the shard that
 //      holds it, by the relative file name "shards/rank-RRRRR-of-NNNNN.h5" (HDF5 resolves it
 //      against model.h5's directory, so OUT can be moved as a whole).
+//   4. Optional dataset tokenizer.model (uint8, 1-D): the model's SentencePiece file, byte for
+//      byte, so that OUT alone can be evaluated and exported.
 //
 // Ownership: the writers take their inputs by const reference and keep nothing; ShardReader owns
 // its open file. Thread-safety: HDF5 is not thread-safe here (hiq/io/h5.h): one thread at a time
@@ -161,6 +163,7 @@ struct ModelFileInfo {
   std::string git_revision;
   double budget_avg_bits = 0, avg_bits = 0;
   std::vector<PlanEntry> plan;  // every layer of every shard, once, in plan order
+  std::vector<uint8_t> tokenizer_model;  // the SentencePiece model's bytes (empty: none)
   bool operator==(const ModelFileInfo&) const = default;
 };
 

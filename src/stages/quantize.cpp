@@ -1,0 +1,463 @@
+// The quantize stage and the readers of its output (see hiq/stages/quantize.h).
+#include "hiq/stages/quantize.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "hiq/base/error.h"          // FormatError, IoError
+#include "hiq/base/log.h"            // Log
+#include "hiq/io/safetensors.h"      // ConvertToFloat, EncodeFloats, WriteSafetensors
+#include "hiq/model/tensors.h"       // ModelTensors, LayerIndex, LayerName
+#include "hiq/quant/gptq.h"          // GptqHessian, GptqQuantize
+#include "hiq/quant/quant.h"         // QuantizeLayer, Dequantize, StoredBits
+#include "hiq/quant/recon.h"         // ReconstructBlock
+#include "hiq/stages/calibration.h"  // BuildSampleSet
+
+namespace hiq {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Sequences per pipeline message when caching block inputs (a parameter, never derived from P).
+constexpr int kMicroBatch = 4;
+
+std::string ReadBinaryFile(const fs::path& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw IoError(std::string("quantize: cannot read ") + what + " '" + path.string() + "'");
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The linear layer whose input rows are `cache`'s member: q, k, v read the normed block input,
+// o the attention output, gate and up the normed mid residual, down the SwiGLU product.
+const Matrix<float>& LinearInput(const BlockCache<float>& cache, Linear kind) {
+  switch (kind) {
+    case Linear::kQ:
+    case Linear::kK:
+    case Linear::kV: return cache.xn1;
+    case Linear::kO: return cache.y;
+    case Linear::kGate:
+    case Linear::kUp: return cache.xn2;
+    case Linear::kDown: return cache.act;
+  }
+  HIQ_CHECK(false);
+  return cache.xn1;
+}
+
+ReconMethod ReconMethodOf(QuantizeMethod method) {
+  switch (method) {
+    case QuantizeMethod::kHiq:
+    case QuantizeMethod::kFixedRatio: return ReconMethod::kHybrid;
+    case QuantizeMethod::kLwc: return ReconMethod::kLwc;
+    case QuantizeMethod::kAdaRound: return ReconMethod::kAdaRound;
+    case QuantizeMethod::kGptq:
+    case QuantizeMethod::kRtn: break;
+  }
+  HIQ_CHECK(false);
+  return ReconMethod::kHybrid;
+}
+
+struct BlockResult {
+  std::array<QuantizedLayer, kNumLinears> layers;
+  double rtn_mse = 0, init_mse = 0, final_mse = 0;
+};
+
+// One block by the configured method. x (S * T, C): the block's inputs.
+BlockResult QuantizeBlock(const RunConfig& config, const LlamaConfig& model,
+                          const BlockWeights<float>& w, int block, int64_t seq_len,
+                          const Matrix<float>& x, const std::vector<PlanLayerRow>& rows) {
+  const QuantSpec spec{config.quant.bits_low, config.quant.bits_high, config.quant.group_size};
+  std::vector<ReconLayer> layers;
+  for (Linear kind : kLinears) {
+    layers.push_back({rows[static_cast<size_t>(LayerIndex(block, kind))].channels, spec});
+  }
+  const QuantizeMethod method = config.quantize.method;
+  BlockResult result;
+  if (method == QuantizeMethod::kRtn || method == QuantizeMethod::kGptq) {
+    BlockCache<float> cache;
+    Matrix<float> target;
+    const Rope<float> rope = MakeRope<float>(model, seq_len);
+    BlockForward(model, w, rope, seq_len, x, target, &cache);
+    for (size_t k = 0; k < kNumLinears; ++k) {
+      const Matrix<float>& wl = w.linear(kLinears[k]);
+      if (method == QuantizeMethod::kRtn) {
+        result.layers[k] = QuantizeLayer(wl.data(), wl.rows(), wl.cols(), layers[k].high_cols, spec);
+        continue;
+      }
+      const Matrix<float>& in = LinearInput(cache, kLinears[k]);
+      GptqHessian h(wl.cols());
+      h.AddRows(in.data(), in.rows());
+      GptqOptions options;
+      options.percdamp = config.quantize.gptq_damp;
+      options.act_order = config.quantize.gptq_act_order;
+      std::string log;
+      result.layers[k] = GptqQuantize(wl.data(), wl.rows(), wl.cols(), h, layers[k].high_cols,
+                                      spec, options, &log);
+      if (!log.empty()) std::fprintf(stderr, "%s", log.c_str());
+    }
+    std::array<QuantizedLayer, kNumLinears> rtn;
+    for (size_t k = 0; k < kNumLinears; ++k) {
+      const Matrix<float>& wl = w.linear(kLinears[k]);
+      rtn[k] = QuantizeLayer(wl.data(), wl.rows(), wl.cols(), layers[k].high_cols, spec);
+    }
+    result.rtn_mse = BlockOutputMse(model, DequantizedBlock(w, rtn), seq_len, x, target);
+    result.init_mse = result.rtn_mse;
+    result.final_mse = BlockOutputMse(model, DequantizedBlock(w, result.layers), seq_len, x, target);
+    return result;
+  }
+  ReconOptions options;
+  options.method = ReconMethodOf(method);
+  options.steps = config.quantize.steps;
+  options.batch = config.quantize.batch;
+  options.lwc_lr = static_cast<float>(config.quantize.lwc_lr);
+  options.lwc_init = static_cast<float>(config.quantize.lwc_init);
+  options.round_lr = static_cast<float>(config.quantize.round_lr);
+  options.round_lambda = static_cast<float>(config.quantize.round_lambda);
+  options.beta_start = static_cast<float>(config.quantize.beta_start);
+  options.beta_end = static_cast<float>(config.quantize.beta_end);
+  options.warmup = static_cast<float>(config.quantize.warmup);
+  options.seed = config.quantize.seed;
+  options.block = block;
+  ReconResult r = ReconstructBlock(model, w, seq_len, x, layers, options);
+  result.layers = std::move(r.layers);
+  result.rtn_mse = r.report.rtn_mse;
+  result.init_mse = r.report.init_mse;
+  result.final_mse = r.report.final_mse;
+  return result;
+}
+
+// Every layer's (name, ratio, n_high, LayerBits) row, for the root file.
+std::vector<PlanEntry> PlanEntries(const std::vector<PlanLayerRow>& rows, const QuantSpec& spec) {
+  std::vector<PlanEntry> entries;
+  for (const PlanLayerRow& r : rows) {
+    const int64_t n_high = static_cast<int64_t>(r.channels.size());
+    entries.push_back({r.name, r.ratio, n_high, LayerBits(r.n_out, r.n_in, n_high, spec)});
+  }
+  return entries;
+}
+
+// The unquantized tensors this rank owns, as stored in the checkpoint.
+std::vector<TensorToWrite> OwnUnquantizedTensors(const Stage<float>& stage,
+                                                 const Checkpoint& checkpoint) {
+  std::vector<TensorToWrite> tensors;
+  for (const ModelTensor& t : ModelTensors(stage.config, {stage.block_begin, stage.block_end,
+                                                          stage.has_embedding, stage.has_head})) {
+    if (t.spec != nullptr && t.spec->quantized) continue;
+    const TensorInfo& info = checkpoint.Info(t.name);
+    tensors.push_back({t.name, info.dtype, info.shape, checkpoint.Bytes(t.name)});
+  }
+  return tensors;
+}
+
+}  // namespace
+
+std::string QuantizeReport::KeyValues(const fs::path& output) const {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "avg_bits=%.6f budget=%.6f method=%s rtn_mse=%.9g final_mse=%.9g plan_s=%.1f "
+                "quantize_s=%.1f output=%s",
+                avg_bits, budget_avg_bits, method.c_str(), rtn_mse, final_mse, plan_seconds,
+                quantize_seconds, output.c_str());
+  return buf;
+}
+
+QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
+                                const Checkpoint& checkpoint, std::FILE* log,
+                                std::FILE* rank_log) {
+  const Comm& comm = pipeline.comm();
+  const Stage<float>& stage = pipeline.stage();
+  const LlamaConfig& model = stage.config;
+  QuantizeReport report;
+  report.method = std::string(Name(config.quantize.method));
+
+  // 1. The plan; every method but hiq takes the fixed ratio's channels at the same budget.
+  auto t0 = Clock::now();
+  report.plan = RunPlanStage(config, pipeline, checkpoint, log);
+  if (comm.rank() == 0) WritePlan(report.plan, config.output);
+  report.plan_seconds = Since(t0);
+  const bool optimised = config.quantize.method == QuantizeMethod::kHiq;
+  const std::vector<PlanLayerRow>& rows = optimised ? report.plan.layers
+                                                    : report.plan.fixed_layers;
+  report.budget_avg_bits = report.plan.budget_avg_bits;
+  Log(log, "[%.1fs] plan: %s channels, %s, avg_bits %.6f\n", report.plan_seconds,
+      optimised ? "the plan's" : "the fixed ratio's", report.method.c_str(),
+      optimised ? report.plan.avg_bits : report.plan.fixed_avg_bits);
+
+  // 2. Block inputs, cached on the rank that owns each block.
+  t0 = Clock::now();
+  const std::vector<Sequence> seqs = BuildSampleSet(
+      config.calibration.reconstruction, "reconstruction", pipeline, config.model.tokenizer);
+  const int64_t seq_len = static_cast<int64_t>(seqs.front().tokens.size());
+  const size_t n_local = stage.blocks.size();
+  std::vector<BlockWeights<float>> quantized(n_local);  // dequantized, for quantized inputs
+  std::vector<bool> done(n_local, false);
+  const JobWeights weights = [&](int) {
+    std::vector<const BlockWeights<float>*> w(n_local, nullptr);
+    for (size_t b = 0; b < n_local; ++b) {
+      if (done[b]) w[b] = &quantized[b];
+    }
+    return w;
+  };
+  BlockInputs inputs;
+  pipeline.ForwardJobs(seqs, {0}, weights, nullptr, &inputs, kMicroBatch);
+  report.inputs_seconds = Since(t0);
+  Log(log, "[%.1fs] reconstruction set %zu x %lld tokens, block inputs cached (%s)\n",
+      report.plan_seconds + report.inputs_seconds, seqs.size(), static_cast<long long>(seq_len),
+      std::string(Name(config.quantize.inputs)).c_str());
+
+  // 3. Every rank its own blocks, in block order. With quantized inputs the blocks go one after
+  // the other: block i's inputs come from a forward through the quantized blocks before it.
+  t0 = Clock::now();
+  const bool sequential = config.quantize.inputs == ReconInputs::kQuantized;
+  std::vector<ShardLayer> shard_layers;
+  double rtn_mse = 0, final_mse = 0;
+  const int n_blocks = static_cast<int>(model.num_hidden_layers);
+  for (int block = 0; block < n_blocks; ++block) {
+    if (sequential && block > 0) {
+      pipeline.ForwardJobs(seqs, {0}, weights, nullptr, &inputs, kMicroBatch);
+    }
+    if (block < stage.block_begin || block >= stage.block_end) continue;
+    const size_t b = static_cast<size_t>(block - stage.block_begin);
+    const auto tb = Clock::now();
+    BlockResult r = QuantizeBlock(config, model, stage.blocks[b], block, seq_len,
+                                  inputs.per_block[b], rows);
+    rtn_mse += r.rtn_mse;
+    final_mse += r.final_mse;
+    if (rank_log != nullptr) {
+      std::fprintf(rank_log, "[rank %d] block %d: %s mse rtn=%.6g init=%.6g final=%.6g (%.1fs)\n",
+                   comm.rank(), block, report.method.c_str(), r.rtn_mse, r.init_mse, r.final_mse,
+                   Since(tb));
+      std::fflush(rank_log);
+    }
+    if (sequential) {
+      quantized[b] = DequantizedBlock(stage.blocks[b], r.layers);
+      done[b] = true;
+    }
+    for (size_t k = 0; k < kNumLinears; ++k) {
+      shard_layers.push_back({LayerName(LayerIndex(block, kLinears[k])), std::move(r.layers[k])});
+    }
+  }
+  report.quantize_seconds = Since(t0);
+
+  // 4. Shards, then the root file. The stored bits are exact integers, summed in rank order.
+  t0 = Clock::now();
+  double local_bits = 0, local_weights = 0;
+  for (const ShardLayer& l : shard_layers) {
+    local_bits += static_cast<double>(StoredBits(l.layer));
+    local_weights += static_cast<double>(l.layer.n_out * l.layer.n_in);
+  }
+  const std::vector<double> all = comm.AllGather(std::vector<double>{local_bits, local_weights, rtn_mse, final_mse});
+  double bits = 0, n_weights = 0;
+  for (size_t r = 0; r < all.size(); r += 4) {
+    bits += all[r];
+    n_weights += all[r + 1];
+    report.rtn_mse += all[r + 2];
+    report.final_mse += all[r + 3];
+  }
+  report.avg_bits = bits / n_weights;
+  const fs::path shard_path = config.output / ShardRelativePath(comm.rank(), comm.size());
+  std::error_code ec;
+  fs::create_directories(shard_path.parent_path(), ec);
+  if (ec) throw IoError("quantize: cannot create '" + shard_path.parent_path().string() + "': " + ec.message());
+  WriteShard(shard_path, comm.rank(), comm.size(), shard_layers,
+             OwnUnquantizedTensors(stage, checkpoint));
+  // Every shard is complete before the root file that links them exists.
+  if (!comm.AllTrue(true)) throw MpiError("quantize: a rank failed to write its shard");
+  if (comm.rank() == 0) {
+    ModelFileInfo info;
+    info.n_ranks = comm.size();
+    info.model_config = ReadBinaryFile(checkpoint.dir() / "config.json", "config.json");
+    info.run_config = ToYaml(config);
+    info.run_config_hash = Fingerprint(config, ConfigStage::kQuantize) + " plan " +
+                           report.plan.fingerprint;
+    info.git_revision = HIQ_GIT_REVISION;
+    info.budget_avg_bits = report.budget_avg_bits;
+    info.avg_bits = report.avg_bits;
+    info.plan = PlanEntries(rows, report.plan.spec);
+    const std::string tok = ReadBinaryFile(config.model.tokenizer, "tokenizer");
+    info.tokenizer_model.assign(tok.begin(), tok.end());
+    WriteModelFile(config.output, info);
+  }
+  comm.Barrier();
+  report.write_seconds = Since(t0);
+  Log(log, "[%.1fs] wrote %s: %d shards, avg_bits %.6f (budget %.6f)\n",
+      report.plan_seconds + report.inputs_seconds + report.quantize_seconds +
+          report.write_seconds,
+      (config.output / "model.h5").c_str(), comm.size(), report.avg_bits, report.budget_avg_bits);
+  return report;
+}
+
+namespace {
+
+Matrix<float> TensorMatrix(const StoredTensor& t, int64_t rows, int64_t cols,
+                           const std::string& where) {
+  int64_t n = 1;
+  for (int64_t d : t.shape) n *= d;
+  if (n != rows * cols) {
+    throw FormatError(where + ": tensor '" + t.name + "' has " + std::to_string(n) +
+                      " elements, expected " + std::to_string(rows * cols) + " from config.json");
+  }
+  Matrix<float> m(rows, cols);
+  ConvertToFloat(t.dtype, t.data, std::span<float>(m.data(), static_cast<size_t>(m.size())));
+  return m;
+}
+
+Matrix<float> LayerMatrix(const QuantizedLayer& q) {
+  Matrix<float> m(q.n_out, q.n_in);
+  Dequantize(q, m.data());
+  return m;
+}
+
+}  // namespace
+
+Pipeline LoadQuantizedPipeline(const Comm& comm, const fs::path& out_dir, ModelFileInfo* info) {
+  const fs::path root = out_dir / "model.h5";
+  ModelFileInfo read = ReadModelFile(root);
+  const LlamaConfig model =
+      LlamaConfigFromJson(nlohmann::json::parse(read.model_config), root.string() + " model_config");
+  Partition partition = PartitionBlocks(model, comm.size());
+  const size_t r = static_cast<size_t>(comm.rank());
+  Stage<float> stage;
+  stage.config = model;
+  stage.block_begin = partition.first_block[r];
+  stage.block_end = partition.first_block[r + 1];
+  stage.has_embedding = r == 0;
+  stage.has_head = comm.rank() == comm.size() - 1;
+  const ShardReader reader(root);
+  const std::string where = "LoadQuantizedPipeline: " + root.string();
+  const int64_t V = model.vocab_size, C = model.hidden_size;
+  if (stage.has_embedding) {
+    stage.embedding = TensorMatrix(reader.ReadTensor("model.embed_tokens.weight"), V, C, where);
+  }
+  for (int b = stage.block_begin; b < stage.block_end; ++b) {
+    BlockWeights<float> w = ZeroBlock<float>(model);
+    ForEachBlockTensor(w, [&](const BlockTensor& t, Matrix<float>& m) {
+      const std::string name = BlockTensorName(b, t.suffix);
+      if (!t.quantized) {
+        m = TensorMatrix(reader.ReadTensor(name), m.rows(), m.cols(), where);
+        return;
+      }
+      const QuantizedLayer q = reader.ReadLayer(LayerName(LayerIndex(b, t.linear)));
+      if (q.n_out != m.rows() || q.n_in != m.cols()) {
+        throw FormatError(where + ": layer '" + name + "' is [" + std::to_string(q.n_out) + ", " +
+                          std::to_string(q.n_in) + "], config.json implies [" +
+                          std::to_string(m.rows()) + ", " + std::to_string(m.cols()) + "]");
+      }
+      m = LayerMatrix(q);
+    });
+    stage.blocks.push_back(std::move(w));
+  }
+  if (stage.has_head) {
+    stage.final_norm = TensorMatrix(reader.ReadTensor("model.norm.weight"), 1, C, where);
+    stage.lm_head = TensorMatrix(reader.ReadTensor(model.tie_word_embeddings
+                                                       ? "model.embed_tokens.weight"
+                                                       : "lm_head.weight"),
+                                 V, C, where);
+  }
+  if (info != nullptr) *info = std::move(read);
+  return Pipeline(comm, std::move(stage), std::move(partition));
+}
+
+double StoredAverageBits(const fs::path& out_dir) {
+  const ShardReader reader(out_dir / "model.h5");
+  double bits = 0, weights = 0;
+  for (const std::string& name : reader.LayerNames()) {
+    const QuantizedLayer q = reader.ReadLayer(name);
+    bits += static_cast<double>(StoredBits(q));
+    weights += static_cast<double>(q.n_out * q.n_in);
+  }
+  return bits / weights;
+}
+
+int ExportQuantized(const fs::path& out_dir, const fs::path& dir, DType dtype,
+                    uint64_t max_shard_bytes) {
+  const fs::path root = out_dir / "model.h5";
+  const ModelFileInfo info = ReadModelFile(root);
+  const LlamaConfig model =
+      LlamaConfigFromJson(nlohmann::json::parse(info.model_config), root.string() + " model_config");
+  const ShardReader reader(root);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw IoError("export: cannot create '" + dir.string() + "': " + ec.message());
+
+  // Every tensor of the model in checkpoint order, dequantized and encoded in `dtype`.
+  std::vector<std::string> names;
+  std::vector<std::vector<int64_t>> shapes;
+  std::vector<std::vector<std::byte>> data;
+  for (const ModelTensor& t : ModelTensors(model)) {
+    std::vector<float> values;
+    if (t.spec != nullptr && t.spec->quantized) {
+      const QuantizedLayer q = reader.ReadLayer(LayerName(LayerIndex(t.block, t.spec->linear)));
+      values.resize(static_cast<size_t>(q.n_out * q.n_in));
+      Dequantize(q, values.data());
+    } else {
+      const StoredTensor s = reader.ReadTensor(t.name);
+      values.resize(s.data.size() / DTypeSize(s.dtype));
+      ConvertToFloat(s.dtype, s.data, values);
+    }
+    names.push_back(t.name);
+    shapes.push_back(t.shape);
+    data.push_back(EncodeFloats(values, dtype));
+  }
+
+  // Cut into files of at most max_shard_bytes (a tensor larger than that gets a file alone).
+  std::vector<std::vector<size_t>> files(1);
+  uint64_t in_file = 0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (!files.back().empty() && in_file + data[i].size() > max_shard_bytes) {
+      files.emplace_back();
+      in_file = 0;
+    }
+    files.back().push_back(i);
+    in_file += data[i].size();
+  }
+  const int n_files = static_cast<int>(files.size());
+  nlohmann::json weight_map = nlohmann::json::object();
+  uint64_t total = 0;
+  for (int f = 0; f < n_files; ++f) {
+    char file_name[64];
+    std::snprintf(file_name, sizeof file_name, "model-%05d-of-%05d.safetensors", f + 1, n_files);
+    const std::string name = n_files == 1 ? "model.safetensors" : file_name;
+    std::vector<TensorToWrite> tensors;
+    for (size_t i : files[static_cast<size_t>(f)]) {
+      tensors.push_back({names[i], dtype, shapes[i], data[i]});
+      weight_map[names[i]] = name;
+      total += data[i].size();
+    }
+    WriteSafetensors(dir / name, tensors, {{"format", "pt"}, {"generator", "hiq export"}});
+  }
+  auto write_text = [&](const fs::path& path, const std::string& text) {
+    const fs::path tmp = path.string() + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::binary);
+      out << text;
+      if (!out) throw IoError("export: cannot write '" + tmp.string() + "'");
+    }
+    fs::rename(tmp, path, ec);
+    if (ec) throw IoError("export: cannot rename '" + tmp.string() + "': " + ec.message());
+  };
+  if (n_files > 1) {
+    nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+    write_text(dir / "model.safetensors.index.json", index.dump(2) + "\n");
+  }
+  nlohmann::json config = nlohmann::json::parse(info.model_config);
+  config["torch_dtype"] = dtype == DType::kF32 ? "float32" : dtype == DType::kF16 ? "float16"
+                                                                                  : "bfloat16";
+  if (!info.tokenizer_model.empty()) {
+    write_text(dir / "tokenizer.model",
+               std::string(info.tokenizer_model.begin(), info.tokenizer_model.end()));
+  }
+  // config.json last: a directory with it is complete.
+  write_text(dir / "config.json", config.dump(2) + "\n");
+  return n_files;
+}
+
+}  // namespace hiq
