@@ -104,8 +104,11 @@ BENCHMARK(BM_ReconStep)
 
 // OpenBLAS's AVX-512 kernels, as hiq itself runs them (hiq/model/blas.h): without the pin,
 // Debian's OpenBLAS falls back to its slowest kernels on this CPU and the ratio means little.
+// Freed activation buffers stay in the heap (hiq's main does the same), or page faults of the
+// engine's temporaries would be part of both timings.
 int main(int argc, char** argv) {
   hiq::PinBlasCore(argv);
+  hiq::KeepActivationMemory();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

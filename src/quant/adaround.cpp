@@ -10,14 +10,7 @@
 namespace hiq {
 namespace {
 
-float Qmax(int bits) {
-  if (bits < 1 || bits > 8) {
-    throw ConfigError("AdaRound: bits = " + std::to_string(bits) + ", expected 1..8");
-  }
-  return static_cast<float>((1 << bits) - 1);
-}
-
-float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+float Qmax(int bits) { return LearnedQmax("AdaRound", bits); }
 
 // The rectified sigmoid before its clip to [0, 1].
 float Stretched(float v) { return Sigmoid(v) * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma; }

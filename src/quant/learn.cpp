@@ -25,6 +25,13 @@ void CheckCols(const char* fn, int64_t n_in, std::span<const int32_t> high_cols)
 
 }  // namespace
 
+float LearnedQmax(const char* who, int bits) {
+  if (bits < 1 || bits > 8) {
+    throw ConfigError(std::string(who) + ": bits = " + std::to_string(bits) + ", expected 1..8");
+  }
+  return static_cast<float>((1 << bits) - 1);
+}
+
 ColumnPart LowPart(int64_t n_in, std::span<const int32_t> high_cols, int64_t group_size) {
   CheckCols("LowPart", n_in, high_cols);
   if (group_size < 0) {

@@ -10,14 +10,7 @@
 namespace hiq {
 namespace {
 
-float Qmax(int bits) {
-  if (bits < 1 || bits > 8) {
-    throw ConfigError("LWC: bits = " + std::to_string(bits) + ", expected 1..8");
-  }
-  return static_cast<float>((1 << bits) - 1);
-}
-
-float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+float Qmax(int bits) { return LearnedQmax("LWC", bits); }
 
 void CheckSizes(const Lwc& lwc) {
   const size_t n = static_cast<size_t>(lwc.n_out * lwc.part.n_groups);

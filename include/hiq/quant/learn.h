@@ -13,6 +13,7 @@
 // sizes ConfigError, as QuantizeLayer.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -36,6 +37,11 @@ ColumnPart HighPart(int64_t n_in, std::span<const int32_t> high_cols);
 // Per-group extremes of a part of w (n_out, n_in): x_min, x_max (n_out * n_groups,) row-major.
 void PartMinMax(const ColumnPart& part, const float* w, int64_t n_out, std::vector<float>& x_min,
                 std::vector<float>& x_max);
+
+// 2^bits - 1 for bits in 1..8; ConfigError naming `who` otherwise.
+float LearnedQmax(const char* who, int bits);
+// 1 / (1 + exp(-x)) in float: the one sigmoid of the learned quantizers.
+inline float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 struct AdamOptions {
   float lr = 1e-3f;
