@@ -4,8 +4,8 @@
 against hiq's own weights bit for bit.
 
 Usage: check_shards.py OUT EXPECTED.safetensors
-EXPECTED holds, as F32, hiq's Dequantize of every layer (named by layer) and every unquantized
-tensor (named by tensor). The python examples of docs/FORMATS.md's section run on OUT too.
+EXPECTED holds, as F32, hiq's Dequantize of every layer (named by layer, or by its Hugging Face
+weight name as `hiq export --dtype F32` writes it) and every unquantized tensor (named by tensor). The python examples of docs/FORMATS.md's section run on OUT too.
 Run by tests/test_shard.cpp; exits non-zero with the first mismatch."""
 import json
 import os
@@ -134,6 +134,11 @@ def run_doc_examples(out):
 
 out, expected_path = sys.argv[1], sys.argv[2]
 expected = read_safetensors(expected_path)
+n_expected = len(expected)
+# `hiq export` names a layer's weight as Hugging Face does ("<layer>.weight"): accept that too.
+for key in list(expected):
+    if key.endswith(".weight"):
+        expected.setdefault(key[: -len(".weight")], expected[key])
 with h5py.File(f"{out}/model.h5", "r") as f:
     assert f.attrs["format"] == "hiq-model" and f.attrs["format_version"] == 1
     n_ranks = int(f.attrs["n_ranks"])
@@ -154,7 +159,7 @@ with h5py.File(f"{out}/model.h5", "r") as f:
     for name in f["tensors"]:
         values = tensor_values(f["tensors"][name])
         assert same_bits(values, expected[name]), f"tensor {name} differs"
-    assert len(names) + len(f["tensors"]) == len(expected), "every expected tensor was checked"
+    assert len(names) + len(f["tensors"]) == n_expected, "every expected tensor was checked"
     avg = total_bits / total_weights
     assert abs(avg - float(f.attrs["avg_bits"])) <= 1e-12 * avg, (avg, f.attrs["avg_bits"])
     n_tensors = len(f["tensors"])
