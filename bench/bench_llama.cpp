@@ -7,8 +7,8 @@
 #include <filesystem>
 
 #include "hiq/io/checkpoint.h"
-#include "hiq/model/llama.h"
 #include "hiq/io/synth.h"
+#include "hiq/model/llama.h"
 
 namespace hiq {
 namespace {
@@ -41,7 +41,8 @@ void BM_SgemmPeak(benchmark::State& state) {
     c.noalias() = a * b.transpose();
     benchmark::DoNotOptimize(c.data());
   }
-  state.counters["GFLOPs"] = benchmark::Counter(2.0 * M * N * K, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  state.counters["GFLOPs"] = benchmark::Counter(
+      2.0 * M * N * K, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 BENCHMARK(BM_SgemmPeak)->Unit(benchmark::kMillisecond)->MinTime(2.0)->UseRealTime();
 
@@ -53,7 +54,8 @@ struct BlockSetup {
 };
 
 BlockSetup MakeBlock(const LlamaConfig& config, int64_t T) {
-  BlockSetup s{config, ZeroBlock<float>(config), MakeRope<float>(config, T), Matrix<float>(T, config.hidden_size)};
+  BlockSetup s{config, ZeroBlock<float>(config), MakeRope<float>(config, T),
+               Matrix<float>(T, config.hidden_size)};
   uint32_t seed = 10;
   ForEachBlockTensor(s.w, [&](const BlockTensor&, Matrix<float>& m) {
     if (m.rows() == 1) {
@@ -79,13 +81,20 @@ void BM_Llama2_7bBlock(benchmark::State& state) {
     benchmark::DoNotOptimize(out.data());
   }
   const double flops = BlockForwardFlops(s.config, T, T) * (backward ? 3.0 : 1.0);
-  state.counters["GFLOPs"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
-  state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(T), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOPs"] = benchmark::Counter(
+      flops, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  state.counters["tokens_per_s"] =
+      benchmark::Counter(static_cast<double>(T), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_Llama2_7bBlock)
     ->ArgNames({"T", "backward"})
-    ->Args({512, 0})->Args({512, 1})->Args({2048, 0})->Args({2048, 1})
-    ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(1.0);
+    ->Args({512, 0})
+    ->Args({512, 1})
+    ->Args({2048, 0})
+    ->Args({2048, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(1.0);
 
 // The real stories260K, whole model, one sequence of its full context.
 void BM_Stories260K(benchmark::State& state) {
@@ -107,15 +116,25 @@ void BM_Stories260K(benchmark::State& state) {
         ModelForwardBackward<float>(stage, tokens, targets, backward ? &grad : nullptr, nullptr));
   }
   const LlamaConfig& c = stage.config;
-  const double head = 2.0 * static_cast<double>(T) * static_cast<double>(c.vocab_size * c.hidden_size);
-  const double flops = (BlockForwardFlops(c, T, T) * static_cast<double>(c.num_hidden_layers) + head) * (backward ? 3.0 : 1.0);
-  state.counters["GFLOPs"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
-  state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(T), benchmark::Counter::kIsIterationInvariantRate);
+  const double head =
+      2.0 * static_cast<double>(T) * static_cast<double>(c.vocab_size * c.hidden_size);
+  const double flops =
+      (BlockForwardFlops(c, T, T) * static_cast<double>(c.num_hidden_layers) + head) *
+      (backward ? 3.0 : 1.0);
+  state.counters["GFLOPs"] = benchmark::Counter(
+      flops, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  state.counters["tokens_per_s"] =
+      benchmark::Counter(static_cast<double>(T), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_Stories260K)
     ->ArgNames({"T", "backward"})
-    ->Args({256, 0})->Args({256, 1})->Args({512, 0})->Args({512, 1})
-    ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(1.0);
+    ->Args({256, 0})
+    ->Args({256, 1})
+    ->Args({512, 0})
+    ->Args({512, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(1.0);
 
 }  // namespace
 }  // namespace hiq

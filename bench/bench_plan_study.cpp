@@ -6,8 +6,8 @@
 //   mpirun -np P build/bench/bench_plan_study CONFIG.yaml [--set key=value]... [--plans 30]
 //       [--bits-tolerance 0.10] [--seed 1] [--json OUT.json] [--plan-dir DIR]
 //
-// Setup exactly as RunPlanStage (include/hiq/stages/plan.h): Fisher on calibration.fisher, candidates,
-// the budget, the fixed ratio within it, the cost and check sets. Then:
+// Setup exactly as RunPlanStage (include/hiq/stages/plan.h): Fisher on calibration.fisher,
+// candidates, the budget, the fixed ratio within it, the cost and check sets. Then:
 //  - N random plans: every layer's candidate uniform over R, kept only when the plan's total
 //    bits lie within +-tolerance (relative) of the budget's, redrawn otherwise. Their loss change
 //    vs full precision is measured once on calibration.check and reused for every estimator.
@@ -22,7 +22,6 @@
 // Rank 0 prints progress and a summary and writes the JSON; every number in it is the same for
 // any rank count except the seconds.
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -39,19 +38,18 @@
 #include <thread>
 #include <vector>
 
-
-#include "hiq/base/rng.h"               // StreamSeed
-#include "hiq/stages/calibration.h"  // BuildSampleSet
-#include "hiq/io/checkpoint.h"   // Checkpoint
+#include "hiq/base/error.h"          // ConfigError, SolverError
+#include "hiq/base/rng.h"            // StreamSeed
 #include "hiq/config/config.h"       // LoadConfig, RunConfig, Name
+#include "hiq/dist/mpi.h"            // MpiSession, Comm
+#include "hiq/dist/pipeline.h"       // Pipeline
+#include "hiq/io/checkpoint.h"       // Checkpoint
+#include "hiq/model/llama.h"         // KeepActivationMemory
+#include "hiq/solve/solver.h"        // PlanProblem, Objective, SolvePareto
+#include "hiq/stages/calibration.h"  // BuildSampleSet
 #include "hiq/stages/cost.h"         // CostModel, CostTerms, Plan, LayerName
-#include "hiq/base/error.h"        // ConfigError, SolverError
 #include "hiq/stages/fisher.h"       // ComputeFisher
-#include "hiq/model/llama.h"        // KeepActivationMemory
-#include "hiq/dist/mpi.h"          // MpiSession, Comm
-#include "hiq/dist/pipeline.h"     // Pipeline
 #include "hiq/stages/plan.h"         // PlanReport, PlanLayerRow, WritePlan, PlanFingerprint
-#include "hiq/solve/solver.h"       // PlanProblem, Objective, SolvePareto
 
 extern "C" void openblas_set_num_threads(int num_threads);
 
@@ -84,8 +82,8 @@ void SetThreads(int threads) {
   if (threads <= 0) {
     const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
     if (local == nullptr) return;
-    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
-                              std::max(1, std::atoi(local)));
+    threads = std::max(
+        1, static_cast<int>(std::thread::hardware_concurrency()) / std::max(1, std::atoi(local)));
   }
   openblas_set_num_threads(threads);
 }
@@ -153,9 +151,7 @@ std::vector<Plan> RandomPlans(const CostModel& cm, double budget, int n, double 
 struct Combo {
   CostMode mode;
   CostCenter center;
-  std::string name() const {
-    return std::string(Name(mode)) + "-" + std::string(Name(center));
-  }
+  std::string name() const { return std::string(Name(mode)) + "-" + std::string(Name(center)); }
 };
 
 int Run(const Comm& comm, const Args& args) {
@@ -259,8 +255,8 @@ int Run(const Comm& comm, const Args& args) {
   for (const Combo& combo : combos) {
     const std::optional<Plan> centre =
         combo.center == CostCenter::kPlan ? fixed : std::optional<Plan>();
-    const CostTerms terms = cm.Measure(combo.mode, cost_set, centre, config.cost.pairs,
-                                       config.cost.local_fit_switches);
+    const CostTerms terms =
+        cm.Measure(combo.mode, cost_set, centre, config.cost.pairs, config.cost.local_fit_switches);
     const PlanProblem problem = MakePlanProblem(cm, terms, budget);
     const double offset = terms.centre_loss - fp_cost;
     std::vector<double> predicted;

@@ -1,5 +1,5 @@
-// Benchmarks for hiq/quant/quant.h: QuantizeCandidate on LLaMA-7B layer shapes, and the _ref vs fast
-// row kernel. Throughput is reported as GB/s of float32 weights read (n_out * n_in * 4 bytes);
+// Benchmarks for hiq/quant/quant.h: QuantizeCandidate on LLaMA-7B layer shapes, and the _ref vs
+// fast row kernel. Throughput is reported as GB/s of float32 weights read (n_out * n_in * 4 bytes);
 // the same number of bytes is written. Single-threaded, like the function.
 //   build/bench/bench_quant --benchmark_min_time=1
 #include <benchmark/benchmark.h>

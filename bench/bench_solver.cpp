@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "hiq/base/error.h"    // SolverError
 #include "hiq/quant/quant.h"   // LayerBits, HighCount, QuantSpec
-#include "hiq/base/error.h"   // SolverError
 #include "hiq/solve/solver.h"  // PlanProblem, SolvePareto, SolveMilp
 
 namespace {

@@ -1,6 +1,4 @@
 // Calibration sets: seeded, rank-free randomness and the sampling rule.
-#include "hiq/stages/calibration.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,6 +6,7 @@
 
 #include "hiq/base/error.h"
 #include "hiq/base/rng.h"  // StreamSeed
+#include "hiq/stages/calibration.h"
 #include "test_util.h"
 
 namespace hiq {
@@ -56,7 +55,8 @@ TEST(RandomWindows, ATextShorterThanOneWindowIsAClearError) {
 }
 
 TEST(SampleToken, InvertsTheCumulativeSoftmax) {
-  const std::vector<float> logits = {0.0f, std::log(3.0f), -INFINITY, 0.0f};  // p = 1/5, 3/5, 0, 1/5
+  const std::vector<float> logits = {0.0f, std::log(3.0f), -INFINITY,
+                                     0.0f};  // p = 1/5, 3/5, 0, 1/5
   EXPECT_EQ(SampleToken(logits, 1.0, 0.0), 0);
   EXPECT_EQ(SampleToken(logits, 1.0, 0.19), 0);
   EXPECT_EQ(SampleToken(logits, 1.0, 0.21), 1);

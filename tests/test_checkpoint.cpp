@@ -8,11 +8,11 @@
 #include <sstream>
 #include <thread>
 
+#include "hiq/base/error.h"  // FormatError, IoError
+#include "hiq/base/fp16.h"   // F16ToFloat, FloatToF16, BF16ToFloat, FloatToBF16
 #include "hiq/io/checkpoint.h"
-#include "hiq/base/error.h"        // FormatError, IoError
 #include "hiq/io/safetensors.h"  // SafetensorsFile, WriteSafetensors
-#include "hiq/base/fp16.h"        // F16ToFloat, FloatToF16, BF16ToFloat, FloatToBF16
-#include "test_util.h"        // TempDir, DataDir
+#include "test_util.h"           // TempDir, DataDir
 
 namespace hiq {
 namespace {

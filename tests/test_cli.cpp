@@ -73,8 +73,9 @@ TEST(Cli, EvalIsTheSameForOneAndTwoOpenBlasThreads) {
 }
 
 TEST(Cli, EvalOnMoreRanksThanBlocksFailsWithoutHanging) {
-  const test::CommandResult r = test::RunCommand("timeout 120 " + Mpirun(6) + " eval --model " + Model() + " --text " +
-                          (test::DataDir() / "text/tinystories/sample.txt").string());
+  const test::CommandResult r =
+      test::RunCommand("timeout 120 " + Mpirun(6) + " eval --model " + Model() + " --text " +
+                       (test::DataDir() / "text/tinystories/sample.txt").string());
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.exit_code, 124) << "timed out: a rank was left waiting";
   EXPECT_NE(r.output.find("6 ranks for a model of 5 blocks"), std::string::npos) << r.output;
@@ -82,27 +83,25 @@ TEST(Cli, EvalOnMoreRanksThanBlocksFailsWithoutHanging) {
 
 TEST(Cli, SynthWritesTheSameModelForTheSameSeedAndItEvaluates) {
   test::TempDir dir("hiq-synth");
-  const std::string base = Hiq() + " synth --shape tiny --layers 2 --dtype F32 --tokenizer-from " +
-                           Model() + " --out ";
+  const std::string base =
+      Hiq() + " synth --shape tiny --layers 2 --dtype F32 --tokenizer-from " + Model() + " --out ";
   ASSERT_EQ(test::RunCommand(base + (dir / "a").string() + " --seed 7").exit_code, 0);
   ASSERT_EQ(test::RunCommand(base + (dir / "b").string() + " --seed 7").exit_code, 0);
   ASSERT_EQ(test::RunCommand(base + (dir / "c").string() + " --seed 8").exit_code, 0);
-  const auto digest = [&](const char* m) {
-    return Sha256HexOfFile(dir / m / "model.safetensors");
-  };
+  const auto digest = [&](const char* m) { return Sha256HexOfFile(dir / m / "model.safetensors"); };
   EXPECT_EQ(digest("a"), digest("b"));
   EXPECT_NE(digest("a"), digest("c"));
-  const test::CommandResult eval = test::RunCommand(Mpirun(2) + " eval --model " + (dir / "a").string() + " --text " +
-                             (test::DataDir() / "text/tinystories/sample.txt").string() +
-                             " --seq-len 64");
+  const test::CommandResult eval = test::RunCommand(
+      Mpirun(2) + " eval --model " + (dir / "a").string() + " --text " +
+      (test::DataDir() / "text/tinystories/sample.txt").string() + " --seq-len 64");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   EXPECT_EQ(Field(LastLine(eval.output), "windows"), "29");
 }
 
 TEST(Cli, SynthRejectsAnUnknownShape) {
   test::TempDir dir("hiq-synth");
-  const test::CommandResult r = test::RunCommand(Hiq() + " synth --shape gpt2 --layers 1 --seed 1 --out " +
-                          dir.path().string());
+  const test::CommandResult r = test::RunCommand(
+      Hiq() + " synth --shape gpt2 --layers 1 --seed 1 --out " + dir.path().string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("unknown --shape 'gpt2'"), std::string::npos) << r.output;
 }
@@ -151,10 +150,10 @@ TEST(Cli, PlanWritesTheSamePlanOnOneTwoAndThreeRanks) {
   }
   // The plan and its fixed-ratio baseline evaluate by round-to-nearest.
   for (const char* which : {"np1", "np1/fixed"}) {
-    const test::CommandResult eval = test::RunCommand(
-        Hiq() + " eval --model " + Model() + " --text " +
-        (test::DataDir() / "text/tinystories/sample.txt").string() + " --seq-len 128 --plan " +
-        (dir / which).string());
+    const test::CommandResult eval =
+        test::RunCommand(Hiq() + " eval --model " + Model() + " --text " +
+                         (test::DataDir() / "text/tinystories/sample.txt").string() +
+                         " --seq-len 128 --plan " + (dir / which).string());
     ASSERT_EQ(eval.exit_code, 0) << eval.output;
     EXPECT_FALSE(Field(LastLine(eval.output), "avg_bits").empty()) << eval.output;
   }
@@ -279,9 +278,8 @@ TEST(Cli, QuantizeRunsEveryBaselineAtTheSameBits) {
 
 TEST(Cli, ExportRefusesAnUnknownDtypeAndAMissingModel) {
   test::TempDir dir("hiq-export");
-  const test::CommandResult missing =
-      test::RunCommand(Hiq() + " export " + (dir / "none").string() + " --out " +
-                       (dir / "hf").string());
+  const test::CommandResult missing = test::RunCommand(
+      Hiq() + " export " + (dir / "none").string() + " --out " + (dir / "hf").string());
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_NE(missing.output.find((dir / "none" / "model.h5").string()), std::string::npos)
       << missing.output;

@@ -737,9 +737,9 @@ TEST(ConfigDocs, EachRowSaysWhichStagesReadTheKey) {
             std::string::npos);
   EXPECT_NE(markdown.find("\n| `quant.bits_high` | int | `3` | [1, 8] or 16 | plan, quantize | "),
             std::string::npos);
-  EXPECT_NE(markdown.find(
-                "\n| `quant.group_size` | int | `32` | 0 or [8, 1048576] | plan, quantize | "),
-            std::string::npos);
+  EXPECT_NE(
+      markdown.find("\n| `quant.group_size` | int | `32` | 0 or [8, 1048576] | plan, quantize | "),
+      std::string::npos);
   EXPECT_NE(markdown.find("\n| `quantize.steps` | int | `5120` | [1, 16777216] | quantize | "),
             std::string::npos);
   EXPECT_NE(markdown.find("\n| `threads` | int | `0` | [0, 1024] | none | "), std::string::npos);

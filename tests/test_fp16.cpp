@@ -1,8 +1,6 @@
 // Tests for hiq/base/fp16.h: every half decoded by the IEEE 754 definition and round-tripped,
 // float -> half against a nearest-by-bisection oracle (ties to even, subnormals, overflow, NaN),
 // bfloat16 both ways, and the FP16 roundings the quantizer's scales use.
-#include "hiq/base/fp16.h"
-
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -11,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "hiq/base/fp16.h"
 #include "hiq/base/rng.h"  // RandomStream
 
 namespace hiq {

@@ -1,8 +1,6 @@
 // GPTQ (hiq/quant/gptq.h): the Hessian's running mean, RTN bit for bit on an identity Hessian,
 // a lower held-out output error than RTN on every linear layer of the real stories260K block 0,
 // dead columns, act-order, the stored form, and the damping retry and its failure.
-#include "hiq/quant/gptq.h"
-
 #include <gtest/gtest.h>
 
 #include <Eigen/Cholesky>
@@ -18,6 +16,7 @@
 #include "hiq/io/checkpoint.h"
 #include "hiq/io/tokenizer.h"
 #include "hiq/model/llama.h"
+#include "hiq/quant/gptq.h"
 #include "hiq/quant/quant.h"
 #include "test_util.h"
 

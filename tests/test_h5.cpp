@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "hiq/base/error.h"  // IoError, FormatError, ConfigError
-#include "hiq/io/h5.h"
 #include "hiq/base/sha256.h"
+#include "hiq/io/h5.h"
 #include "test_util.h"  // TempDir, EXPECT_THROW_WITH
 
 namespace hiq {

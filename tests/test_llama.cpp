@@ -1,25 +1,24 @@
 // The engine against an independent PyTorch oracle (llm.c's test_gpt2 manner) and against
 // central finite differences in double for every layer type.
-#include "hiq/model/llama.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
 
-#include "hiq/io/checkpoint.h"
 #include "hiq/base/error.h"
 #include "hiq/base/rng.h"  // RandomStream
 #include "hiq/dist/pipeline.h"
+#include "hiq/io/checkpoint.h"
 #include "hiq/io/safetensors.h"
+#include "hiq/model/llama.h"
 #include "test_util.h"
 
 namespace hiq {
 namespace {
 
-constexpr double kLogitsAbsTol = 1e-4;   // issue: logits within 1e-4 absolute
-constexpr double kLossAbsTol = 1e-5;     // loss within 1e-5
-constexpr double kGradRelTol = 1e-3;     // every weight gradient within 1e-3 relative (norm)
+constexpr double kLogitsAbsTol = 1e-4;  // issue: logits within 1e-4 absolute
+constexpr double kLossAbsTol = 1e-5;    // loss within 1e-5
+constexpr double kGradRelTol = 1e-3;    // every weight gradient within 1e-3 relative (norm)
 constexpr double kFiniteDiffStep = 1e-6;
 constexpr double kFiniteDiffRelTol = 1e-5;
 
@@ -154,7 +153,8 @@ double Probe(const Matrix<double>& out, const Matrix<double>& r) {
 
 TEST(FiniteDifference, RmsNormBackwardMatches) {
   RandomStream rng(1, "test_llama");
-  Matrix<double> x = RandomMatrix(5, 8, rng), w = RandomMatrix(1, 8, rng), r = RandomMatrix(5, 8, rng);
+  Matrix<double> x = RandomMatrix(5, 8, rng), w = RandomMatrix(1, 8, rng),
+                 r = RandomMatrix(5, 8, rng);
   Matrix<double> out, rstd, dx, dw = Matrix<double>::Zero(1, 8);
   RmsNormForward(x, w, 1e-5, out, &rstd);
   RmsNormBackward(r, x, w, rstd, dx, dw);
@@ -202,7 +202,8 @@ TEST(FiniteDifference, GroupedQueryAttentionBackwardMatches) {
 
 TEST(FiniteDifference, SwiGluBackwardMatches) {
   RandomStream rng(4, "test_llama");
-  Matrix<double> g = RandomMatrix(4, 7, rng), u = RandomMatrix(4, 7, rng), r = RandomMatrix(4, 7, rng);
+  Matrix<double> g = RandomMatrix(4, 7, rng), u = RandomMatrix(4, 7, rng),
+                 r = RandomMatrix(4, 7, rng);
   Matrix<double> act, dg, du;
   SwiGluBackward(g, u, r, dg, du);
   auto f = [&] {
@@ -219,8 +220,9 @@ TEST(FiniteDifference, CrossEntropyBackwardMatchesAndSkipsUnpredictedRows) {
   const std::vector<int32_t> targets = {3, 0, -1, 10};
   CrossEntropyForward<double>(logits, targets, &dlogits, 0.25);
   EXPECT_EQ(dlogits.row(2).cwiseAbs().sum(), 0.0);
-  ExpectGradientMatches("dlogits", logits, dlogits,
-                        [&] { return 0.25 * CrossEntropyForward<double>(logits, targets, nullptr, 1); });
+  ExpectGradientMatches("dlogits", logits, dlogits, [&] {
+    return 0.25 * CrossEntropyForward<double>(logits, targets, nullptr, 1);
+  });
 }
 
 TEST(FiniteDifference, EmbeddingBackwardAccumulatesRepeatedTokens) {
@@ -241,7 +243,8 @@ TEST(FiniteDifference, BlockBackwardMatchesForEveryWeightAndInput) {
   RandomStream rng(8, "test_llama");
   const int64_t T = 6, B = 2;
   const Rope<double> rope = MakeRope<double>(c, T);
-  Matrix<double> x = RandomMatrix(B * T, c.hidden_size, rng), r = RandomMatrix(B * T, c.hidden_size, rng);
+  Matrix<double> x = RandomMatrix(B * T, c.hidden_size, rng),
+                 r = RandomMatrix(B * T, c.hidden_size, rng);
   BlockWeights<double>& w = stage.blocks[0];
   BlockCache<double> cache;
   Matrix<double> out, dx;
@@ -269,9 +272,7 @@ TEST(FiniteDifference, WholeModelWithUntiedHeadMatches) {
   const Sequence seq = NextTokenSequence(ids);
   Stage<double> grad = ZeroGradients(stage);
   ModelForwardBackward<double>(stage, seq, &grad, nullptr);
-  auto f = [&] {
-    return ModelForwardBackward<double>(stage, seq, nullptr, nullptr) / 7.0;
-  };
+  auto f = [&] { return ModelForwardBackward<double>(stage, seq, nullptr, nullptr) / 7.0; };
   ExpectGradientMatches("lm_head", stage.lm_head, grad.lm_head, f);
   ExpectGradientMatches("final_norm", stage.final_norm, grad.final_norm, f);
   ExpectGradientMatches("embedding", stage.embedding, grad.embedding, f);

@@ -1,5 +1,6 @@
-// Tests for hiq/quant/quant.h: the quantizer's definition and bounds, _ref vs fast kernels, candidates,
-// channel scores, top-k channels, HighCount and the bit count (including docs/BITS.md's numbers).
+// Tests for hiq/quant/quant.h: the quantizer's definition and bounds, _ref vs fast kernels,
+// candidates, channel scores, top-k channels, HighCount and the bit count (including docs/BITS.md's
+// numbers).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,11 +13,11 @@
 #include <string>
 #include <vector>
 
-#include "hiq/base/error.h"  // ConfigError, FormatError
-#include "hiq/base/fp16.h"   // RoundToFp16
-#include "hiq/base/rng.h"    // RandomStream
+#include "hiq/base/error.h"   // ConfigError, FormatError
+#include "hiq/base/fp16.h"    // RoundToFp16
+#include "hiq/base/rng.h"     // RandomStream
 #include "hiq/quant/quant.h"  // the module under test
-#include "test_util.h"  // SourceDir, EXPECT_THROW_WITH, EXPECT_THROW_MSG
+#include "test_util.h"        // SourceDir, EXPECT_THROW_WITH, EXPECT_THROW_MSG
 
 namespace hiq {
 namespace {
@@ -352,8 +353,8 @@ TEST(QuantizedLayer, DequantizedStoredFormIsTheCandidateAndCountsLayerBits) {
   for (int64_t j = 0; j < n_in; ++j) scores[j] = std::cos(0.11 * double(j));
   for (const int64_t n_high : {int64_t{0}, int64_t{1}, int64_t{20}, n_in}) {
     const std::vector<int32_t> high = TopChannels(scores, n_high);
-    for (const QuantSpec spec : {QuantSpec{2, 3, 64}, QuantSpec{3, 4, 0}, QuantSpec{2, 16, 32},
-                                 QuantSpec{1, 8, 7}}) {
+    for (const QuantSpec spec :
+         {QuantSpec{2, 3, 64}, QuantSpec{3, 4, 0}, QuantSpec{2, 16, 32}, QuantSpec{1, 8, 7}}) {
       const QuantizedLayer q = QuantizeLayer(w.data(), n_out, n_in, high, spec);
       ValidateQuantizedLayer(q, "test");
       EXPECT_EQ(StoredBits(q), LayerBits(n_out, n_in, n_high, spec))

@@ -1,14 +1,14 @@
 // Tests for hiq/base/rng.h: pinned values of StreamSeed and of one stream (a change of either
 // changes every calibration set, synthetic model and test fixture), the engine being
 // std::mt19937_64, independence of streams, and the range, uniformity and moments of the draws.
-#include "hiq/base/rng.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
+
+#include "hiq/base/rng.h"
 
 namespace hiq {
 namespace {

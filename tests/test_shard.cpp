@@ -17,14 +17,14 @@
 #include <string>
 #include <vector>
 
-#include "hiq/base/error.h"       // FormatError, ConfigError
-#include "hiq/io/checkpoint.h"    // Checkpoint, LoadStage
-#include "hiq/io/h5.h"            // H5File: damaged files by hand
-#include "hiq/io/safetensors.h"   // WriteSafetensors, DType
-#include "hiq/io/shard.h"         // the module under test
-#include "hiq/model/tensors.h"    // LayerName, ModelTensors
-#include "hiq/quant/quant.h"      // QuantizeLayer, Dequantize, LayerBits
-#include "test_util.h"            // DataDir, SourceDir, TempDir, RunCommand, EXPECT_THROW_WITH
+#include "hiq/base/error.h"      // FormatError, ConfigError
+#include "hiq/io/checkpoint.h"   // Checkpoint, LoadStage
+#include "hiq/io/h5.h"           // H5File: damaged files by hand
+#include "hiq/io/safetensors.h"  // WriteSafetensors, DType
+#include "hiq/io/shard.h"        // the module under test
+#include "hiq/model/tensors.h"   // LayerName, ModelTensors
+#include "hiq/quant/quant.h"     // QuantizeLayer, Dequantize, LayerBits
+#include "test_util.h"           // DataDir, SourceDir, TempDir, RunCommand, EXPECT_THROW_WITH
 
 namespace hiq {
 namespace {
@@ -77,8 +77,8 @@ class ShardTest : public ::testing::Test {
           const auto& w = stage.blocks[b - begin].linear(kind);
           const QuantSpec spec = kSpecs[l % kSpecs.size()];
           const double ratio = kRatios[l % kRatios.size()];
-          const std::vector<int32_t> high = TopChannels(
-              AbsColumnSums(w.data(), w.rows(), w.cols()), HighCount(ratio, w.cols()));
+          const std::vector<int32_t> high =
+              TopChannels(AbsColumnSums(w.data(), w.rows(), w.cols()), HighCount(ratio, w.cols()));
           in.layers.push_back(
               {LayerName(l), QuantizeLayer(w.data(), w.rows(), w.cols(), high, spec)});
           in.ratios.push_back(ratio);
@@ -186,7 +186,7 @@ TEST_F(ShardTest, EveryLayerRoundTripsThroughTheRootFileAndTheShards) {
   WriteModel(out.path());
   const ShardReader model(out / "model.h5");
   EXPECT_EQ(model.format(), "hiq-model");
-  EXPECT_EQ(model.LayerNames().size(), 35u);  // 5 blocks x 7 linears
+  EXPECT_EQ(model.LayerNames().size(), 35u);   // 5 blocks x 7 linears
   EXPECT_EQ(model.TensorNames().size(), 12u);  // 10 block norms, embedding, final norm
   std::map<std::string, int> layers_seen;
   for (int rank = 0; rank < kRanks; ++rank) {
@@ -200,8 +200,8 @@ TEST_F(ShardTest, EveryLayerRoundTripsThroughTheRootFileAndTheShards) {
       const QuantizedLayer via_root = model.ReadLayer(name);
       ExpectSameLayer(via_shard, original, name);
       ExpectSameLayer(via_root, original, name);
-      const int64_t bits = LayerBits(original.n_out, original.n_in, original.n_high(),
-                                     original.spec);
+      const int64_t bits =
+          LayerBits(original.n_out, original.n_in, original.n_high(), original.spec);
       EXPECT_EQ(StoredBits(via_root), bits) << name;
       // The shard holds exactly LayerBits, up to the padding of each packed array to a byte.
       const int64_t stored = 8 * model.LayerStoredBytes(name);
@@ -215,8 +215,8 @@ TEST_F(ShardTest, EveryLayerRoundTripsThroughTheRootFileAndTheShards) {
       const std::span<const std::byte> bytes = checkpoint_->Bytes(name);
       EXPECT_EQ(via_root.dtype, checkpoint_->Info(name).dtype) << name;
       EXPECT_EQ(via_root.shape, checkpoint_->Info(name).shape) << name;
-      EXPECT_TRUE(std::equal(bytes.begin(), bytes.end(), via_root.data.begin(),
-                             via_root.data.end()))
+      EXPECT_TRUE(
+          std::equal(bytes.begin(), bytes.end(), via_root.data.begin(), via_root.data.end()))
           << name;
       EXPECT_EQ(via_shard.data, via_root.data) << name;
     }
@@ -328,11 +328,10 @@ TEST(Shard, EdgeShapesRoundTrip) {
     std::vector<int32_t> high;
     QuantSpec spec;
   };
-  const std::vector<Case> cases = {
-      {"wide", 2, 65537, {0, 40000, 65536}, {3, 4, 128}},
-      {"all_high", 3, 5, {0, 1, 2, 3, 4}, {2, 3, 0}},
-      {"all_fp16", 3, 5, {0, 1, 2, 3, 4}, {2, 16, 0}},
-      {"plain", 4, 9, {}, {1, 2, 4}}};
+  const std::vector<Case> cases = {{"wide", 2, 65537, {0, 40000, 65536}, {3, 4, 128}},
+                                   {"all_high", 3, 5, {0, 1, 2, 3, 4}, {2, 3, 0}},
+                                   {"all_fp16", 3, 5, {0, 1, 2, 3, 4}, {2, 16, 0}},
+                                   {"plain", 4, 9, {}, {1, 2, 4}}};
   std::vector<ShardLayer> layers;
   for (const Case& c : cases) {
     std::vector<float> w(static_cast<size_t>(c.n_out * c.n_in));
@@ -344,8 +343,8 @@ TEST(Shard, EdgeShapesRoundTrip) {
   for (const ShardLayer& l : layers) {
     const QuantizedLayer back = reader.ReadLayer(l.name);
     ExpectSameLayer(back, l.layer, l.name);
-    EXPECT_EQ(StoredBits(back), LayerBits(l.layer.n_out, l.layer.n_in, l.layer.n_high(),
-                                          l.layer.spec))
+    EXPECT_EQ(StoredBits(back),
+              LayerBits(l.layer.n_out, l.layer.n_in, l.layer.n_high(), l.layer.spec))
         << l.name;
   }
   const H5Group root = H5File::Open(out / "edge.h5").root();
@@ -382,8 +381,8 @@ using DatasetEdit = std::function<void(std::map<std::string, RawDataset>&)>;
 // A copy of layer `name` of `source` as a one-layer shard at `path`, with `edit` applied to its
 // datasets (name -> dataset; erase one to drop it) and `format` as the root's format.
 void WriteEditedShard(const std::filesystem::path& source, const std::string& name,
-                      const std::filesystem::path& path,
-                      const DatasetEdit& edit, const std::string& format = "hiq-shard") {
+                      const std::filesystem::path& path, const DatasetEdit& edit,
+                      const std::string& format = "hiq-shard") {
   const H5Group from = H5File::Open(source).root().OpenGroup("layers/" + name);
   std::map<std::string, RawDataset> datasets;
   for (const std::string& d : from.ListNames()) datasets[d] = ReadRaw(from, d);
@@ -422,61 +421,74 @@ TEST_F(ShardTest, DamagedFilesAreRejectedByName) {
   const std::string q_proj = LayerName(0), k_proj = LayerName(1);
   ASSERT_EQ(Original(k_proj).n_high(), 4);
   const auto expect_damage = [&](const std::string& layer, const std::string& tag,
-                                 const DatasetEdit& edit,
-                                 const std::string& message) {
+                                 const DatasetEdit& edit, const std::string& message) {
     const std::filesystem::path path = out / (tag + ".h5");
     WriteEditedShard(shard0, layer, path, edit);
     const ShardReader reader(path);
-    EXPECT_THROW_WITH(reader.ReadLayer(layer), FormatError,
-                      "ShardReader::ReadLayer: " + path.string() + ": layer '" + layer + "': " +
-                          message);
+    EXPECT_THROW_WITH(
+        reader.ReadLayer(layer), FormatError,
+        "ShardReader::ReadLayer: " + path.string() + ": layer '" + layer + "': " + message);
   };
   // An unchanged copy reads back: the hand-made file is a valid shard.
   {
     WriteEditedShard(shard0, k_proj, out / "copy.h5", [](auto&) {});
     ExpectSameLayer(ShardReader(out / "copy.h5").ReadLayer(k_proj), Original(k_proj), k_proj);
   }
-  expect_damage(q_proj, "shape", [](auto& d) { d["low_scales"].dims = {32, 2}; },
-                "low_scales has shape [32, 2], expected [64, 1]");
-  expect_damage(k_proj, "dtype",
-                [](auto& d) {
-                  RawDataset& s = d["high_scales"];
-                  s.type = "uint8";
-                  s.u8.assign(s.u16.size(), 1);
-                },
-                "high_scales is uint8, expected uint16");
-  expect_damage(k_proj, "missing", [](auto& d) { d.erase("high_zeros"); },
-                "holds [high_codes, high_cols, high_scales, low_codes, low_scales, low_zeros], "
-                "expected [high_codes, high_cols, high_scales, high_zeros, low_codes, "
-                "low_scales, low_zeros]");
+  expect_damage(
+      q_proj, "shape",
+      [](auto& d) {
+        d["low_scales"].dims = {32, 2};
+      },
+      "low_scales has shape [32, 2], expected [64, 1]");
+  expect_damage(
+      k_proj, "dtype",
+      [](auto& d) {
+        RawDataset& s = d["high_scales"];
+        s.type = "uint8";
+        s.u8.assign(s.u16.size(), 1);
+      },
+      "high_scales is uint8, expected uint16");
+  expect_damage(
+      k_proj, "missing", [](auto& d) { d.erase("high_zeros"); },
+      "holds [high_codes, high_cols, high_scales, low_codes, low_scales, low_zeros], "
+      "expected [high_codes, high_cols, high_scales, high_zeros, low_codes, "
+      "low_scales, low_zeros]");
   // k_proj's low codes: 32 rows x 60 columns x 3 bits = 720 bytes.
-  expect_damage(k_proj, "packed",
-                [](auto& d) {
-                  d["low_codes"].u8.push_back(0);
-                  d["low_codes"].dims = {721};
-                },
-                "low_codes has shape [721], expected [720]");
+  expect_damage(
+      k_proj, "packed",
+      [](auto& d) {
+        d["low_codes"].u8.push_back(0);
+        d["low_codes"].dims = {721};
+      },
+      "low_codes has shape [721], expected [720]");
   // Layer 4 (gate_proj, 172 x 64, {2, 3, 64}, one high column): 172 high codes of 3 bits use 4
   // bits of their last byte; a set padding bit is damage.
   const std::string gate = LayerName(4);
   ASSERT_EQ(Original(gate).n_high(), 1);
   ASSERT_EQ(Original(gate).spec.bits_high, 3);
-  expect_damage(gate, "padding", [](auto& d) { d["high_codes"].u8.back() |= 0x80; },
-                "high_codes: UnpackCodes: packed array's last byte");
-  expect_damage(k_proj, "scale", [](auto& d) { d["low_scales"].u16[5] = 0x7C00; },
-                "low_scales[5] = 0x7C00 is an FP16 infinity or NaN, expected a finite value");
-  expect_damage(k_proj, "zero-scale", [](auto& d) { d["high_scales"].u16[2] = 0x0000; },
-                "high_params[2] has scale 0 and zero");
-  expect_damage(k_proj, "cols", [](auto& d) { d["high_cols"].u16 = {3, 2, 10, 11}; },
-                "high_cols[1] = 2 does not exceed high_cols[0] = 3");
+  expect_damage(
+      gate, "padding", [](auto& d) { d["high_codes"].u8.back() |= 0x80; },
+      "high_codes: UnpackCodes: packed array's last byte");
+  expect_damage(
+      k_proj, "scale", [](auto& d) { d["low_scales"].u16[5] = 0x7C00; },
+      "low_scales[5] = 0x7C00 is an FP16 infinity or NaN, expected a finite value");
+  expect_damage(
+      k_proj, "zero-scale", [](auto& d) { d["high_scales"].u16[2] = 0x0000; },
+      "high_params[2] has scale 0 and zero");
+  expect_damage(
+      k_proj, "cols",
+      [](auto& d) {
+        d["high_cols"].u16 = {3, 2, 10, 11};
+      },
+      "high_cols[1] = 2 does not exceed high_cols[0] = 3");
 
   // The wrong format attribute, in a shard and in place of the root file.
-  WriteEditedShard(shard0, q_proj, out / "plan.h5", [](auto&) {}, "hiq-plan");
+  WriteEditedShard(
+      shard0, q_proj, out / "plan.h5", [](auto&) {}, "hiq-plan");
   EXPECT_THROW_WITH(ShardReader(out / "plan.h5"), FormatError,
                     "ShardReader: " + (out / "plan.h5").string() +
                         ": format 'hiq-plan', expected 'hiq-shard' or 'hiq-model'");
-  EXPECT_THROW_WITH(ReadModelFile(shard0), FormatError,
-                    "format 'hiq-shard', expected 'hiq-model'");
+  EXPECT_THROW_WITH(ReadModelFile(shard0), FormatError, "format 'hiq-shard', expected 'hiq-model'");
 }
 
 TEST_F(ShardTest, WritersRefuseInconsistentInput) {
@@ -513,7 +525,7 @@ TEST_F(ShardTest, WritersRefuseInconsistentInput) {
   EXPECT_THROW_WITH(WriteModelFile(out.path(), Info()), FormatError,
                     ShardRelativePath(1, kRanks) +
                         ": layer 'model.layers.0.mlp.down_proj' is also in "
-                    "shards/rank-00000-of-00002.h5");
+                        "shards/rank-00000-of-00002.h5");
   // A missing shard.
   std::filesystem::remove(out / ShardRelativePath(1, kRanks));
   EXPECT_THROW_WITH(WriteModelFile(out.path(), Info()), Error, ShardFileName(1, kRanks));

@@ -4,10 +4,10 @@
 #include <string>
 #include <vector>
 
-#include "hiq/base/error.h"        // IoError, FormatError
+#include "hiq/base/error.h"      // IoError, FormatError
+#include "hiq/base/sha256.h"     // Sha256HexOfFile
 #include "hiq/io/h5.h"           // H5File, to write malformed token files
 #include "hiq/io/safetensors.h"  // SafetensorsFile, to read the oracle
-#include "hiq/base/sha256.h"       // Sha256HexOfFile
 #include "hiq/io/tokenizer.h"
 #include "test_util.h"  // DataDir, TempDir, EXPECT_THROW_WITH, EXPECT_THROW_MSG
 

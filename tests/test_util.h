@@ -2,7 +2,6 @@
 #pragma once
 
 #include <gtest/gtest.h>
-
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -64,26 +63,26 @@ inline CommandResult RunCommand(const std::string& command) {
 }
 
 // Expect `statement` to throw `exception_type` whose what() contains `substring`.
-#define EXPECT_THROW_WITH(statement, exception_type, substring)                           \
-  do {                                                                                    \
-    try {                                                                                 \
-      statement;                                                                          \
-      ADD_FAILURE() << "expected " #exception_type " containing: " << (substring);        \
-    } catch (const exception_type& e) {                                                   \
-      EXPECT_NE(std::string(e.what()).find(substring), std::string::npos)                 \
-          << "message was: " << e.what() << "\nexpected to contain: " << (substring);     \
-    }                                                                                     \
+#define EXPECT_THROW_WITH(statement, exception_type, substring)                       \
+  do {                                                                                \
+    try {                                                                             \
+      statement;                                                                      \
+      ADD_FAILURE() << "expected " #exception_type " containing: " << (substring);    \
+    } catch (const exception_type& e) {                                               \
+      EXPECT_NE(std::string(e.what()).find(substring), std::string::npos)             \
+          << "message was: " << e.what() << "\nexpected to contain: " << (substring); \
+    }                                                                                 \
   } while (0)
 
 // Expect `statement` to throw `exception_type` whose what() is exactly `message`.
-#define EXPECT_THROW_MSG(statement, exception_type, message)                              \
-  do {                                                                                    \
-    try {                                                                                 \
-      statement;                                                                          \
-      ADD_FAILURE() << "expected " #exception_type ": " << (message);                     \
-    } catch (const exception_type& e) {                                                   \
-      EXPECT_EQ(std::string(e.what()), std::string(message));                             \
-    }                                                                                     \
+#define EXPECT_THROW_MSG(statement, exception_type, message)          \
+  do {                                                                \
+    try {                                                             \
+      statement;                                                      \
+      ADD_FAILURE() << "expected " #exception_type ": " << (message); \
+    } catch (const exception_type& e) {                               \
+      EXPECT_EQ(std::string(e.what()), std::string(message));         \
+    }                                                                 \
   } while (0)
 
 }  // namespace hiq::test

@@ -1,8 +1,10 @@
 // hiq - the command line. The one place that catches: every error is printed once as
 // "hiq: error: ..." (with the rank when several run) and, under MPI, takes the whole job down
 // with Comm::AbortWorld (MPI_Abort) so that no rank is left waiting in a collective.
-#include <CLI/CLI.hpp>
+#include <sys/resource.h>
+#include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -11,21 +13,18 @@
 #include <optional>
 #include <thread>
 
-#include <sys/resource.h>
-#include <unistd.h>
-
-#include "hiq/io/checkpoint.h"  // Checkpoint, PrintInspect
-#include "hiq/config/config.h"      // LoadConfig, ToYaml
 #include "hiq/base/error.h"       // hiq::Error
-#include "hiq/stages/eval.h"        // Perplexity
-#include "hiq/model/blas.h"        // PinBlasCore, SetBlasThreads, CurrentBlasInfo
-#include "hiq/model/llama.h"       // KeepActivationMemory
+#include "hiq/config/config.h"    // LoadConfig, ToYaml
 #include "hiq/dist/mpi.h"         // MpiSession, Comm
 #include "hiq/dist/pipeline.h"    // Pipeline
+#include "hiq/io/checkpoint.h"    // Checkpoint, PrintInspect
+#include "hiq/io/synth.h"         // WriteSyntheticModel
+#include "hiq/io/tokenizer.h"     // Tokenizer, WriteTokenFile
+#include "hiq/model/blas.h"       // PinBlasCore, SetBlasThreads, CurrentBlasInfo
+#include "hiq/model/llama.h"      // KeepActivationMemory
+#include "hiq/stages/eval.h"      // Perplexity
 #include "hiq/stages/plan.h"      // RunPlanStage, WritePlan, ReadPlan, ApplyPlanRtn
 #include "hiq/stages/quantize.h"  // RunQuantizeStage, LoadQuantizedPipeline, ExportQuantized
-#include "hiq/io/synth.h"       // WriteSyntheticModel
-#include "hiq/io/tokenizer.h"   // Tokenizer, WriteTokenFile
 
 namespace hiq {
 namespace {
@@ -59,12 +58,13 @@ int RunTokenize(const fs::path& model, const fs::path& text, const fs::path& out
   TokenFileInfo info = MakeTokenFileInfo(tokenizer, text, tokens);
   WriteTokenFile(out, tokens, info);
   if (json) {
-    std::printf("{\"out\": \"%s\", \"count\": %zu, \"text_sha256\": \"%s\", \"tokenizer_sha256\": \"%s\"}\n",
-                out.c_str(), tokens.size(), info.text_sha256.c_str(),
-                info.tokenizer_sha256.c_str());
+    std::printf(
+        "{\"out\": \"%s\", \"count\": %zu, \"text_sha256\": \"%s\", \"tokenizer_sha256\": "
+        "\"%s\"}\n",
+        out.c_str(), tokens.size(), info.text_sha256.c_str(), info.tokenizer_sha256.c_str());
   } else {
-    std::printf("out=%s count=%zu text_sha256=%s tokenizer_sha256=%s\n", out.c_str(),
-                tokens.size(), info.text_sha256.c_str(), info.tokenizer_sha256.c_str());
+    std::printf("out=%s count=%zu text_sha256=%s tokenizer_sha256=%s\n", out.c_str(), tokens.size(),
+                info.text_sha256.c_str(), info.tokenizer_sha256.c_str());
   }
   return 0;
 }
@@ -100,17 +100,17 @@ int RunEval(const Comm& comm, const EvalArgs& args) {
     pipeline.emplace(LoadQuantizedPipeline(comm, args.quantized, &info));
     context = pipeline->stage().config.max_position_embeddings;
     char buf[160];
-    std::snprintf(buf, sizeof buf, " avg_bits=%.6f quantized=%s",
-                  StoredAverageBits(args.quantized), args.quantized.c_str());
+    std::snprintf(buf, sizeof buf, " avg_bits=%.6f quantized=%s", StoredAverageBits(args.quantized),
+                  args.quantized.c_str());
     fields = buf;
     if (args.model.empty()) {
       if (info.tokenizer_model.empty()) {
         throw FormatError("hiq eval: " + (args.quantized / "model.h5").string() +
                           " holds no tokenizer.model; pass --model DIR for its tokenizer");
       }
-      tokenizer_copy.path = fs::temp_directory_path() /
-                            ("hiq-tokenizer-" + std::to_string(getpid()) + "-" +
-                             std::to_string(comm.rank()) + ".model");
+      tokenizer_copy.path =
+          fs::temp_directory_path() / ("hiq-tokenizer-" + std::to_string(getpid()) + "-" +
+                                       std::to_string(comm.rank()) + ".model");
       std::ofstream out(tokenizer_copy.path, std::ios::binary);
       out.write(reinterpret_cast<const char*>(info.tokenizer_model.data()),
                 static_cast<std::streamsize>(info.tokenizer_model.size()));
@@ -135,7 +135,8 @@ int RunEval(const Comm& comm, const EvalArgs& args) {
   const std::vector<Sequence> windows =
       PerplexityWindows(tokens, seq_len, args.max_windows, args.text.string());
   if (!args.plan.empty()) {
-    if (!args.quantized.empty()) throw ConfigError("hiq eval: --plan and --quantized exclude each other");
+    if (!args.quantized.empty())
+      throw ConfigError("hiq eval: --plan and --quantized exclude each other");
     // Each rank quantizes only its own layers, round-to-nearest, as the plan says.
     const PlanReport plan = ReadPlan(args.plan);
     ApplyPlanRtn(plan, pipeline->mutable_stage());
@@ -158,8 +159,8 @@ int RunEval(const Comm& comm, const EvalArgs& args) {
     if (args.json) {
       std::printf("%s\n", result.Json().c_str());
     } else {
-      std::printf("model=%s text=%s\n",
-                  (args.model.empty() ? args.quantized : args.model).c_str(), args.text.c_str());
+      std::printf("model=%s text=%s\n", (args.model.empty() ? args.quantized : args.model).c_str(),
+                  args.text.c_str());
       std::printf("%s%s%s\n", result.KeyValues().c_str(), stats, fields.c_str());
     }
   }
@@ -264,8 +265,9 @@ int Run(const Comm& comm, int argc, char** argv) {
   exporter->add_option("OUT", export_in, "A `hiq quantize` output directory")->required();
   exporter->add_option("--out", export_out, "Hugging Face directory to write")->required();
   exporter->add_option("--dtype", export_dtype, "F32 | F16 | BF16 (default F32)");
-  exporter->add_option("--max-shard-mib", export_shard_mib,
-                       "Largest safetensors file before the weights are sharded (default 4096)")
+  exporter
+      ->add_option("--max-shard-mib", export_shard_mib,
+                   "Largest safetensors file before the weights are sharded (default 4096)")
       ->check(CLI::PositiveNumber);
 
   auto* synth = app.add_subcommand("synth", "Write a random-weight model with real layer shapes");

@@ -45,8 +45,8 @@ constexpr std::array<std::string_view, 2> kChannelScoreNames = {"fisher", "fishe
 constexpr std::array<std::string_view, 3> kCostModeNames = {"loss", "local", "fisher"};
 constexpr std::array<std::string_view, 2> kCostCenterNames = {"plan", "fp"};
 constexpr std::array<std::string_view, 2> kSolverMethodNames = {"pareto", "milp"};
-constexpr std::array<std::string_view, 6> kQuantizeMethodNames = {
-    "hiq", "fixed_ratio", "lwc", "adaround", "gptq", "rtn"};
+constexpr std::array<std::string_view, 6> kQuantizeMethodNames = {"hiq",      "fixed_ratio", "lwc",
+                                                                  "adaround", "gptq",        "rtn"};
 constexpr std::array<std::string_view, 2> kReconInputsNames = {"fp", "quantized"};
 constexpr std::array<std::string_view, 2> kConfigStageNames = {"plan", "quantize"};
 std::span<const std::string_view> Choices(SampleSource) { return kSampleSourceNames; }

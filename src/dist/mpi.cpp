@@ -24,13 +24,21 @@ void Check(int code, const char* call, int peer = -1) {
 template <typename T>
 MPI_Datatype TypeOf();
 template <>
-MPI_Datatype TypeOf<float>() { return MPI_FLOAT; }
+MPI_Datatype TypeOf<float>() {
+  return MPI_FLOAT;
+}
 template <>
-MPI_Datatype TypeOf<double>() { return MPI_DOUBLE; }
+MPI_Datatype TypeOf<double>() {
+  return MPI_DOUBLE;
+}
 template <>
-MPI_Datatype TypeOf<int32_t>() { return MPI_INT32_T; }
+MPI_Datatype TypeOf<int32_t>() {
+  return MPI_INT32_T;
+}
 template <>
-MPI_Datatype TypeOf<char>() { return MPI_CHAR; }
+MPI_Datatype TypeOf<char>() {
+  return MPI_CHAR;
+}
 
 // MPI counts are ints; a larger message is an error, not a silent truncation.
 int CountOf(size_t n, const char* call) {
@@ -127,14 +135,14 @@ std::vector<Part> GatherParts(MPI_Comm comm, int rank, int size, const std::vect
 template <typename T>
 void RecvExact(MPI_Comm comm, std::span<T> data, int source, int tag) {
   MPI_Status status;
-  Check(MPI_Recv(data.data(), static_cast<int>(data.size()), TypeOf<T>(), source, tag, comm,
-                 &status),
-        "MPI_Recv", source);
+  Check(
+      MPI_Recv(data.data(), static_cast<int>(data.size()), TypeOf<T>(), source, tag, comm, &status),
+      "MPI_Recv", source);
   int count = 0;
   Check(MPI_Get_count(&status, TypeOf<T>(), &count), "MPI_Get_count", source);
   if (static_cast<size_t>(count) != data.size()) {
-    throw MpiError("MPI_Recv from rank " + std::to_string(source) + " (tag " +
-                   std::to_string(tag) + "): got " + std::to_string(count) + " values, expected " +
+    throw MpiError("MPI_Recv from rank " + std::to_string(source) + " (tag " + std::to_string(tag) +
+                   "): got " + std::to_string(count) + " values, expected " +
                    std::to_string(data.size()));
   }
 }
@@ -208,9 +216,9 @@ void Comm::Send(std::span<const float> data, int dest, int tag) const {
 
 SendRequest Comm::Isend(std::span<const float> data, int dest, int tag) const {
   MPI_Request request;
-  Check(MPI_Isend(data.data(), static_cast<int>(data.size()), MPI_FLOAT, dest, tag, comm_,
-                  &request),
-        "MPI_Isend", dest);
+  Check(
+      MPI_Isend(data.data(), static_cast<int>(data.size()), MPI_FLOAT, dest, tag, comm_, &request),
+      "MPI_Isend", dest);
   *bytes_sent_ += data.size_bytes();
   return SendRequest(request);
 }
@@ -232,8 +240,8 @@ void Comm::Recv(std::span<double> data, int source, int tag) const {
 void Comm::Barrier() const { Check(MPI_Barrier(comm_), "MPI_Barrier"); }
 
 void Comm::Broadcast(std::span<double> data, int root) const {
-  Check(MPI_Bcast(data.data(), static_cast<int>(data.size()), MPI_DOUBLE, root, comm_),
-        "MPI_Bcast", root);
+  Check(MPI_Bcast(data.data(), static_cast<int>(data.size()), MPI_DOUBLE, root, comm_), "MPI_Bcast",
+        root);
 }
 
 void Comm::Broadcast(std::span<int32_t> data, int root) const {

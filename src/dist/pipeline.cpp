@@ -10,11 +10,11 @@
 namespace hiq {
 namespace {
 
-
 template <typename Func>
 void ForEachStageTensor(Stage<float>& s, Func&& f) {
   f(s.embedding);
-  for (auto& b : s.blocks) ForEachBlockTensor(b, [&](const BlockTensor&, Matrix<float>& m) { f(m); });
+  for (auto& b : s.blocks)
+    ForEachBlockTensor(b, [&](const BlockTensor&, Matrix<float>& m) { f(m); });
   f(s.final_norm);
   f(s.lm_head);
 }
@@ -22,8 +22,7 @@ void ForEachStageTensor(Stage<float>& s, Func&& f) {
 std::span<float> Span(Matrix<float>& m) { return {m.data(), static_cast<size_t>(m.size())}; }
 
 // Concatenation of the inputs (or targets) of sequences [s0, s1).
-std::vector<int32_t> Concat(const std::vector<Sequence>& seqs, size_t s0, size_t s1,
-                            bool targets) {
+std::vector<int32_t> Concat(const std::vector<Sequence>& seqs, size_t s0, size_t s1, bool targets) {
   std::vector<int32_t> out;
   for (size_t s = s0; s < s1; ++s) {
     const auto& v = targets ? seqs[s].targets : seqs[s].tokens;
@@ -106,8 +105,8 @@ Matrix<float> ForwardMicroBatch(const Pass& pass, const MicroBatch& mb, SendQueu
   }
   for (size_t b = mb.first_block; b < pass.stage.blocks.size(); ++b) {
     if (mb.inputs_to) mb.inputs_to->per_block[b].middleRows(row0, rows) = h;
-    BlockForward<float>(pass.stage.config, BlockOf(pass.stage, pass.weights, b), pass.rope,
-                        pass.T, h, next, mb.caches ? &(*mb.caches)[b] : nullptr);
+    BlockForward<float>(pass.stage.config, BlockOf(pass.stage, pass.weights, b), pass.rope, pass.T,
+                        h, next, mb.caches ? &(*mb.caches)[b] : nullptr);
     std::swap(h, next);
   }
   if (comm.rank() + 1 < comm.size()) {
@@ -232,8 +231,8 @@ std::vector<double> Pipeline::Nll(const std::vector<Sequence>& seqs, int micro_b
     if (!is_last()) continue;
     for (size_t s = s0; s < s1; ++s) {
       const Matrix<float> hs = h.middleRows(static_cast<int64_t>(s - s0) * T, T);
-      nll[s] = HeadForwardBackward<float>(stage_, hs, seqs[s].targets, 1.0, nullptr, nullptr,
-                                          nullptr);
+      nll[s] =
+          HeadForwardBackward<float>(stage_, hs, seqs[s].targets, 1.0, nullptr, nullptr, nullptr);
     }
   }
   sends.WaitAll();
@@ -243,9 +242,8 @@ std::vector<double> Pipeline::Nll(const std::vector<Sequence>& seqs, int micro_b
 
 std::vector<double> Pipeline::ForwardJobs(const std::vector<Sequence>& seqs,
                                           const std::vector<int>& start_block,
-                                          const JobWeights& weights,
-                                          const BlockInputs* inputs_from, BlockInputs* inputs_to,
-                                          int micro_batch) {
+                                          const JobWeights& weights, const BlockInputs* inputs_from,
+                                          BlockInputs* inputs_to, int micro_batch) {
   HIQ_CHECK(micro_batch >= 1);
   HIQ_CHECK(inputs_to == nullptr || start_block.size() == 1);
   const int64_t T = CommonLength(seqs), C = stage_.config.hidden_size;
@@ -253,7 +251,8 @@ std::vector<double> Pipeline::ForwardJobs(const std::vector<Sequence>& seqs,
   const size_t S = seqs.size(), mb_size = static_cast<size_t>(micro_batch);
   const int begin = stage_.block_begin, end = stage_.block_end;
   const size_t n_local = stage_.blocks.size();
-  if (inputs_to) inputs_to->per_block.assign(n_local, Matrix<float>(static_cast<int64_t>(S) * T, C));
+  if (inputs_to)
+    inputs_to->per_block.assign(n_local, Matrix<float>(static_cast<int64_t>(S) * T, C));
   std::vector<double> nll(start_block.size(), 0.0);
   SendQueue sends(2);
   size_t message = 0;  // messages to the next rank, in order (tags only need to be distinct)
@@ -282,8 +281,8 @@ std::vector<double> Pipeline::ForwardJobs(const std::vector<Sequence>& seqs,
       if (!is_last()) continue;
       for (size_t s = batch.s0; s < batch.s1; ++s) {
         const Matrix<float> hs = h.middleRows(static_cast<int64_t>(s - batch.s0) * T, T);
-        nll[j] += HeadForwardBackward<float>(stage_, hs, seqs[s].targets, 1.0, nullptr, nullptr,
-                                             nullptr);
+        nll[j] +=
+            HeadForwardBackward<float>(stage_, hs, seqs[s].targets, 1.0, nullptr, nullptr, nullptr);
       }
     }
   }
@@ -339,7 +338,10 @@ std::vector<double> Pipeline::ForwardBackward(
     SendQueue sends;  // unbounded: the whole group is sent before any backward arrives
     // Forward every sequence of the group; the next rank starts as soon as one arrives.
     for (size_t s = g0; s < g1; ++s) {
-      const MicroBatch one{.s0 = s, .s1 = s + 1, .recv_tag = Tag(2 * s), .send_tag = Tag(2 * s),
+      const MicroBatch one{.s0 = s,
+                           .s1 = s + 1,
+                           .recv_tag = Tag(2 * s),
+                           .send_tag = Tag(2 * s),
                            .caches = &caches[s - g0]};
       outputs[s - g0] = ForwardMicroBatch(pass, one, sends);
     }

@@ -466,8 +466,8 @@ Matrix<float> ReadMatrix(const Checkpoint& checkpoint, const std::string& name, 
   if (rows == 1) expected = {cols};
   if (info.shape != expected) {
     throw FormatError("LoadStage: tensor '" + name + "' in " + checkpoint.dir().string() +
-                      " has shape " + ShapeString(info.shape) + ", expected " + ShapeString(expected) +
-                      " from config.json");
+                      " has shape " + ShapeString(info.shape) + ", expected " +
+                      ShapeString(expected) + " from config.json");
   }
   Matrix<float> m(rows, cols);
   checkpoint.ReadFloatInto(name, std::span<float>(m.data(), static_cast<size_t>(m.size())));
@@ -497,8 +497,8 @@ Stage<float> LoadStage(const Checkpoint& checkpoint, int block_begin, int block_
   if (has_head) {
     stage.final_norm = ReadMatrix(checkpoint, "model.norm.weight", 1, C);
     stage.lm_head = ReadMatrix(
-        checkpoint, config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight",
-        V, C);
+        checkpoint, config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight", V,
+        C);
   }
   return stage;
 }
@@ -506,9 +506,8 @@ Stage<float> LoadStage(const Checkpoint& checkpoint, int block_begin, int block_
 Pipeline LoadPipeline(const Comm& comm, const Checkpoint& checkpoint) {
   Partition partition = PartitionBlocks(checkpoint.config(), comm.size());
   const size_t r = static_cast<size_t>(comm.rank());
-  Stage<float> stage =
-      LoadStage(checkpoint, partition.first_block[r], partition.first_block[r + 1], r == 0,
-                comm.rank() == comm.size() - 1);
+  Stage<float> stage = LoadStage(checkpoint, partition.first_block[r], partition.first_block[r + 1],
+                                 r == 0, comm.rank() == comm.size() - 1);
   return Pipeline(comm, std::move(stage), std::move(partition));
 }
 

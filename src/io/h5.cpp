@@ -420,8 +420,8 @@ std::filesystem::path TempPathFor(const std::filesystem::path& path, int pid) {
   return std::filesystem::path(path.string() + ".tmp-" + std::to_string(pid));
 }
 
-H5Id OpenOrCreate(const std::filesystem::path& on_disk, bool create, H5Mode mode,
-                  const Comm* comm, const char* function) {
+H5Id OpenOrCreate(const std::filesystem::path& on_disk, bool create, H5Mode mode, const Comm* comm,
+                  const char* function) {
   EnsureLibrary();
   const std::string name = on_disk.string();
   const Site site{function, name, ""};
@@ -440,8 +440,7 @@ H5File H5File::Create(const std::filesystem::path& path) {
   H5File file;
   file.path_ = path;
   file.temp_path_ = TempPathFor(path, static_cast<int>(getpid()));
-  file.id_ =
-      OpenOrCreate(file.temp_path_, true, H5Mode::kReadWrite, nullptr, "H5File::Create");
+  file.id_ = OpenOrCreate(file.temp_path_, true, H5Mode::kReadWrite, nullptr, "H5File::Create");
   file.uncaught_at_open_ = std::uncaught_exceptions();
   return file;
 }
@@ -468,8 +467,7 @@ H5File H5File::CreateParallel(const std::filesystem::path& path, const Comm& com
   return file;
 }
 
-H5File H5File::OpenParallel(const std::filesystem::path& path, const Comm& comm,
-                            H5Mode mode) {
+H5File H5File::OpenParallel(const std::filesystem::path& path, const Comm& comm, H5Mode mode) {
   H5File file;
   file.path_ = path;
   file.comm_ = std::make_shared<const Comm>(comm);

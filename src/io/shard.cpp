@@ -271,8 +271,8 @@ LayerInfo InfoOf(const H5Group& group, const std::string& where) {
 void CheckRank(const char* function, int rank, int n_ranks) {
   if (n_ranks < 1 || n_ranks > kMaxRanks || rank < 0 || rank >= n_ranks) {
     throw ConfigError(std::string(function) + ": rank " + std::to_string(rank) + " of " +
-                      std::to_string(n_ranks) + ", expected 0 <= rank < n_ranks <= " +
-                      std::to_string(kMaxRanks));
+                      std::to_string(n_ranks) +
+                      ", expected 0 <= rank < n_ranks <= " + std::to_string(kMaxRanks));
   }
 }
 
@@ -331,8 +331,8 @@ ShardReader::ShardReader(const std::filesystem::path& path) : file_(H5File::Open
   }
   format_ = root.GetAttributeString("format");
   if (format_ != kShardFormat && format_ != kModelFormat) {
-    throw FormatError(where + ": format '" + format_ + "', expected '" + kShardFormat +
-                      "' or '" + kModelFormat + "'");
+    throw FormatError(where + ": format '" + format_ + "', expected '" + kShardFormat + "' or '" +
+                      kModelFormat + "'");
   }
   const int64_t version = root.GetAttributeInt("format_version");
   const int64_t expected = format_ == kShardFormat ? kShardFormatVersion : kModelFormatVersion;
@@ -344,8 +344,8 @@ ShardReader::ShardReader(const std::filesystem::path& path) : file_(H5File::Open
   const int64_t rank = format_ == kShardFormat ? root.GetAttributeInt("rank") : 0;
   if (n_ranks < 1 || n_ranks > kMaxRanks || rank < 0 || rank >= n_ranks) {
     throw FormatError(where + ": rank " + std::to_string(rank) + " of n_ranks " +
-                      std::to_string(n_ranks) + ", expected 0 <= rank < n_ranks <= " +
-                      std::to_string(kMaxRanks));
+                      std::to_string(n_ranks) +
+                      ", expected 0 <= rank < n_ranks <= " + std::to_string(kMaxRanks));
   }
   n_ranks_ = static_cast<int>(n_ranks);
   rank_ = format_ == kShardFormat ? static_cast<int>(rank) : -1;
@@ -370,8 +370,7 @@ bool ShardReader::HasTensor(const std::string& name) const {
   return name.find('/') == std::string::npos && file_.root().OpenGroup("tensors").Has(name);
 }
 
-H5Group ShardReader::Object(const char* function, const char* kind,
-                            const std::string& name) const {
+H5Group ShardReader::Object(const char* function, const char* kind, const std::string& name) const {
   const std::string where = Where(function, path(), kind, name);
   CheckName(where, kind, name);
   const bool is_layer = std::string_view(kind) == "layer";
@@ -395,8 +394,7 @@ QuantizedLayer ShardReader::ReadLayer(const std::string& name) const {
   const LayerInfo info = InfoOf(group, where);
   const std::vector<std::string> found = group.ListNames(), expected = ExpectedDatasets(info);
   if (found != expected) {
-    throw FormatError(where + ": holds " + NamesText(found) + ", expected " +
-                      NamesText(expected));
+    throw FormatError(where + ": holds " + NamesText(found) + ", expected " + NamesText(expected));
   }
   QuantizedLayer q;
   q.n_out = info.n_out;
@@ -407,9 +405,9 @@ QuantizedLayer ShardReader::ReadLayer(const std::string& name) const {
   const auto n_out = static_cast<uint64_t>(info.n_out);
   const auto n_high = static_cast<uint64_t>(info.n_high);
   q.low_codes = ReadPacked(group, where, "low_codes", info.n_out * n_low, info.spec.bits_low);
-  q.low_params = Params(
-      ReadHalves(group, where, "low_scales", {n_out, static_cast<uint64_t>(n_groups)}),
-      ReadPacked(group, where, "low_zeros", info.n_out * n_groups, info.spec.bits_low));
+  q.low_params =
+      Params(ReadHalves(group, where, "low_scales", {n_out, static_cast<uint64_t>(n_groups)}),
+             ReadPacked(group, where, "low_zeros", info.n_out * n_groups, info.spec.bits_low));
   if (IndexBits(info.n_in) == 16) {
     const std::vector<uint16_t> cols = ReadExact<uint16_t>(group, where, "high_cols", {n_high});
     q.high_cols.assign(cols.begin(), cols.end());
@@ -423,11 +421,10 @@ QuantizedLayer ShardReader::ReadLayer(const std::string& name) const {
   if (info.n_high > 0 && info.spec.high_fp16()) {
     q.high_fp16 = ReadHalves(group, where, "high_fp16", {n_out, n_high});
   } else if (info.n_high > 0) {
-    q.high_codes = ReadPacked(group, where, "high_codes", info.n_out * info.n_high,
-                              info.spec.bits_high);
-    q.high_params =
-        Params(ReadHalves(group, where, "high_scales", {n_out}),
-               ReadPacked(group, where, "high_zeros", info.n_out, info.spec.bits_high));
+    q.high_codes =
+        ReadPacked(group, where, "high_codes", info.n_out * info.n_high, info.spec.bits_high);
+    q.high_params = Params(ReadHalves(group, where, "high_scales", {n_out}),
+                           ReadPacked(group, where, "high_zeros", info.n_out, info.spec.bits_high));
   }
   ValidateQuantizedLayer(q, where);
   return q;
@@ -488,9 +485,8 @@ void WriteModelFile(const std::filesystem::path& out_dir, const ModelFileInfo& i
     const std::string where = std::string(kFn) + ": " + shard.path().string();
     if (shard.format() != kShardFormat || shard.rank() != r || shard.n_ranks() != info.n_ranks) {
       throw FormatError(where + ": " + shard.format() + " of rank " + std::to_string(shard.rank()) +
-                        " of " + std::to_string(shard.n_ranks()) + ", expected a " +
-                        kShardFormat + " of rank " + std::to_string(r) + " of " +
-                        std::to_string(info.n_ranks));
+                        " of " + std::to_string(shard.n_ranks()) + ", expected a " + kShardFormat +
+                        " of rank " + std::to_string(r) + " of " + std::to_string(info.n_ranks));
     }
     for (const auto& [names, owner, kind] :
          {std::tuple{shard.LayerNames(), &layer_shard, "layer"},

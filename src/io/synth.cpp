@@ -4,10 +4,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "hiq/base/error.h"        // ConfigError, IoError
-#include "hiq/base/rng.h"          // RandomStream
-#include "hiq/model/llama.h"        // ForEachBlockTensor, ZeroBlock
+#include "hiq/base/error.h"      // ConfigError, IoError
+#include "hiq/base/rng.h"        // RandomStream
 #include "hiq/io/safetensors.h"  // WriteSafetensors, EncodeFloats
+#include "hiq/model/llama.h"     // ForEachBlockTensor, ZeroBlock
 
 namespace hiq {
 namespace {
@@ -55,7 +55,7 @@ SynthResult WriteSyntheticModel(const SynthOptions& options) {
   if (!dtype || !IsFloatDType(*dtype)) {
     throw ConfigError("synth: --dtype '" + options.dtype + "' is not one of F32, F16, BF16");
   }
-  config.torch_dtype = *dtype == DType::kF32 ? "float32"
+  config.torch_dtype = *dtype == DType::kF32   ? "float32"
                        : *dtype == DType::kF16 ? "float16"
                                                : "bfloat16";
   std::error_code ec;

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "hiq/base/error.h"   // IoError, FormatError
-#include "hiq/io/h5.h"      // H5File, H5Group
 #include "hiq/base/sha256.h"  // Sha256Hex, Sha256HexOfFile
+#include "hiq/io/h5.h"        // H5File, H5Group
 
 namespace hiq {
 namespace {

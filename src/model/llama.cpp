@@ -42,8 +42,8 @@ Rope<T> MakeRope(const LlamaConfig& config, int64_t n_pos) {
         rope.cos(p, i) = std::cos(angle);
         rope.sin(p, i) = std::sin(angle);
       } else {
-        const double angle = static_cast<double>(p) *
-                             std::pow(config.rope_theta, -static_cast<double>(2 * i) / D);
+        const double angle =
+            static_cast<double>(p) * std::pow(config.rope_theta, -static_cast<double>(2 * i) / D);
         rope.cos(p, i) = std::cos(angle);
         rope.sin(p, i) = std::sin(angle);
       }
@@ -53,8 +53,8 @@ Rope<T> MakeRope(const LlamaConfig& config, int64_t n_pos) {
 }
 
 template <typename T>
-void RopeApply(const Rope<T>& rope, int64_t seq_len, int64_t head_dim, bool inverse,
-               Matrix<T>& x, int64_t first_pos) {
+void RopeApply(const Rope<T>& rope, int64_t seq_len, int64_t head_dim, bool inverse, Matrix<T>& x,
+               int64_t first_pos) {
   // rotate-half: the pair is (i, i + D/2), x' = x cos + rotate_half(x) sin.
   const int64_t half = head_dim / 2, n_head = x.cols() / head_dim;
   HIQ_CHECK(rope.cos.rows() >= first_pos + seq_len);
@@ -85,8 +85,7 @@ void EmbeddingForward(const Matrix<T>& table, std::span<const int32_t> tokens, M
 }
 
 template <typename T>
-void EmbeddingBackward(const Matrix<T>& dout, std::span<const int32_t> tokens,
-                       Matrix<T>& dtable) {
+void EmbeddingBackward(const Matrix<T>& dout, std::span<const int32_t> tokens, Matrix<T>& dtable) {
   for (size_t n = 0; n < tokens.size(); ++n) {
     dtable.row(tokens[n]) += dout.row(static_cast<int64_t>(n));
   }
@@ -314,7 +313,8 @@ void BlockDecodeStep(const LlamaConfig& config, const BlockWeights<T>& w, const 
   const int64_t B = x.rows(), D = config.head_dim(), NH = config.num_attention_heads;
   const int64_t group = NH / config.num_key_value_heads;
   const T scale = T(1) / std::sqrt(static_cast<T>(D));
-  if (cache.k.empty()) cache.k.resize(static_cast<size_t>(B)), cache.v.resize(static_cast<size_t>(B));
+  if (cache.k.empty())
+    cache.k.resize(static_cast<size_t>(B)), cache.v.resize(static_cast<size_t>(B));
   Matrix<T> xn, q, k, v;
   RmsNormForward<T>(x, w.attn_norm, config.rms_norm_eps, xn, nullptr);
   q.noalias() = xn * w.wq.transpose();
@@ -397,7 +397,8 @@ Stage<T> ZeroGradients(const Stage<T>& stage) {
   grad.has_embedding = stage.has_embedding;
   grad.has_head = stage.has_head;
   grad.embedding = Matrix<T>::Zero(stage.embedding.rows(), stage.embedding.cols());
-  for (size_t b = 0; b < stage.blocks.size(); ++b) grad.blocks.push_back(ZeroBlock<T>(stage.config));
+  for (size_t b = 0; b < stage.blocks.size(); ++b)
+    grad.blocks.push_back(ZeroBlock<T>(stage.config));
   grad.final_norm = Matrix<T>::Zero(stage.final_norm.rows(), stage.final_norm.cols());
   grad.lm_head = Matrix<T>::Zero(stage.lm_head.rows(), stage.lm_head.cols());
   return grad;
@@ -431,8 +432,7 @@ void KeepActivationMemory() {
 
 template <typename T>
 double ModelForwardBackward(const Stage<T>& stage, std::span<const int32_t> tokens,
-                            std::span<const int32_t> targets, Stage<T>* grad,
-                            Matrix<T>* logits) {
+                            std::span<const int32_t> targets, Stage<T>* grad, Matrix<T>* logits) {
   HIQ_CHECK(stage.has_embedding && stage.has_head && tokens.size() == targets.size());
   const int64_t n_tok = static_cast<int64_t>(tokens.size());
   const Rope<T> rope = MakeRope<T>(stage.config, n_tok);
@@ -458,40 +458,40 @@ double ModelForwardBackward(const Stage<T>& stage, std::span<const int32_t> toke
 }
 
 // Float for the pipeline, double for the finite-difference checks.
-#define HIQ_INSTANTIATE(T)                                                                      \
-  template struct BlockWeights<T>;                                                              \
-  template BlockWeights<T> ZeroBlock<T>(const LlamaConfig&);                                    \
-  template Rope<T> MakeRope<T>(const LlamaConfig&, int64_t);                                    \
-  template void RopeApply<T>(const Rope<T>&, int64_t, int64_t, bool, Matrix<T>&, int64_t);      \
-  template void BlockDecodeStep<T>(const LlamaConfig&, const BlockWeights<T>&, const Rope<T>&,  \
-                                   int64_t, const Matrix<T>&, Matrix<T>&, KvCache<T>&);         \
-  template void EmbeddingForward<T>(const Matrix<T>&, std::span<const int32_t>, Matrix<T>&);    \
-  template void EmbeddingBackward<T>(const Matrix<T>&, std::span<const int32_t>, Matrix<T>&);   \
-  template void RmsNormForward<T>(const Matrix<T>&, const Matrix<T>&, double, Matrix<T>&,       \
-                                  Matrix<T>*);                                                  \
-  template void RmsNormBackward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,        \
-                                   const Matrix<T>&, Matrix<T>&, Matrix<T>&);                   \
-  template void AttentionForward<T>(const LlamaConfig&, int64_t, const Matrix<T>&,              \
-                                    const Matrix<T>&, const Matrix<T>&, Matrix<T>&, Matrix<T>&); \
-  template void AttentionBackward<T>(const LlamaConfig&, int64_t, const Matrix<T>&,             \
-                                     const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,      \
-                                     const Matrix<T>&, Matrix<T>&, Matrix<T>&, Matrix<T>&);     \
-  template void SwiGluForward<T>(const Matrix<T>&, const Matrix<T>&, Matrix<T>&);               \
-  template void SwiGluBackward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,         \
-                                  Matrix<T>&, Matrix<T>&);                                      \
-  template double CrossEntropyForward<T>(const Matrix<T>&, std::span<const int32_t>,            \
-                                         Matrix<T>*, double);                                   \
-  template void BlockForward<T>(const LlamaConfig&, const BlockWeights<T>&, const Rope<T>&,     \
-                                int64_t, const Matrix<T>&, Matrix<T>&, BlockCache<T>*);         \
-  template void BlockBackward<T>(const LlamaConfig&, const BlockWeights<T>&, const Rope<T>&,    \
-                                 int64_t, const BlockCache<T>&, const Matrix<T>&, Matrix<T>&,   \
-                                 BlockWeights<T>&);                                             \
-  template Stage<T> RandomStage<T>(const LlamaConfig&, uint64_t);                               \
-  template Stage<T> ZeroGradients<T>(const Stage<T>&);                                          \
-  template double HeadForwardBackward<T>(const Stage<T>&, const Matrix<T>&,                     \
-                                         std::span<const int32_t>, double, Matrix<T>*,          \
-                                         Stage<T>*, Matrix<T>*);                                \
-  template double ModelForwardBackward<T>(const Stage<T>&, std::span<const int32_t>,            \
+#define HIQ_INSTANTIATE(T)                                                                        \
+  template struct BlockWeights<T>;                                                                \
+  template BlockWeights<T> ZeroBlock<T>(const LlamaConfig&);                                      \
+  template Rope<T> MakeRope<T>(const LlamaConfig&, int64_t);                                      \
+  template void RopeApply<T>(const Rope<T>&, int64_t, int64_t, bool, Matrix<T>&, int64_t);        \
+  template void BlockDecodeStep<T>(const LlamaConfig&, const BlockWeights<T>&, const Rope<T>&,    \
+                                   int64_t, const Matrix<T>&, Matrix<T>&, KvCache<T>&);           \
+  template void EmbeddingForward<T>(const Matrix<T>&, std::span<const int32_t>, Matrix<T>&);      \
+  template void EmbeddingBackward<T>(const Matrix<T>&, std::span<const int32_t>, Matrix<T>&);     \
+  template void RmsNormForward<T>(const Matrix<T>&, const Matrix<T>&, double, Matrix<T>&,         \
+                                  Matrix<T>*);                                                    \
+  template void RmsNormBackward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,          \
+                                   const Matrix<T>&, Matrix<T>&, Matrix<T>&);                     \
+  template void AttentionForward<T>(const LlamaConfig&, int64_t, const Matrix<T>&,                \
+                                    const Matrix<T>&, const Matrix<T>&, Matrix<T>&, Matrix<T>&);  \
+  template void AttentionBackward<T>(const LlamaConfig&, int64_t, const Matrix<T>&,               \
+                                     const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,        \
+                                     const Matrix<T>&, Matrix<T>&, Matrix<T>&, Matrix<T>&);       \
+  template void SwiGluForward<T>(const Matrix<T>&, const Matrix<T>&, Matrix<T>&);                 \
+  template void SwiGluBackward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,           \
+                                  Matrix<T>&, Matrix<T>&);                                        \
+  template double CrossEntropyForward<T>(const Matrix<T>&, std::span<const int32_t>, Matrix<T>*,  \
+                                         double);                                                 \
+  template void BlockForward<T>(const LlamaConfig&, const BlockWeights<T>&, const Rope<T>&,       \
+                                int64_t, const Matrix<T>&, Matrix<T>&, BlockCache<T>*);           \
+  template void BlockBackward<T>(const LlamaConfig&, const BlockWeights<T>&, const Rope<T>&,      \
+                                 int64_t, const BlockCache<T>&, const Matrix<T>&, Matrix<T>&,     \
+                                 BlockWeights<T>&);                                               \
+  template Stage<T> RandomStage<T>(const LlamaConfig&, uint64_t);                                 \
+  template Stage<T> ZeroGradients<T>(const Stage<T>&);                                            \
+  template double HeadForwardBackward<T>(const Stage<T>&, const Matrix<T>&,                       \
+                                         std::span<const int32_t>, double, Matrix<T>*, Stage<T>*, \
+                                         Matrix<T>*);                                             \
+  template double ModelForwardBackward<T>(const Stage<T>&, std::span<const int32_t>,              \
                                           std::span<const int32_t>, Stage<T>*, Matrix<T>*);
 
 HIQ_INSTANTIATE(float)

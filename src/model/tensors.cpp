@@ -7,12 +7,18 @@ namespace hiq {
 
 int64_t DimSize(const LlamaConfig& c, Dim dim) {
   switch (dim) {
-    case Dim::kOne: return 1;
-    case Dim::kHidden: return c.hidden_size;
-    case Dim::kIntermediate: return c.intermediate_size;
-    case Dim::kQHeads: return c.num_attention_heads * c.head_dim();
-    case Dim::kKvHeads: return c.num_key_value_heads * c.head_dim();
-    case Dim::kVocab: return c.vocab_size;
+    case Dim::kOne:
+      return 1;
+    case Dim::kHidden:
+      return c.hidden_size;
+    case Dim::kIntermediate:
+      return c.intermediate_size;
+    case Dim::kQHeads:
+      return c.num_attention_heads * c.head_dim();
+    case Dim::kKvHeads:
+      return c.num_key_value_heads * c.head_dim();
+    case Dim::kVocab:
+      return c.vocab_size;
   }
   HIQ_CHECK(false);
   return 0;
@@ -20,12 +26,18 @@ int64_t DimSize(const LlamaConfig& c, Dim dim) {
 
 std::string_view DimName(Dim dim) {
   switch (dim) {
-    case Dim::kOne: return "1";
-    case Dim::kHidden: return "hidden_size";
-    case Dim::kIntermediate: return "intermediate_size";
-    case Dim::kQHeads: return "num_attention_heads * head_dim";
-    case Dim::kKvHeads: return "num_key_value_heads * head_dim";
-    case Dim::kVocab: return "vocab_size";
+    case Dim::kOne:
+      return "1";
+    case Dim::kHidden:
+      return "hidden_size";
+    case Dim::kIntermediate:
+      return "intermediate_size";
+    case Dim::kQHeads:
+      return "num_attention_heads * head_dim";
+    case Dim::kKvHeads:
+      return "num_key_value_heads * head_dim";
+    case Dim::kVocab:
+      return "vocab_size";
   }
   HIQ_CHECK(false);
   return "";
@@ -98,7 +110,8 @@ ModelTensor Global(const LlamaConfig& c, std::string name, Dim rows, Dim cols) {
 std::vector<ModelTensor> ModelTensors(const LlamaConfig& c, ModelSlice slice) {
   const int end = slice.block_end < 0 ? static_cast<int>(c.num_hidden_layers) : slice.block_end;
   std::vector<ModelTensor> out;
-  if (slice.embedding) out.push_back(Global(c, "model.embed_tokens.weight", Dim::kVocab, Dim::kHidden));
+  if (slice.embedding)
+    out.push_back(Global(c, "model.embed_tokens.weight", Dim::kVocab, Dim::kHidden));
   for (int b = slice.block_begin; b < end; ++b) {
     for (const BlockTensor& spec : kBlockTensors) {
       ModelTensor t = Global(c, BlockTensorName(b, spec.suffix), spec.rows, spec.cols);
@@ -109,7 +122,8 @@ std::vector<ModelTensor> ModelTensors(const LlamaConfig& c, ModelSlice slice) {
   }
   if (slice.head) {
     out.push_back(Global(c, "model.norm.weight", Dim::kOne, Dim::kHidden));
-    if (!c.tie_word_embeddings) out.push_back(Global(c, "lm_head.weight", Dim::kVocab, Dim::kHidden));
+    if (!c.tie_word_embeddings)
+      out.push_back(Global(c, "lm_head.weight", Dim::kVocab, Dim::kHidden));
   }
   return out;
 }

@@ -20,8 +20,8 @@ void CheckBits(const char* function, int bits) {
 }
 
 [[noreturn]] void ThrowCodeTooWide(const char* function, size_t i, uint8_t code, int bits) {
-  throw FormatError(std::string(function) + ": code[" + std::to_string(i) + "] = " +
-                    std::to_string(code) + " does not fit in " + std::to_string(bits) +
+  throw FormatError(std::string(function) + ": code[" + std::to_string(i) +
+                    "] = " + std::to_string(code) + " does not fit in " + std::to_string(bits) +
                     " bits (expected < " + std::to_string(1 << bits) + ")");
 }
 

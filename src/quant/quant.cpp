@@ -1,4 +1,5 @@
-// Round-to-nearest quantizer, candidates, channel scores and bit accounting (see hiq/quant/quant.h).
+// Round-to-nearest quantizer, candidates, channel scores and bit accounting (see
+// hiq/quant/quant.h).
 //
 // Layout follows ggml-quants.c: the scalar _ref kernel is the specification, written to be read;
 // the fast kernel computes the same float operations per element, arranged so that they
@@ -381,11 +382,10 @@ void Dequantize(const QuantizedLayer& q, float* w_out) {
     for (int64_t k = 0; k < n_high; ++k) {
       const size_t i = static_cast<size_t>(r * n_high + k);
       out[q.high_cols[static_cast<size_t>(k)]] =
-          q.spec.high_fp16()
-              ? q.high_fp16[i]
-              : (static_cast<float>(q.high_codes[i]) -
-                 static_cast<float>(q.high_params[static_cast<size_t>(r)].zero)) *
-                    q.high_params[static_cast<size_t>(r)].scale;
+          q.spec.high_fp16() ? q.high_fp16[i]
+                             : (static_cast<float>(q.high_codes[i]) -
+                                static_cast<float>(q.high_params[static_cast<size_t>(r)].zero)) *
+                                   q.high_params[static_cast<size_t>(r)].scale;
     }
   }
 }
@@ -445,8 +445,8 @@ void ValidateQuantizedLayer(const QuantizedLayer& q, const std::string& where) {
   }
   for (size_t i = 0; i < q.high_fp16.size(); ++i) {
     if (!std::isfinite(q.high_fp16[i]) || RoundToFp16(q.high_fp16[i]) != q.high_fp16[i]) {
-      throw FormatError(where + ": high_fp16[" + std::to_string(i) + "] = " +
-                        Num(q.high_fp16[i]) + ", expected a finite FP16 value");
+      throw FormatError(where + ": high_fp16[" + std::to_string(i) + "] = " + Num(q.high_fp16[i]) +
+                        ", expected a finite FP16 value");
     }
   }
 }
@@ -455,8 +455,7 @@ int64_t StoredBits(const QuantizedLayer& q) {
   const auto n = [](const auto& v) { return static_cast<int64_t>(v.size()); };
   const int64_t b_l = q.spec.bits_low, b_h = q.spec.bits_high;
   return n(q.low_codes) * b_l + n(q.low_params) * (16 + b_l) + n(q.high_codes) * b_h +
-         n(q.high_params) * (16 + b_h) + n(q.high_fp16) * 16 +
-         n(q.high_cols) * IndexBits(q.n_in);
+         n(q.high_params) * (16 + b_h) + n(q.high_fp16) * 16 + n(q.high_cols) * IndexBits(q.n_in);
 }
 
 void QuantizeCandidate(const float* w, int64_t n_out, int64_t n_in,

@@ -2,10 +2,10 @@
 
 #include <cmath>
 
-#include "hiq/base/error.h"  // ConfigError
-#include "hiq/base/rng.h"    // RandomStream
-#include "hiq/stages/eval.h"       // LoadTokens
+#include "hiq/base/error.h"    // ConfigError
+#include "hiq/base/rng.h"      // RandomStream
 #include "hiq/io/tokenizer.h"  // Tokenizer
+#include "hiq/stages/eval.h"   // LoadTokens
 
 namespace hiq {
 
@@ -16,8 +16,8 @@ std::vector<std::vector<int32_t>> RandomWindows(const std::vector<int32_t>& toke
   const int64_t total = static_cast<int64_t>(tokens.size());
   if (total < length) {
     throw ConfigError("calibration." + name + ": " + source + " holds " + std::to_string(total) +
-                      " tokens, fewer than one window of seq_len + 1 = " +
-                      std::to_string(length) + ". HINT: lower calibration." + name + ".seq_len");
+                      " tokens, fewer than one window of seq_len + 1 = " + std::to_string(length) +
+                      ". HINT: lower calibration." + name + ".seq_len");
   }
   RandomStream rng(seed, name);
   const uint64_t starts = static_cast<uint64_t>(total - length + 1);
@@ -82,12 +82,13 @@ std::vector<Sequence> BuildSampleSet(const SampleSetConfig& set, const std::stri
   std::vector<std::vector<int32_t>> windows;
   if (set.source == SampleSource::kGenerate) {
     // LLaMA's <s> is 1; a model with its own tokenizer says so.
-    const int32_t bos = std::filesystem::exists(tokenizer_model) ? Tokenizer(tokenizer_model).bos_id() : 1;
+    const int32_t bos =
+        std::filesystem::exists(tokenizer_model) ? Tokenizer(tokenizer_model).bos_id() : 1;
     windows = Generate(set, name, pipeline, bos);
   } else {
     const std::vector<int32_t> tokens = LoadTokens(set.path, tokenizer_model);
-    windows = RandomWindows(tokens, set.n_sequences, set.seq_len + 1, set.seed, name,
-                            set.path.string());
+    windows =
+        RandomWindows(tokens, set.n_sequences, set.seq_len + 1, set.seed, name, set.path.string());
   }
   std::vector<Sequence> seqs;
   for (const auto& w : windows) seqs.push_back(NextTokenSequence(w));

@@ -41,7 +41,8 @@ struct Switch {
 }  // namespace
 
 CostModel::CostModel(Pipeline& pipeline, const QuantSpec& spec, std::vector<double> ratios,
-                     ChannelScore score, const std::vector<std::array<Matrix<float>, kNumLinears>>& fisher)
+                     ChannelScore score,
+                     const std::vector<std::array<Matrix<float>, kNumLinears>>& fisher)
     : pipeline_(pipeline), spec_(spec), ratios_(std::move(ratios)) {
   ValidateQuantSpec(spec_);
   const Stage<float>& stage = pipeline_.stage();
@@ -59,19 +60,21 @@ CostModel::CostModel(Pipeline& pipeline, const QuantSpec& spec, std::vector<doub
     }
   }
   HIQ_CHECK(fisher.size() == stage.blocks.size());
-  const ScoreKind kind = score == ChannelScore::kFisher ? ScoreKind::kFisher
-                                                        : ScoreKind::kFisherImpact;
+  const ScoreKind kind =
+      score == ChannelScore::kFisher ? ScoreKind::kFisher : ScoreKind::kFisherImpact;
   for (size_t b = 0; b < stage.blocks.size(); ++b) {
     for (size_t k = 0; k < kLinears.size(); ++k) {
       const Matrix<float>& w = stage.blocks[b].linear(kLinears[k]);
-      LayerCandidates& cand =
-          local_[static_cast<size_t>(LayerIndex(stage.block_begin + static_cast<int>(b), kLinears[k]))];
+      LayerCandidates& cand = local_[static_cast<size_t>(
+          LayerIndex(stage.block_begin + static_cast<int>(b), kLinears[k]))];
       cand.n_out = w.rows();
       cand.n_in = w.cols();
       const std::vector<double> scores =
           ChannelScores(fisher[b][k].data(), w.data(), w.rows(), w.cols(), kind, spec_);
-      for (double r : ratios_) cand.high_cols.push_back(TopChannels(scores, HighCount(r, w.cols())));
-      cand.bits = bits_[static_cast<size_t>(LayerIndex(stage.block_begin + static_cast<int>(b), kLinears[k]))];
+      for (double r : ratios_)
+        cand.high_cols.push_back(TopChannels(scores, HighCount(r, w.cols())));
+      cand.bits = bits_[static_cast<size_t>(
+          LayerIndex(stage.block_begin + static_cast<int>(b), kLinears[k]))];
     }
   }
 }
@@ -108,8 +111,9 @@ void CostModel::QuantizeLayerInto(int layer, int candidate, Matrix<float>& out) 
   const LayerCandidates* cand = Local(layer);
   HIQ_CHECK(cand != nullptr);
   const Stage<float>& stage = pipeline_.stage();
-  const Matrix<float>& w = stage.blocks[static_cast<size_t>(BlockOfLayer(layer) - stage.block_begin)]
-                               .linear(LinearOfLayer(layer));
+  const Matrix<float>& w =
+      stage.blocks[static_cast<size_t>(BlockOfLayer(layer) - stage.block_begin)].linear(
+          LinearOfLayer(layer));
   out.resize(w.rows(), w.cols());
   QuantizeCandidate(w.data(), w.rows(), w.cols(), cand->high_cols[static_cast<size_t>(candidate)],
                     spec_, out.data());
@@ -148,9 +152,8 @@ std::vector<double> CostModel::MeasurePlans(const std::vector<Sequence>& seqs,
     for (size_t b = 0; b < scratch.size(); ++b) w[b] = &scratch[b];
     return w;
   };
-  const std::vector<double> nll =
-      pipeline_.ForwardJobs(seqs, std::vector<int>(plans.size(), 0), weights, nullptr, nullptr,
-                            kMicroBatch);
+  const std::vector<double> nll = pipeline_.ForwardJobs(seqs, std::vector<int>(plans.size(), 0),
+                                                        weights, nullptr, nullptr, kMicroBatch);
   const double n = static_cast<double>(TotalPredictions(seqs));
   std::vector<double> loss;
   for (double v : nll) loss.push_back(v / n);
@@ -160,9 +163,12 @@ std::vector<double> CostModel::MeasurePlans(const std::vector<Sequence>& seqs,
 CostTerms CostModel::Measure(CostMode mode, const std::vector<Sequence>& seqs,
                              const std::optional<Plan>& centre, bool pairs, int fit_switches) {
   switch (mode) {
-    case CostMode::kLoss: return MeasureLoss(seqs, centre, pairs);
-    case CostMode::kLocal: return MeasureLocal(seqs, centre, fit_switches);
-    case CostMode::kFisher: return MeasureFisher(seqs, centre, pairs);
+    case CostMode::kLoss:
+      return MeasureLoss(seqs, centre, pairs);
+    case CostMode::kLocal:
+      return MeasureLocal(seqs, centre, fit_switches);
+    case CostMode::kFisher:
+      return MeasureFisher(seqs, centre, pairs);
   }
   HIQ_CHECK(false);
   return {};
@@ -172,8 +178,8 @@ CostModel::Centre CostModel::RunCentre(const std::vector<Sequence>& seqs,
                                        const std::optional<Plan>& centre) {
   Centre c;
   c.blocks = CentreBlocks(centre);
-  c.nll = pipeline_.ForwardJobs(seqs, {0}, CentreWeights(c.blocks), nullptr, &c.inputs,
-                                kMicroBatch)[0];
+  c.nll =
+      pipeline_.ForwardJobs(seqs, {0}, CentreWeights(c.blocks), nullptr, &c.inputs, kMicroBatch)[0];
   return c;
 }
 
@@ -185,7 +191,8 @@ std::vector<const BlockWeights<float>*> CostModel::SwitchWeights(
   for (size_t b = 0; b < w.size(); ++b) w[b] = centre.Block(b);
   const int b = BlockOfLayer(moves.front().first) - stage.block_begin;
   if (b >= 0 && b < static_cast<int>(w.size())) {  // this rank owns the switched block
-    scratch = w[static_cast<size_t>(b)] ? *w[static_cast<size_t>(b)] : stage.blocks[static_cast<size_t>(b)];
+    scratch = w[static_cast<size_t>(b)] ? *w[static_cast<size_t>(b)]
+                                        : stage.blocks[static_cast<size_t>(b)];
     for (const auto& [l, m] : moves) {
       QuantizeLayerInto(l, m, scratch.linear(LinearOfLayer(l)));
     }
@@ -211,8 +218,7 @@ CostTerms CostModel::MeasureLoss(const std::vector<Sequence>& seqs,
   const size_t n_single = switches.size();
   if (pairs) {
     for (int l1 = 0; l1 < n_layers_; ++l1) {
-      for (int l2 = l1 + 1; l2 < n_layers_ && BlockOfLayer(l2) == BlockOfLayer(l1);
-           ++l2) {
+      for (int l2 = l1 + 1; l2 < n_layers_ && BlockOfLayer(l2) == BlockOfLayer(l1); ++l2) {
         for (int m1 = 0; m1 < n_candidates(); ++m1) {
           for (int m2 = 0; m2 < n_candidates(); ++m2) {
             if (m1 == CentreCandidate(centre, l1) || m2 == CentreCandidate(centre, l2)) continue;
@@ -244,7 +250,9 @@ CostTerms CostModel::MeasureLoss(const std::vector<Sequence>& seqs,
   if (pairs) {
     // Polarisation around the centre: both - first - second + centre (centre moves are zero).
     auto single = [&](int l, int m) {
-      return m == CentreCandidate(centre, l) ? centre_nll : centre_nll + n * terms.diag[static_cast<size_t>(l)][static_cast<size_t>(m)];
+      return m == CentreCandidate(centre, l)
+                 ? centre_nll
+                 : centre_nll + n * terms.diag[static_cast<size_t>(l)][static_cast<size_t>(m)];
     };
     std::map<std::pair<int, int>, size_t> pair_index;
     for (size_t j = n_single; j < switches.size(); ++j) {
@@ -252,7 +260,9 @@ CostTerms CostModel::MeasureLoss(const std::vector<Sequence>& seqs,
       const auto [l2, m2] = switches[j].layer_candidate[1];
       auto [it, fresh] = pair_index.try_emplace({l1, l2}, terms.pairs.size());
       if (fresh) {
-        terms.pairs.push_back({l1, l2, std::vector<double>(static_cast<size_t>(n_candidates() * n_candidates()), 0.0)});
+        terms.pairs.push_back(
+            {l1, l2,
+             std::vector<double>(static_cast<size_t>(n_candidates() * n_candidates()), 0.0)});
       }
       terms.pairs[it->second].cost[static_cast<size_t>(m1 * n_candidates() + m2)] =
           (nll[j] - single(l1, m1) - single(l2, m2) + centre_nll) / n;
@@ -276,8 +286,8 @@ CostTerms CostModel::MeasureFisher(const std::vector<Sequence>& seqs,
   for (size_t b = 0; b < n_local; ++b) {
     for (Linear kind : kLinears) {
       const int l = LayerIndex(stage.block_begin + static_cast<int>(b), kind);
-      const Matrix<float>& wc = centre_blocks.empty() ? stage.blocks[b].linear(kind)
-                                                      : centre_blocks[b].linear(kind);
+      const Matrix<float>& wc =
+          centre_blocks.empty() ? stage.blocks[b].linear(kind) : centre_blocks[b].linear(kind);
       local_layers.push_back(l);
       delta.emplace_back();
       for (int m = 0; m < K; ++m) {
@@ -319,7 +329,8 @@ CostTerms CostModel::MeasureFisher(const std::vector<Sequence>& seqs,
   size_t offset = 0;
   const Partition& part = pipeline_.partition();
   for (int r = 0; r < part.n_ranks(); ++r) {
-    const size_t first = static_cast<size_t>(part.first_block[static_cast<size_t>(r)]) * kNumLinears;
+    const size_t first =
+        static_cast<size_t>(part.first_block[static_cast<size_t>(r)]) * kNumLinears;
     const size_t count =
         static_cast<size_t>(part.first_block[static_cast<size_t>(r) + 1]) * kNumLinears - first;
     for (size_t n = 0; n < N; ++n) {
@@ -330,13 +341,15 @@ CostTerms CostModel::MeasureFisher(const std::vector<Sequence>& seqs,
   }
   CostTerms terms;
   terms.centre_loss = centre_loss_sum / static_cast<double>(N);
-  terms.diag.assign(static_cast<size_t>(n_layers_), std::vector<double>(static_cast<size_t>(K), 0.0));
+  terms.diag.assign(static_cast<size_t>(n_layers_),
+                    std::vector<double>(static_cast<size_t>(K), 0.0));
   auto at = [&](size_t n, int l, int m) { return S[n * LK + static_cast<size_t>(l * K + m)]; };
   for (int l = 0; l < n_layers_; ++l) {
     for (int m = 0; m < K; ++m) {
       double sum = 0;
       for (size_t n = 0; n < N; ++n) sum += at(n, l, m) * at(n, l, m);
-      terms.diag[static_cast<size_t>(l)][static_cast<size_t>(m)] = 0.5 * sum / static_cast<double>(N);
+      terms.diag[static_cast<size_t>(l)][static_cast<size_t>(m)] =
+          0.5 * sum / static_cast<double>(N);
     }
   }
   if (pairs) {
@@ -372,13 +385,15 @@ CostTerms CostModel::MeasureLocal(const std::vector<Sequence>& seqs,
   const double n_pred = static_cast<double>(TotalPredictions(seqs));
 
   // g = dL/d(block output) of L = mean NLL per token over the set, under the centre.
-  std::vector<Matrix<float>> grad_out(n_local, Matrix<float>::Zero(static_cast<int64_t>(N) * T, stage.config.hidden_size));
+  std::vector<Matrix<float>> grad_out(
+      n_local, Matrix<float>::Zero(static_cast<int64_t>(N) * T, stage.config.hidden_size));
   pipeline_.ForwardBackward(
       seqs, 2, CentreWeights(c.blocks), [](int, const Stage<float>&) {},
       [&](int s, size_t b, const Matrix<float>& dh) {
         // dL_s/dh is for the mean over sequence s; the set's mean weighs each sequence by its
         // share of the predictions.
-        const float w = static_cast<float>(static_cast<double>(seqs[static_cast<size_t>(s)].n_predictions()) / n_pred);
+        const float w = static_cast<float>(
+            static_cast<double>(seqs[static_cast<size_t>(s)].n_predictions()) / n_pred);
         grad_out[b].middleRows(static_cast<int64_t>(s) * T, T) = dh * w;
       });
 
@@ -398,7 +413,8 @@ CostTerms CostModel::MeasureLocal(const std::vector<Sequence>& seqs,
         BlockForward<float>(stage.config, w, rope, T, c.inputs.per_block[b], y, nullptr);
         double first = 0, quad_g = 0, quad = 0;
         for (int64_t e = 0; e < y.size(); ++e) {
-          const double dy = static_cast<double>(y.data()[e]) - static_cast<double>(y_centre.data()[e]);
+          const double dy =
+              static_cast<double>(y.data()[e]) - static_cast<double>(y_centre.data()[e]);
           const double g = grad_out[b].data()[e];
           first += g * dy;
           quad_g += 0.5 * g * g * dy * dy;
@@ -427,9 +443,10 @@ CostTerms CostModel::MeasureLocal(const std::vector<Sequence>& seqs,
   const JobWeights weights = [&](int j) {
     return SwitchWeights(c, {switches[fit[static_cast<size_t>(j)]]}, scratch);
   };
-  const std::vector<double> measured = starts.empty()
-      ? std::vector<double>{}
-      : pipeline_.ForwardJobs(seqs, starts, weights, &c.inputs, nullptr, kMicroBatch);
+  const std::vector<double> measured =
+      starts.empty()
+          ? std::vector<double>{}
+          : pipeline_.ForwardJobs(seqs, starts, weights, &c.inputs, nullptr, kMicroBatch);
   // Least squares: residual r = D - first ~ alpha * quad_g + beta * quad.
   double a11 = 0, a12 = 0, a22 = 0, b1 = 0, b2 = 0;
   for (size_t i = 0; i < fit.size(); ++i) {
@@ -449,7 +466,8 @@ CostTerms CostModel::MeasureLocal(const std::vector<Sequence>& seqs,
   }
   CostTerms terms;
   terms.centre_loss = centre_nll / n_pred;
-  terms.diag.assign(static_cast<size_t>(n_layers_), std::vector<double>(static_cast<size_t>(K), 0.0));
+  terms.diag.assign(static_cast<size_t>(n_layers_),
+                    std::vector<double>(static_cast<size_t>(K), 0.0));
   for (size_t i = 0; i < switches.size(); ++i) {
     const double* f = &all[3 * i];
     terms.diag[static_cast<size_t>(switches[i].first)][static_cast<size_t>(switches[i].second)] =

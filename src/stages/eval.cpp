@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <fstream>
 
-#include "hiq/base/error.h"      // ConfigError, IoError
+#include "hiq/base/error.h"    // ConfigError, IoError
 #include "hiq/io/tokenizer.h"  // Tokenizer, TokenizeFile, ReadTokenFile
 
 namespace hiq {
@@ -44,9 +44,8 @@ std::vector<Sequence> PerplexityWindows(const std::vector<int32_t>& tokens, int6
   std::vector<Sequence> windows;
   windows.reserve(static_cast<size_t>(n));
   for (int64_t w = 0; w < n; ++w) {
-    windows.push_back(WindowSequence(
-        std::span<const int32_t>(tokens).subspan(static_cast<size_t>(w * seq_len),
-                                                 static_cast<size_t>(seq_len))));
+    windows.push_back(WindowSequence(std::span<const int32_t>(tokens).subspan(
+        static_cast<size_t>(w * seq_len), static_cast<size_t>(seq_len))));
   }
   return windows;
 }

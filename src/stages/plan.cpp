@@ -9,14 +9,14 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "hiq/base/log.h"  // Log
-#include "hiq/model/blas.h"  // CurrentBlasInfo
+#include "hiq/base/error.h"          // FormatError, IoError
+#include "hiq/base/log.h"            // Log
+#include "hiq/base/sha256.h"         // Sha256Hex
+#include "hiq/io/h5.h"               // H5File
+#include "hiq/model/blas.h"          // CurrentBlasInfo
+#include "hiq/solve/solver.h"        // SolvePareto, SolveMilp
 #include "hiq/stages/calibration.h"  // BuildSampleSet
-#include "hiq/base/error.h"        // FormatError, IoError
 #include "hiq/stages/fisher.h"       // ComputeFisher
-#include "hiq/io/h5.h"           // H5File
-#include "hiq/base/sha256.h"       // Sha256Hex
-#include "hiq/solve/solver.h"       // SolvePareto, SolveMilp
 
 namespace hiq {
 namespace {
@@ -114,9 +114,9 @@ std::string PlanReport::KeyValues() const {
   std::ostringstream out;
   out << "avg_bits=" << Fixed6(avg_bits) << " budget=" << Fixed6(budget_avg_bits)
       << " predicted_dloss=" << Fixed6(predicted_dloss)
-      << " measured_dloss=" << Fixed6(measured_dloss)
-      << " fixed_dloss=" << Fixed6(fixed_dloss) << " fixed_ratio=" << fixed_ratio
-      << " solver=" << solver << " status=" << (status.rfind("optimal", 0) == 0 ? "optimal" : "feasible")
+      << " measured_dloss=" << Fixed6(measured_dloss) << " fixed_dloss=" << Fixed6(fixed_dloss)
+      << " fixed_ratio=" << fixed_ratio << " solver=" << solver
+      << " status=" << (status.rfind("optimal", 0) == 0 ? "optimal" : "feasible")
       << " cost=" << cost_mode << "/" << cost_center << " evaluations=" << evaluations
       << " rounds=" << rounds << " fell_back=" << (fell_back ? "true" : "false");
   return out.str();
@@ -214,7 +214,7 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   const bool around_plan = config.cost.center == CostCenter::kPlan;
   std::optional<Plan> centre = around_plan ? fixed : std::nullopt;
   Plan best = *fixed;
-  double best_loss = 0;                 // measured on the cost set
+  double best_loss = 0;  // measured on the cost set
   std::vector<double> best_terms(static_cast<size_t>(cm.n_layers()), 0.0);
   PlanSolution best_sol;
   bool have_solution = false;
@@ -286,8 +286,8 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   if (report.measured_dloss > report.fixed_dloss) {
     report.fell_back = true;
     report.log += "the plan measured " + Fixed6(report.measured_dloss) +
-                  " on the check set, worse than the fixed ratio's " +
-                  Fixed6(report.fixed_dloss) + ": writing the fixed ratio instead\n";
+                  " on the check set, worse than the fixed ratio's " + Fixed6(report.fixed_dloss) +
+                  ": writing the fixed ratio instead\n";
     best = *fixed;
     report.measured_dloss = report.fixed_dloss;
     std::fill(best_terms.begin(), best_terms.end(), 0.0);
@@ -395,7 +395,8 @@ void WritePlanFiles(const PlanReport& r, const std::filesystem::path& out_dir) {
   }
   h5.Commit();
   std::filesystem::rename(tmp, json_path, ec);
-  if (ec) throw IoError("WritePlan: cannot rename to '" + json_path.string() + "': " + ec.message());
+  if (ec)
+    throw IoError("WritePlan: cannot rename to '" + json_path.string() + "': " + ec.message());
 }
 
 }  // namespace
@@ -450,7 +451,9 @@ PlanReport ReadPlan(const std::filesystem::path& out_dir) {
       row.candidate = need(layer, "candidate").get<int>();
       row.ratio = need(layer, "ratio").get<double>();
       const auto shape = need(layer, "shape").get<std::vector<int64_t>>();
-      if (shape.size() != 2) throw FormatError("ReadPlan: " + path.string() + ": layer '" + row.name + "' shape must have 2 entries");
+      if (shape.size() != 2)
+        throw FormatError("ReadPlan: " + path.string() + ": layer '" + row.name +
+                          "' shape must have 2 entries");
       row.n_out = shape[0];
       row.n_in = shape[1];
       row.bits = need(layer, "bits").get<double>();
@@ -478,8 +481,8 @@ void ApplyPlanRtn(const PlanReport& plan, Stage<float>& stage) {
       if (row.name != LayerName(l) || row.n_out != w.rows() || row.n_in != w.cols()) {
         throw FormatError("ApplyPlanRtn: plan layer " + std::to_string(l) + " is '" + row.name +
                           "' [" + std::to_string(row.n_out) + ", " + std::to_string(row.n_in) +
-                          "], the model's is '" + LayerName(l) + "' [" +
-                          std::to_string(w.rows()) + ", " + std::to_string(w.cols()) + "]");
+                          "], the model's is '" + LayerName(l) + "' [" + std::to_string(w.rows()) +
+                          ", " + std::to_string(w.cols()) + "]");
       }
       QuantizeCandidate(w.data(), w.rows(), w.cols(), row.channels, plan.spec, w.data());
     }

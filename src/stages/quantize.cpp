@@ -42,11 +42,15 @@ const Matrix<float>& LinearInput(const BlockCache<float>& cache, Linear kind) {
   switch (kind) {
     case Linear::kQ:
     case Linear::kK:
-    case Linear::kV: return cache.xn1;
-    case Linear::kO: return cache.y;
+    case Linear::kV:
+      return cache.xn1;
+    case Linear::kO:
+      return cache.y;
     case Linear::kGate:
-    case Linear::kUp: return cache.xn2;
-    case Linear::kDown: return cache.act;
+    case Linear::kUp:
+      return cache.xn2;
+    case Linear::kDown:
+      return cache.act;
   }
   HIQ_CHECK(false);
   return cache.xn1;
@@ -55,11 +59,15 @@ const Matrix<float>& LinearInput(const BlockCache<float>& cache, Linear kind) {
 ReconMethod ReconMethodOf(QuantizeMethod method) {
   switch (method) {
     case QuantizeMethod::kHiq:
-    case QuantizeMethod::kFixedRatio: return ReconMethod::kHybrid;
-    case QuantizeMethod::kLwc: return ReconMethod::kLwc;
-    case QuantizeMethod::kAdaRound: return ReconMethod::kAdaRound;
+    case QuantizeMethod::kFixedRatio:
+      return ReconMethod::kHybrid;
+    case QuantizeMethod::kLwc:
+      return ReconMethod::kLwc;
+    case QuantizeMethod::kAdaRound:
+      return ReconMethod::kAdaRound;
     case QuantizeMethod::kGptq:
-    case QuantizeMethod::kRtn: break;
+    case QuantizeMethod::kRtn:
+      break;
   }
   HIQ_CHECK(false);
   return ReconMethod::kHybrid;
@@ -89,7 +97,8 @@ BlockResult QuantizeBlock(const RunConfig& config, const LlamaConfig& model,
     for (size_t k = 0; k < kNumLinears; ++k) {
       const Matrix<float>& wl = w.linear(kLinears[k]);
       if (method == QuantizeMethod::kRtn) {
-        result.layers[k] = QuantizeLayer(wl.data(), wl.rows(), wl.cols(), layers[k].high_cols, spec);
+        result.layers[k] =
+            QuantizeLayer(wl.data(), wl.rows(), wl.cols(), layers[k].high_cols, spec);
         continue;
       }
       const Matrix<float>& in = LinearInput(cache, kLinears[k]);
@@ -99,8 +108,8 @@ BlockResult QuantizeBlock(const RunConfig& config, const LlamaConfig& model,
       options.percdamp = config.quantize.gptq_damp;
       options.act_order = config.quantize.gptq_act_order;
       std::string log;
-      result.layers[k] = GptqQuantize(wl.data(), wl.rows(), wl.cols(), h, layers[k].high_cols,
-                                      spec, options, &log);
+      result.layers[k] = GptqQuantize(wl.data(), wl.rows(), wl.cols(), h, layers[k].high_cols, spec,
+                                      options, &log);
       if (!log.empty()) std::fprintf(stderr, "%s", log.c_str());
     }
     std::array<QuantizedLayer, kNumLinears> rtn;
@@ -110,7 +119,8 @@ BlockResult QuantizeBlock(const RunConfig& config, const LlamaConfig& model,
     }
     result.rtn_mse = BlockOutputMse(model, DequantizedBlock(w, rtn), seq_len, x, target);
     result.init_mse = result.rtn_mse;
-    result.final_mse = BlockOutputMse(model, DequantizedBlock(w, result.layers), seq_len, x, target);
+    result.final_mse =
+        BlockOutputMse(model, DequantizedBlock(w, result.layers), seq_len, x, target);
     return result;
   }
   ReconOptions options;
@@ -170,8 +180,7 @@ std::string QuantizeReport::KeyValues(const fs::path& output) const {
 }
 
 QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
-                                const Checkpoint& checkpoint, std::FILE* log,
-                                std::FILE* rank_log) {
+                                const Checkpoint& checkpoint, std::FILE* log, std::FILE* rank_log) {
   const Comm& comm = pipeline.comm();
   const Stage<float>& stage = pipeline.stage();
   const LlamaConfig& model = stage.config;
@@ -184,8 +193,7 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   if (comm.rank() == 0) WritePlan(report.plan, config.output);
   report.plan_seconds = Since(t0);
   const bool optimised = config.quantize.method == QuantizeMethod::kHiq;
-  const std::vector<PlanLayerRow>& rows = optimised ? report.plan.layers
-                                                    : report.plan.fixed_layers;
+  const std::vector<PlanLayerRow>& rows = optimised ? report.plan.layers : report.plan.fixed_layers;
   report.budget_avg_bits = report.plan.budget_avg_bits;
   Log(log, "[%.1fs] plan: %s channels, %s, avg_bits %.6f\n", report.plan_seconds,
       optimised ? "the plan's" : "the fixed ratio's", report.method.c_str(),
@@ -227,8 +235,8 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
     if (block < stage.block_begin || block >= stage.block_end) continue;
     const size_t b = static_cast<size_t>(block - stage.block_begin);
     const auto tb = Clock::now();
-    BlockResult r = QuantizeBlock(config, model, stage.blocks[b], block, seq_len,
-                                  inputs.per_block[b], rows);
+    BlockResult r =
+        QuantizeBlock(config, model, stage.blocks[b], block, seq_len, inputs.per_block[b], rows);
     rtn_mse += r.rtn_mse;
     final_mse += r.final_mse;
     if (rank_log != nullptr) {
@@ -254,7 +262,8 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
     local_bits += static_cast<double>(StoredBits(l.layer));
     local_weights += static_cast<double>(l.layer.n_out * l.layer.n_in);
   }
-  const std::vector<double> all = comm.AllGather(std::vector<double>{local_bits, local_weights, rtn_mse, final_mse});
+  const std::vector<double> all =
+      comm.AllGather(std::vector<double>{local_bits, local_weights, rtn_mse, final_mse});
   double bits = 0, n_weights = 0;
   for (size_t r = 0; r < all.size(); r += 4) {
     bits += all[r];
@@ -266,7 +275,9 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   const fs::path shard_path = config.output / ShardRelativePath(comm.rank(), comm.size());
   std::error_code ec;
   fs::create_directories(shard_path.parent_path(), ec);
-  if (ec) throw IoError("quantize: cannot create '" + shard_path.parent_path().string() + "': " + ec.message());
+  if (ec)
+    throw IoError("quantize: cannot create '" + shard_path.parent_path().string() +
+                  "': " + ec.message());
   WriteShard(shard_path, comm.rank(), comm.size(), shard_layers,
              OwnUnquantizedTensors(stage, checkpoint));
   // Every shard is complete before the root file that links them exists.
@@ -276,8 +287,8 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
     info.n_ranks = comm.size();
     info.model_config = ReadBinaryFile(checkpoint.dir() / "config.json", "config.json");
     info.run_config = ToYaml(config);
-    info.run_config_hash = Fingerprint(config, ConfigStage::kQuantize) + " plan " +
-                           report.plan.fingerprint;
+    info.run_config_hash =
+        Fingerprint(config, ConfigStage::kQuantize) + " plan " + report.plan.fingerprint;
     info.git_revision = HIQ_GIT_REVISION;
     info.budget_avg_bits = report.budget_avg_bits;
     info.avg_bits = report.avg_bits;
@@ -289,8 +300,7 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   comm.Barrier();
   report.write_seconds = Since(t0);
   Log(log, "[%.1fs] wrote %s: %d shards, avg_bits %.6f (budget %.6f)\n",
-      report.plan_seconds + report.inputs_seconds + report.quantize_seconds +
-          report.write_seconds,
+      report.plan_seconds + report.inputs_seconds + report.quantize_seconds + report.write_seconds,
       (config.output / "model.h5").c_str(), comm.size(), report.avg_bits, report.budget_avg_bits);
   return report;
 }
@@ -321,8 +331,8 @@ Matrix<float> LayerMatrix(const QuantizedLayer& q) {
 Pipeline LoadQuantizedPipeline(const Comm& comm, const fs::path& out_dir, ModelFileInfo* info) {
   const fs::path root = out_dir / "model.h5";
   ModelFileInfo read = ReadModelFile(root);
-  const LlamaConfig model =
-      LlamaConfigFromJson(nlohmann::json::parse(read.model_config), root.string() + " model_config");
+  const LlamaConfig model = LlamaConfigFromJson(nlohmann::json::parse(read.model_config),
+                                                root.string() + " model_config");
   Partition partition = PartitionBlocks(model, comm.size());
   const size_t r = static_cast<size_t>(comm.rank());
   Stage<float> stage;
@@ -357,10 +367,10 @@ Pipeline LoadQuantizedPipeline(const Comm& comm, const fs::path& out_dir, ModelF
   }
   if (stage.has_head) {
     stage.final_norm = TensorMatrix(reader.ReadTensor("model.norm.weight"), 1, C, where);
-    stage.lm_head = TensorMatrix(reader.ReadTensor(model.tie_word_embeddings
-                                                       ? "model.embed_tokens.weight"
-                                                       : "lm_head.weight"),
-                                 V, C, where);
+    stage.lm_head =
+        TensorMatrix(reader.ReadTensor(model.tie_word_embeddings ? "model.embed_tokens.weight"
+                                                                 : "lm_head.weight"),
+                     V, C, where);
   }
   if (info != nullptr) *info = std::move(read);
   return Pipeline(comm, std::move(stage), std::move(partition));
@@ -381,8 +391,8 @@ int ExportQuantized(const fs::path& out_dir, const fs::path& dir, DType dtype,
                     uint64_t max_shard_bytes) {
   const fs::path root = out_dir / "model.h5";
   const ModelFileInfo info = ReadModelFile(root);
-  const LlamaConfig model =
-      LlamaConfigFromJson(nlohmann::json::parse(info.model_config), root.string() + " model_config");
+  const LlamaConfig model = LlamaConfigFromJson(nlohmann::json::parse(info.model_config),
+                                                root.string() + " model_config");
   const ShardReader reader(root);
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -449,8 +459,9 @@ int ExportQuantized(const fs::path& out_dir, const fs::path& dir, DType dtype,
     write_text(dir / "model.safetensors.index.json", index.dump(2) + "\n");
   }
   nlohmann::json config = nlohmann::json::parse(info.model_config);
-  config["torch_dtype"] = dtype == DType::kF32 ? "float32" : dtype == DType::kF16 ? "float16"
-                                                                                  : "bfloat16";
+  config["torch_dtype"] = dtype == DType::kF32   ? "float32"
+                          : dtype == DType::kF16 ? "float16"
+                                                 : "bfloat16";
   if (!info.tokenizer_model.empty()) {
     write_text(dir / "tokenizer.model",
                std::string(info.tokenizer_model.begin(), info.tokenizer_model.end()));

@@ -21,7 +21,7 @@
 #include <span>
 #include <vector>
 
-#include "hiq/base/error.h"        // FormatError
+#include "hiq/base/error.h"      // FormatError
 #include "hiq/io/safetensors.h"  // ParseSafetensorsImage, ConvertToFloat, EncodeFloats
 
 namespace {

@@ -11,7 +11,7 @@
 
 #include "hiq/base/error.h"  // FormatError
 #include "hiq/dist/mpi.h"    // Comm
-#include "hiq/io/h5.h"     // H5File, H5Group
+#include "hiq/io/h5.h"       // H5File, H5Group
 
 namespace hiq {
 namespace {

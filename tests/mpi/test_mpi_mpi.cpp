@@ -76,8 +76,8 @@ TEST(CommMpi, BroadcastsCarryWhatOnlyTheRootKnows) {
   const int root = comm.size() - 1;
   const bool at_root = comm.rank() == root;
   // The other ranks start with values of other sizes, which are replaced.
-  std::vector<double> values = at_root ? std::vector<double>{0.1, -2.5e-300, 3.0}
-                                       : std::vector<double>(7, 9.0);
+  std::vector<double> values =
+      at_root ? std::vector<double>{0.1, -2.5e-300, 3.0} : std::vector<double>(7, 9.0);
   std::vector<int32_t> ints = at_root ? std::vector<int32_t>{} : std::vector<int32_t>{4, 5};
   std::vector<int32_t> more_ints = at_root ? std::vector<int32_t>{-1, 2} : std::vector<int32_t>{};
   std::string text = at_root ? "from the root" : "x";

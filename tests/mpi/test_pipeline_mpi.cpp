@@ -5,12 +5,12 @@
 #include <cmath>
 
 #include "hiq/base/rng.h"  // RandomStream
-#include "hiq/io/checkpoint.h"
-#include "hiq/stages/eval.h"
-#include "hiq/model/llama.h"
 #include "hiq/dist/mpi.h"
 #include "hiq/dist/pipeline.h"
+#include "hiq/io/checkpoint.h"
 #include "hiq/io/safetensors.h"
+#include "hiq/model/llama.h"
+#include "hiq/stages/eval.h"
 #include "test_util.h"
 
 namespace hiq {
@@ -147,9 +147,9 @@ void ExpectGradientsOfTheWholeModel(Pipeline& pipeline, const Stage<float>& whol
     EXPECT_EQ(s, calls++) << "gradients must arrive in sample order";
     for (size_t b = 0; b < grad.blocks.size(); ++b) {
       const Stage<float>& exp = want[static_cast<size_t>(s)];
-      EXPECT_EQ(FirstDifference(grad.blocks[b],
-                                exp.blocks[static_cast<size_t>(grad.block_begin) + b]),
-                "")
+      EXPECT_EQ(
+          FirstDifference(grad.blocks[b], exp.blocks[static_cast<size_t>(grad.block_begin) + b]),
+          "")
           << "block " << grad.block_begin + b;
     }
   };
@@ -178,8 +178,8 @@ TEST(Pipeline, GradientsAtGivenWeightsAreThoseOfTheWholeModelAtThem) {
     ForEachBlockTensor(whole.blocks[b], [&](const BlockTensor&, Matrix<float>& m) { m *= scale; });
   }
   const Stage<float>& stage = pipeline.stage();
-  const std::vector<BlockWeights<float>> local(
-      whole.blocks.begin() + stage.block_begin, whole.blocks.begin() + stage.block_end);
+  const std::vector<BlockWeights<float>> local(whole.blocks.begin() + stage.block_begin,
+                                               whole.blocks.begin() + stage.block_end);
   ExpectGradientsOfTheWholeModel(pipeline, whole, [&](int job) {
     EXPECT_EQ(job, 0);
     std::vector<const BlockWeights<float>*> w;

@@ -3,8 +3,8 @@
 // bit for bit what a one-process pipeline (over MPI_COMM_SELF, in the same job) gives.
 #include <gtest/gtest.h>
 
-#include "hiq/stages/calibration.h"
 #include "hiq/config/config.h"
+#include "hiq/stages/calibration.h"
 #include "hiq/stages/cost.h"
 #include "hiq/stages/fisher.h"
 #include "hiq/stages/plan.h"
@@ -15,18 +15,19 @@ namespace {
 
 // A small run: it exercises every path while staying seconds long on 2 cores.
 RunConfig SmallConfig() {
-  return LoadConfig(test::SourceDir() / "configs" / "stories260k-w2.yaml",
-                    {"calibration.fisher.n_sequences=6", "calibration.fisher.seq_len=48",
-                     "calibration.cost.n_sequences=4", "calibration.cost.seq_len=40",
-                     "calibration.check.n_sequences=4", "calibration.check.seq_len=40",
-                     "quant.ratios=[0.05, 0.1, 0.2]", "cost.refine=1",
-                     "cost.local_fit_switches=5"});
+  return LoadConfig(
+      test::SourceDir() / "configs" / "stories260k-w2.yaml",
+      {"calibration.fisher.n_sequences=6", "calibration.fisher.seq_len=48",
+       "calibration.cost.n_sequences=4", "calibration.cost.seq_len=40",
+       "calibration.check.n_sequences=4", "calibration.check.seq_len=40",
+       "quant.ratios=[0.05, 0.1, 0.2]", "cost.refine=1", "cost.local_fit_switches=5"});
 }
 
 struct StageRun {
   explicit StageRun(const Comm& comm, const RunConfig& config)
       : checkpoint(config.model.path), pipeline(LoadPipeline(comm, checkpoint)) {
-    fisher_set = BuildSampleSet(config.calibration.fisher, "fisher", pipeline, config.model.tokenizer);
+    fisher_set =
+        BuildSampleSet(config.calibration.fisher, "fisher", pipeline, config.model.tokenizer);
     cost_set = BuildSampleSet(config.calibration.cost, "cost", pipeline, config.model.tokenizer);
     fisher = ComputeFisher(pipeline, fisher_set);
     model = std::make_unique<CostModel>(
@@ -84,8 +85,7 @@ TEST(PlanMpi, CostTermsOfEveryEstimatorAreTheSameAsInOneProcess) {
   ExpectSameTerms(world.model->Measure(CostMode::kLocal, world.cost_set, centre, false, 5),
                   self.model->Measure(CostMode::kLocal, self.cost_set, centre, false, 5), "local");
   ExpectSameTerms(world.model->Measure(CostMode::kFisher, world.cost_set, centre, true, 0),
-                  self.model->Measure(CostMode::kFisher, self.cost_set, centre, true, 0),
-                  "fisher");
+                  self.model->Measure(CostMode::kFisher, self.cost_set, centre, true, 0), "fisher");
 }
 
 TEST(PlanMpi, ASwitchFromTheCachedBlockInputEqualsTheWholeForward) {
@@ -126,7 +126,8 @@ TEST(PlanMpi, TheWholeStageGivesTheSamePlanAsOneProcess) {
   EXPECT_EQ(a.fixed_dloss, b.fixed_dloss);
   EXPECT_EQ(a.fingerprint, b.fingerprint);
   ASSERT_EQ(a.layers.size(), b.layers.size());
-  for (size_t l = 0; l < a.layers.size(); ++l) EXPECT_EQ(a.layers[l].channels, b.layers[l].channels);
+  for (size_t l = 0; l < a.layers.size(); ++l)
+    EXPECT_EQ(a.layers[l].channels, b.layers[l].channels);
   EXPECT_LE(a.avg_bits, a.budget_avg_bits);
 }
 

@@ -46,10 +46,10 @@ class NumericalError : public Error {  // a matrix cannot be factored (GPTQ's He
 
 }  // namespace hiq
 
-#define HIQ_CHECK(cond)                                                                  \
-  do {                                                                                   \
-    if (!(cond)) {                                                                       \
+#define HIQ_CHECK(cond)                                                                      \
+  do {                                                                                       \
+    if (!(cond)) {                                                                           \
       std::fprintf(stderr, "%s:%d: internal check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                      \
-    }                                                                                    \
+      std::abort();                                                                          \
+    }                                                                                        \
   } while (0)

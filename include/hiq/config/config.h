@@ -70,9 +70,9 @@ struct ModelSection {
   friend bool operator==(const ModelSection&, const ModelSection&) = default;
 };
 struct CalibrationSection {
-  SampleSetConfig fisher;  // gradients -> Fisher channel scores
-  SampleSetConfig cost;    // loss differences of the cost matrix
-  SampleSetConfig check;   // held-out measurement of each plan
+  SampleSetConfig fisher;          // gradients -> Fisher channel scores
+  SampleSetConfig cost;            // loss differences of the cost matrix
+  SampleSetConfig check;           // held-out measurement of each plan
   SampleSetConfig reconstruction;  // block inputs of the quantize stage's reconstruction
   friend bool operator==(const CalibrationSection&, const CalibrationSection&) = default;
 };

@@ -17,8 +17,8 @@
 #include <functional>
 #include <vector>
 
-#include "hiq/model/llama.h"       // Stage, Matrix, Rope, LlamaConfig
-#include "hiq/dist/mpi.h"         // Comm
+#include "hiq/dist/mpi.h"     // Comm
+#include "hiq/model/llama.h"  // Stage, Matrix, Rope, LlamaConfig
 
 namespace hiq {
 

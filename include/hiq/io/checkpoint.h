@@ -24,11 +24,11 @@
 #include <string_view>
 #include <vector>
 
-#include "hiq/dist/mpi.h"         // Comm
-#include "hiq/dist/pipeline.h"    // Pipeline
+#include "hiq/dist/mpi.h"        // Comm
+#include "hiq/dist/pipeline.h"   // Pipeline
 #include "hiq/io/safetensors.h"  // DType, TensorInfo, SafetensorsFile
-#include "hiq/model/llama.h"    // Stage
-#include "hiq/model/tensors.h"  // LlamaConfig, ModelTensors
+#include "hiq/model/llama.h"     // Stage
+#include "hiq/model/tensors.h"   // LlamaConfig, ModelTensors
 
 namespace hiq {
 

@@ -1,9 +1,9 @@
 // hiq/io/h5.h - a thin RAII layer over the HDF5 C API: files (serial or MPI-IO), groups, typed
 // n-dimensional datasets, attributes and external links. Every hiq output file goes through it.
 //
-// Design goals: each HDF5 C call is wrapped once in src/io/h5.cpp and its return code checked; a raw
-// hid_t never leaves that file. HDF5's error stack becomes an IoError (cannot open/read/write) or
-// a FormatError (not HDF5, missing object, wrong dtype/shape) naming the function, the file, the
+// Design goals: each HDF5 C call is wrapped once in src/io/h5.cpp and its return code checked; a
+// raw hid_t never leaves that file. HDF5's error stack becomes an IoError (cannot open/read/write)
+// or a FormatError (not HDF5, missing object, wrong dtype/shape) naming the function, the file, the
 // object and HDF5's innermost message. HDF5's own error printing is switched off at first use:
 // no "HDF5-DIAG" text ever reaches stderr. Why HDF5: h5py/h5dump read our outputs, MPI-IO lets all
 // ranks write one file, external links join per-rank shards into one model file.
@@ -163,9 +163,9 @@ class H5File {
   H5File() = default;
   H5Id id_;
   std::filesystem::path path_;
-  std::filesystem::path temp_path_;  // empty unless created and not yet committed
+  std::filesystem::path temp_path_;   // empty unless created and not yet committed
   std::shared_ptr<const Comm> comm_;  // null for a serial file
-  int uncaught_at_open_ = 0;         // std::uncaught_exceptions() when opened
+  int uncaught_at_open_ = 0;          // std::uncaught_exceptions() when opened
 };
 
 }  // namespace hiq

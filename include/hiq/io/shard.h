@@ -122,7 +122,7 @@ class ShardReader {
 
   const std::filesystem::path& path() const { return file_.path(); }
   const std::string& format() const { return format_; }  // "hiq-shard" or "hiq-model"
-  int rank() const { return rank_; }                      // -1 for a root file
+  int rank() const { return rank_; }                     // -1 for a root file
   int n_ranks() const { return n_ranks_; }
   std::vector<std::string> LayerNames() const;   // sorted by name
   std::vector<std::string> TensorNames() const;  // sorted by name
@@ -162,7 +162,7 @@ struct ModelFileInfo {
   std::string run_config_hash;  // its hash
   std::string git_revision;
   double budget_avg_bits = 0, avg_bits = 0;
-  std::vector<PlanEntry> plan;  // every layer of every shard, once, in plan order
+  std::vector<PlanEntry> plan;           // every layer of every shard, once, in plan order
   std::vector<uint8_t> tokenizer_model;  // the SentencePiece model's bytes (empty: none)
   bool operator==(const ModelFileInfo&) const = default;
 };

@@ -15,8 +15,8 @@
 namespace hiq {
 
 struct SynthOptions {
-  std::string shape;                     // "llama2-7b" | "llama2-70b" | "tiny"
-  int layers = 0;                        // blocks to write (>= 1)
+  std::string shape;  // "llama2-7b" | "llama2-70b" | "tiny"
+  int layers = 0;     // blocks to write (>= 1)
   uint64_t seed = 0;
   std::filesystem::path out;             // created if missing; files replaced atomically
   std::filesystem::path tokenizer_from;  // copy its tokenizer.model if set

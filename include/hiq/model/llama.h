@@ -52,9 +52,9 @@ struct BlockWeights {
 // The members of BlockWeights in kBlockTensors order: the one place that ties the table to them.
 template <typename T>
 inline constexpr std::array<Matrix<T> BlockWeights<T>::*, kBlockTensors.size()> kBlockMembers = {
-    &BlockWeights<T>::attn_norm, &BlockWeights<T>::wq,       &BlockWeights<T>::wk,
-    &BlockWeights<T>::wv,        &BlockWeights<T>::wo,       &BlockWeights<T>::mlp_norm,
-    &BlockWeights<T>::w_gate,    &BlockWeights<T>::w_up,     &BlockWeights<T>::w_down};
+    &BlockWeights<T>::attn_norm, &BlockWeights<T>::wq,   &BlockWeights<T>::wk,
+    &BlockWeights<T>::wv,        &BlockWeights<T>::wo,   &BlockWeights<T>::mlp_norm,
+    &BlockWeights<T>::w_gate,    &BlockWeights<T>::w_up, &BlockWeights<T>::w_down};
 
 template <typename T>
 Matrix<T>& BlockWeights<T>::tensor(size_t i) {
@@ -96,17 +96,17 @@ Rope<T> MakeRope(const LlamaConfig& config, int64_t n_pos);
 // What a block's forward keeps for its backward (and what later stages read: block inputs).
 template <typename T>
 struct BlockCache {
-  Matrix<T> x;          // (N, C)    block input
-  Matrix<T> rstd1;      // (N, 1)    1/rms of x
-  Matrix<T> xn1;        // (N, C)    normed input to attention
-  Matrix<T> q, k, v;    // (N, NH*D), (N, NKV*D), (N, NKV*D); q and k after RoPE
-  Matrix<T> att;        // (B*NH*T, T) softmax probabilities, causal (upper triangle zero)
-  Matrix<T> y;          // (N, NH*D) attention output before o_proj
-  Matrix<T> x_mid;      // (N, C)    residual after attention
-  Matrix<T> rstd2;      // (N, 1)
-  Matrix<T> xn2;        // (N, C)    normed input to the MLP
-  Matrix<T> gate, up;   // (N, F)    pre-activation
-  Matrix<T> act;        // (N, F)    silu(gate) * up
+  Matrix<T> x;         // (N, C)    block input
+  Matrix<T> rstd1;     // (N, 1)    1/rms of x
+  Matrix<T> xn1;       // (N, C)    normed input to attention
+  Matrix<T> q, k, v;   // (N, NH*D), (N, NKV*D), (N, NKV*D); q and k after RoPE
+  Matrix<T> att;       // (B*NH*T, T) softmax probabilities, causal (upper triangle zero)
+  Matrix<T> y;         // (N, NH*D) attention output before o_proj
+  Matrix<T> x_mid;     // (N, C)    residual after attention
+  Matrix<T> rstd2;     // (N, 1)
+  Matrix<T> xn2;       // (N, C)    normed input to the MLP
+  Matrix<T> gate, up;  // (N, F)    pre-activation
+  Matrix<T> act;       // (N, F)    silu(gate) * up
 };
 
 // out = block(x). x and out are (N, C) with N = B * T; `cache` may be null (inference only).
@@ -170,8 +170,8 @@ void SwiGluBackward(const Matrix<T>& gate, const Matrix<T>& up, const Matrix<T>&
                     Matrix<T>& dgate, Matrix<T>& dup);
 
 // Next-token cross-entropy of logits (N, V) against targets (N); a negative target marks a row
-// without a prediction (skipped, zero gradient). Returns the SUM of the negative log-likelihoods (in double, in row order). If dlogits is given it receives
-// d(sum * loss_scale)/d logits.
+// without a prediction (skipped, zero gradient). Returns the SUM of the negative log-likelihoods
+// (in double, in row order). If dlogits is given it receives d(sum * loss_scale)/d logits.
 template <typename T>
 double CrossEntropyForward(const Matrix<T>& logits, std::span<const int32_t> targets,
                            Matrix<T>* dlogits, double loss_scale);
@@ -186,7 +186,7 @@ struct Stage {
   LlamaConfig config;
   int block_begin = 0, block_end = 0;
   bool has_embedding = false, has_head = false;
-  Matrix<T> embedding;   // (V, C)
+  Matrix<T> embedding;  // (V, C)
   std::vector<BlockWeights<T>> blocks;
   Matrix<T> final_norm;  // (1, C)
   Matrix<T> lm_head;     // (V, C)
@@ -218,7 +218,6 @@ void KeepActivationMemory();
 // The pipeline runs exactly these kernels split across ranks.
 template <typename T>
 double ModelForwardBackward(const Stage<T>& stage, std::span<const int32_t> tokens,
-                            std::span<const int32_t> targets, Stage<T>* grad,
-                            Matrix<T>* logits);
+                            std::span<const int32_t> targets, Stage<T>* grad, Matrix<T>* logits);
 
 }  // namespace hiq

@@ -112,9 +112,9 @@ std::string LayerName(int layer);  // "model.layers.3.mlp.up_proj"
 // the head), in checkpoint order, with its stored shape.
 struct ModelTensor {
   std::string name;
-  std::vector<int64_t> shape;  // as stored: 1-D for norms
-  std::string shape_doc;       // "[num_attention_heads * head_dim, hidden_size]"
-  int block = -1;              // -1 for the embedding, final norm and head
+  std::vector<int64_t> shape;         // as stored: 1-D for norms
+  std::string shape_doc;              // "[num_attention_heads * head_dim, hidden_size]"
+  int block = -1;                     // -1 for the embedding, final norm and head
   const BlockTensor* spec = nullptr;  // the table entry of a block tensor
 };
 struct ModelSlice {

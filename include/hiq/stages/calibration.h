@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "hiq/config/config.h"    // SampleSetConfig
+#include "hiq/config/config.h"  // SampleSetConfig
 #include "hiq/dist/pipeline.h"  // Pipeline, Sequence
 
 namespace hiq {
@@ -29,8 +29,7 @@ std::vector<Sequence> BuildSampleSet(const SampleSetConfig& set, const std::stri
 // in order from the stream (seed, name).
 std::vector<std::vector<int32_t>> RandomWindows(const std::vector<int32_t>& tokens, int n,
                                                 int64_t length, uint64_t seed,
-                                                const std::string& name,
-                                                const std::string& source);
+                                                const std::string& name, const std::string& source);
 
 // Index drawn from the categorical distribution softmax(logits / temperature), with u in [0, 1).
 int32_t SampleToken(std::span<const float> logits, double temperature, double u);

@@ -1,9 +1,9 @@
 // hiq/stages/cost.h - candidates per layer and the measured cost terms the global solve minimises.
 //
 // A "layer" is one of the seven linear layers of a block; its global index is block * 7 + kind
-// (hiq/model/llama.h's kLinears order). A plan gives each layer a candidate index into the ratios R.
-// Candidate m of a layer keeps its top ceil(R_m * n_in) channels by Fisher score at b_H (the sets
-// are nested) and the rest at b_L, quantized round-to-nearest (hiq/quant/quant.h).
+// (hiq/model/llama.h's kLinears order). A plan gives each layer a candidate index into the ratios
+// R. Candidate m of a layer keeps its top ceil(R_m * n_in) channels by Fisher score at b_H (the
+// sets are nested) and the rest at b_L, quantized round-to-nearest (hiq/quant/quant.h).
 //
 // Cost terms (DESIGN.md 1.3), all in nats per predicted token of a fixed sequence set:
 //   loss   D(l,m) = L(centre with layer l switched to m) - L(centre), measured end to end: the
@@ -25,11 +25,11 @@
 #include <string>
 #include <vector>
 
-#include "hiq/config/config.h"    // CostMode
-#include "hiq/model/llama.h"     // Linear, BlockWeights
+#include "hiq/config/config.h"  // CostMode
 #include "hiq/dist/pipeline.h"  // Pipeline, Sequence
-#include "hiq/quant/quant.h"     // QuantSpec
-#include "hiq/solve/solver.h"    // PlanProblem
+#include "hiq/model/llama.h"    // Linear, BlockWeights
+#include "hiq/quant/quant.h"    // QuantSpec
+#include "hiq/solve/solver.h"   // PlanProblem
 
 namespace hiq {
 
@@ -106,7 +106,9 @@ class CostModel {
     std::vector<BlockWeights<float>> blocks;
     BlockInputs inputs;
     double nll = 0;
-    const BlockWeights<float>* Block(size_t b) const { return blocks.empty() ? nullptr : &blocks[b]; }
+    const BlockWeights<float>* Block(size_t b) const {
+      return blocks.empty() ? nullptr : &blocks[b];
+    }
   };
   Centre RunCentre(const std::vector<Sequence>& seqs, const std::optional<Plan>& centre);
   // A job's weights: the centre's, with the (layer, candidate) moves applied in `scratch` when

@@ -9,8 +9,8 @@
 #include <array>
 #include <vector>
 
-#include "hiq/model/llama.h"     // BlockWeights, Matrix, kLinears
 #include "hiq/dist/pipeline.h"  // Pipeline, Sequence
+#include "hiq/model/llama.h"    // BlockWeights, Matrix, kLinears
 
 namespace hiq {
 

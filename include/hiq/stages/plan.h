@@ -23,15 +23,15 @@
 #include <string>
 #include <vector>
 
-#include "hiq/config/config.h"    // RunConfig
-#include "hiq/io/checkpoint.h"   // Checkpoint
-#include "hiq/stages/cost.h"      // Plan, CostModel
+#include "hiq/config/config.h"  // RunConfig
 #include "hiq/dist/pipeline.h"  // Pipeline
+#include "hiq/io/checkpoint.h"  // Checkpoint
+#include "hiq/stages/cost.h"    // Plan, CostModel
 
 namespace hiq {
 
 struct PlanLayerRow {
-  std::string name;             // "model.layers.0.self_attn.q_proj"
+  std::string name;  // "model.layers.0.self_attn.q_proj"
   int candidate = 0;
   double ratio = 0;
   int64_t n_out = 0, n_in = 0;
@@ -53,8 +53,8 @@ struct PlanReport {
   std::string status;  // "optimal" | "feasible..."
   double solve_seconds = 0, cost_seconds = 0;
   int evaluations = 0, rounds = 0;
-  bool fell_back = false;  // the plan measured worse than the fixed ratio: the fixed ratio is kept
-  std::string log;         // human-readable lines: rounds, fallback reason
+  bool fell_back = false;   // the plan measured worse than the fixed ratio: the fixed ratio is kept
+  std::string log;          // human-readable lines: rounds, fallback reason
   std::string fingerprint;  // PlanFingerprint
   std::string blas_core, cpu_model;  // where it ran (hiq/model/blas.h): results per kernel family
   std::string cost_mode, cost_center;
@@ -78,8 +78,7 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
 PlanProblem MakePlanProblem(const CostModel& cm, const CostTerms& terms, double budget_bits);
 // the solve on rank 0 (config.solver), its choice and numbers broadcast to every rank, a solver
 // error thrown on every rank alike;
-PlanSolution SolveOnRankZero(const RunConfig& config, const PlanProblem& problem,
-                             const Comm& comm);
+PlanSolution SolveOnRankZero(const RunConfig& config, const PlanProblem& problem, const Comm& comm);
 // each layer's single-layer term at the plan's candidate;
 std::vector<double> TermsAt(const std::vector<std::vector<double>>& diag, const Plan& plan);
 // the per-layer rows of a plan (`terms`: each layer's cost at its candidate), the channel lists

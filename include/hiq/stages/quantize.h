@@ -26,11 +26,11 @@
 #include <string>
 #include <vector>
 
-#include "hiq/config/config.h"    // RunConfig
-#include "hiq/dist/pipeline.h"    // Pipeline
-#include "hiq/io/checkpoint.h"    // Checkpoint
-#include "hiq/io/shard.h"         // ModelFileInfo
-#include "hiq/stages/plan.h"      // PlanReport
+#include "hiq/config/config.h"  // RunConfig
+#include "hiq/dist/pipeline.h"  // Pipeline
+#include "hiq/io/checkpoint.h"  // Checkpoint
+#include "hiq/io/shard.h"       // ModelFileInfo
+#include "hiq/stages/plan.h"    // PlanReport
 
 namespace hiq {
 
@@ -49,8 +49,7 @@ struct QuantizeReport {
 // Runs the whole stage and writes config.output. `log` (rank 0 only, may be null) receives the
 // stage lines, `rank_log` (every rank, may be null) the per-block lines.
 QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
-                                const Checkpoint& checkpoint, std::FILE* log,
-                                std::FILE* rank_log);
+                                const Checkpoint& checkpoint, std::FILE* log, std::FILE* rank_log);
 
 // The quantized model of OUT pipelined over `comm`'s ranks: each rank reads and dequantizes only
 // its own slice from OUT/model.h5's links. `info` receives the root file's contents.
