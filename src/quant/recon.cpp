@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "hiq/base/error.h"
+#include "hiq/base/rng.h"  // RandomStream
 #include "hiq/quant/adaround.h"
 #include "hiq/quant/learn.h"
 #include "hiq/quant/lwc.h"
@@ -20,13 +21,6 @@ namespace {
 
 // Sequences per BlockForward when measuring: bounds the attention buffer (B * NH * T, T).
 constexpr int64_t kEvalChunk = 16;
-
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 // BlockForward over x (S * T, C) in chunks of kEvalChunk sequences -> out (S * T, C).
 void ForwardRows(const LlamaConfig& config, const BlockWeights<float>& w, const Rope<float>& rope,
@@ -171,19 +165,15 @@ void ValidateReconOptions(const ReconOptions& o) {
   check(o.warmup >= 0.0f && o.warmup <= 1.0f, "warmup", o.warmup, "in [0, 1]");
 }
 
-uint64_t ReconSeed(uint64_t seed, int block) {
-  return SplitMix64(seed ^ SplitMix64(static_cast<uint64_t>(block)));
-}
-
 std::vector<int64_t> ReconOrder(uint64_t seed, int block, int64_t n_seq, int64_t draws) {
   if (n_seq <= 0) throw ConfigError("ReconOrder: no sequences");
-  std::mt19937_64 rng(ReconSeed(seed, block));
+  RandomStream rng(seed, "reconstruction", static_cast<uint64_t>(block));
   std::vector<int64_t> order, perm(static_cast<size_t>(n_seq));
   order.reserve(static_cast<size_t>(draws));
   while (static_cast<int64_t>(order.size()) < draws) {
     for (int64_t i = 0; i < n_seq; ++i) perm[static_cast<size_t>(i)] = i;
     for (int64_t i = n_seq - 1; i > 0; --i) {
-      const auto j = static_cast<int64_t>(rng() % static_cast<uint64_t>(i + 1));
+      const auto j = static_cast<int64_t>(rng.UniformInt(static_cast<uint64_t>(i + 1)));
       std::swap(perm[static_cast<size_t>(i)], perm[static_cast<size_t>(j)]);
     }
     for (int64_t i = 0; i < n_seq && static_cast<int64_t>(order.size()) < draws; ++i) {

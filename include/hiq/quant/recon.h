@@ -20,7 +20,8 @@
 //   4. BlockBackward gives dL/dW_q of every linear layer; LwcBackward / AdaRoundBackward chain
 //      it into the logits and V; AdamStep updates them.
 // Sequences are visited epoch by epoch, each epoch a Fisher-Yates shuffle of [0, S) driven by
-// std::mt19937_64 (raw 64-bit outputs, j = output % (i + 1)) seeded with ReconSeed(seed, block).
+// the one seeded stream, RandomStream(seed, "reconstruction", block) (hiq/base/rng.h), j =
+// UniformInt(i + 1).
 // The result is the stored form (QuantizedLayer) of each linear: LWC's part through
 // QuantizeLayer with the learned clip factors (FP16 scales rounded up), AdaRound's part as its
 // hard codes on the RTN grid. Deterministic: the same inputs give bit-identical layers and report
@@ -119,8 +120,6 @@ BlockWeights<float> DequantizedBlock(const BlockWeights<float>& w,
 double BlockOutputMse(const LlamaConfig& config, const BlockWeights<float>& w, int64_t seq_len,
                       const Matrix<float>& x, const Matrix<float>& target);
 
-// The seed of the sequence order of one block: SplitMix64 of seed ^ SplitMix64(block).
-uint64_t ReconSeed(uint64_t seed, int block);
 // The order of the sequences for `steps * batch` draws: epochs of Fisher-Yates shuffles of
 // [0, n_seq) as above, concatenated. (steps * batch,)
 std::vector<int64_t> ReconOrder(uint64_t seed, int block, int64_t n_seq, int64_t draws);
