@@ -164,11 +164,17 @@ std::string PlanFingerprint(const RunConfig& config, const std::string& model_fi
   return Sha256Hex(CanonicalText(config, ConfigStage::kPlan) + "\nmodel " + model_fingerprint);
 }
 
-PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Checkpoint& checkpoint,
-                        std::FILE* log) {
-  const Comm& comm = pipeline.comm();
-  const auto t0 = Clock::now();
-  auto since = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+namespace {
+
+// Seconds since the stage started, for its progress lines.
+struct StageClock {
+  Clock::time_point t0 = Clock::now();
+  double operator()() const { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+};
+
+// The report's fields that the config, the machine and the model fix before anything runs.
+PlanReport NewReport(const RunConfig& config, const Pipeline& pipeline,
+                     const Checkpoint& checkpoint) {
   PlanReport report;
   report.spec = {config.quant.bits_low, config.quant.bits_high, config.quant.group_size};
   report.ratios = config.quant.ratios;
@@ -179,6 +185,148 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   report.cost_mode = std::string(Name(config.cost.mode));
   report.cost_center = std::string(Name(config.cost.center));
   report.fingerprint = PlanFingerprint(config, ModelFingerprint(checkpoint, pipeline));
+  return report;
+}
+
+// The largest fixed ratio within `budget` bits. When none fits, the solver is asked with zero
+// costs so that its error states the achievable range, the same on every rank.
+Plan FixedPlanOrThrow(const RunConfig& config, const CostModel& cm, double budget,
+                      const Comm& comm) {
+  const std::optional<Plan> fixed = cm.FixedPlanWithin(budget);
+  if (!fixed) {
+    CostTerms zero;
+    zero.diag.assign(static_cast<size_t>(cm.n_layers()),
+                     std::vector<double>(static_cast<size_t>(cm.n_candidates()), 0.0));
+    SolveOnRankZero(config, MakePlanProblem(cm, zero, budget), comm);
+  }
+  HIQ_CHECK(fixed.has_value());  // the solve above throws when no plan fits the budget
+  return *fixed;
+}
+
+// The best plan found so far and what it measured on the cost set.
+struct Search {
+  Plan best;
+  double best_loss = 0;
+  std::vector<double> best_terms;
+  PlanSolution best_sol;
+  bool have_solution = false;
+  void Keep(const PlanSolution& sol) {
+    if (!have_solution) best_sol = sol, have_solution = true;
+  }
+};
+
+// What the sets and the loss of the full-precision model on the cost set are, for every round.
+struct Rounds {
+  const RunConfig& config;
+  CostModel& cm;
+  const Comm& comm;
+  const std::vector<Sequence>& cost_set;
+  double fp_cost, budget;
+  const StageClock& since;
+  std::FILE* log;
+};
+
+// One round around `centre`: measure, solve, and keep the new plan if it measures better.
+// Returns whether to go on re-centring.
+bool Round(const Rounds& r, int round, std::optional<Plan>& centre, Search& s, PlanReport& report) {
+  const bool around_plan = r.config.cost.center == CostCenter::kPlan;
+  const CostTerms terms = r.cm.Measure(r.config.cost.mode, r.cost_set, centre, r.config.cost.pairs,
+                                       r.config.cost.local_fit_switches);
+  report.evaluations += terms.evaluations;
+  report.cost_seconds += terms.seconds;
+  if (round == 0) {
+    s.best_loss = around_plan ? terms.centre_loss : r.cm.MeasurePlans(r.cost_set, {s.best})[0];
+    report.predicted_dloss = s.best_loss - r.fp_cost;
+  }
+  const PlanSolution sol =
+      SolveOnRankZero(r.config, MakePlanProblem(r.cm, terms, r.budget), r.comm);
+  report.solve_seconds += sol.seconds;
+  const double predicted = (terms.centre_loss - r.fp_cost) + sol.objective;
+  Log(r.log, "[%.1fs] round %d: %d evaluations in %.1fs, solve %s in %.3fs, predicted %.6f\n",
+      r.since(), round, terms.evaluations, terms.seconds, sol.status.c_str(), sol.seconds,
+      predicted);
+  auto take = [&] {
+    s.best = sol.choice;
+    s.best_sol = sol;
+    s.have_solution = true;
+    report.predicted_dloss = predicted;
+    s.best_terms = TermsAt(terms.diag, s.best);
+  };
+  if (!around_plan) {  // the paper's: one solve around full precision
+    take();
+    return false;
+  }
+  if (sol.choice == *centre) {
+    report.log += "round " + std::to_string(round) + ": the solve kept the centre; converged\n";
+    s.Keep(sol);
+    return false;
+  }
+  const double loss = r.cm.MeasurePlans(r.cost_set, {sol.choice})[0];
+  Log(r.log, "[%.1fs] round %d: new plan measures %.6f on the cost set (centre %.6f)\n", r.since(),
+      round, loss - r.fp_cost, s.best_loss - r.fp_cost);
+  if (!(loss < s.best_loss)) {
+    report.log += "round " + std::to_string(round) + ": new plan measured " +
+                  Fixed6(loss - r.fp_cost) + " >= " + Fixed6(s.best_loss - r.fp_cost) +
+                  " on the cost set; kept the previous plan\n";
+    s.Keep(sol);
+    return false;
+  }
+  take();
+  s.best_loss = loss;
+  report.rounds = round + 1;
+  centre = s.best;
+  return true;
+}
+
+// Cost terms, solve and re-centring (step 3), starting from the fixed ratio.
+Search SolveAndRecentre(const Rounds& r, const Plan& fixed, PlanReport& report) {
+  const bool around_plan = r.config.cost.center == CostCenter::kPlan;
+  Search s;
+  s.best = fixed;
+  s.best_terms.assign(static_cast<size_t>(r.cm.n_layers()), 0.0);
+  // When the budget covers the largest ratio in every layer there is nothing to trade: more
+  // high-impact channels are never meant to cost loss, and measured terms could only add noise.
+  if (fixed.front() == r.cm.n_candidates() - 1) {
+    report.log += "the budget covers the largest ratio in every layer: nothing to trade\n";
+    s.best_loss = r.cm.MeasurePlans(r.cost_set, {s.best})[0];
+    report.predicted_dloss = s.best_loss - r.fp_cost;
+    s.best_sol.status = "optimal";
+    return s;
+  }
+  std::optional<Plan> centre = around_plan ? std::optional<Plan>(fixed) : std::nullopt;
+  const int last = around_plan ? r.config.cost.refine : 0;
+  for (int round = 0; round <= last && Round(r, round, centre, s, report); ++round) {
+  }
+  return s;
+}
+
+// Step 4: the measured loss of the plan and of the fixed ratio on held-out sequences; a plan
+// that measures worse than the fixed ratio is replaced by it.
+void CheckAgainstFixed(CostModel& cm, const std::vector<Sequence>& check_set, const Plan& fixed,
+                       Search& s, PlanReport& report, const StageClock& since, std::FILE* log) {
+  const std::vector<double> check = cm.MeasurePlans(check_set, {s.best, fixed, std::nullopt});
+  report.measured_dloss = check[0] - check[2];
+  report.fixed_dloss = check[1] - check[2];
+  Log(log, "[%.1fs] check: plan %.6f, fixed ratio %.3f %.6f (nats/token vs full precision)\n",
+      since(), report.measured_dloss, report.fixed_ratio, report.fixed_dloss);
+  if (report.measured_dloss > report.fixed_dloss) {
+    report.fell_back = true;
+    report.log += "the plan measured " + Fixed6(report.measured_dloss) +
+                  " on the check set, worse than the fixed ratio's " + Fixed6(report.fixed_dloss) +
+                  ": writing the fixed ratio instead\n";
+    s.best = fixed;
+    report.measured_dloss = report.fixed_dloss;
+    std::fill(s.best_terms.begin(), s.best_terms.end(), 0.0);
+  }
+}
+
+}  // namespace
+
+PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Checkpoint& checkpoint,
+                        std::FILE* log) {
+  const Comm& comm = pipeline.comm();
+  const StageClock since;
+  PlanReport report = NewReport(config, pipeline, checkpoint);
   const std::filesystem::path& tok = config.model.tokenizer;
 
   // 1. Fisher and candidates.
@@ -193,15 +341,8 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   const double budget = config.quant.budget_ratio > 0 ? cm.BitsAtRatio(config.quant.budget_ratio)
                                                       : config.quant.budget_bits * cm.n_weights();
   report.budget_avg_bits = budget / cm.n_weights();
-  const std::optional<Plan> fixed = cm.FixedPlanWithin(budget);
-  if (!fixed) {
-    // No ratio fits; the solver states the achievable range (zero costs, same bits).
-    CostTerms zero;
-    zero.diag.assign(static_cast<size_t>(cm.n_layers()),
-                     std::vector<double>(static_cast<size_t>(cm.n_candidates()), 0.0));
-    SolveOnRankZero(config, MakePlanProblem(cm, zero, budget), comm);
-  }
-  report.fixed_ratio = cm.ratios()[static_cast<size_t>(fixed->front())];
+  const Plan fixed = FixedPlanOrThrow(config, cm, budget, comm);
+  report.fixed_ratio = cm.ratios()[static_cast<size_t>(fixed.front())];
 
   // 3. Cost terms, solve, re-centre.
   const std::vector<Sequence> cost_set =
@@ -211,93 +352,17 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   Log(log, "[%.1fs] cost set %zu x %d, check set %zu x %d\n", since(), cost_set.size(),
       config.calibration.cost.seq_len, check_set.size(), config.calibration.check.seq_len);
   const double fp_cost = cm.MeasurePlans(cost_set, {std::nullopt})[0];
-  const bool around_plan = config.cost.center == CostCenter::kPlan;
-  std::optional<Plan> centre = around_plan ? fixed : std::nullopt;
-  Plan best = *fixed;
-  double best_loss = 0;  // measured on the cost set
-  std::vector<double> best_terms(static_cast<size_t>(cm.n_layers()), 0.0);
-  PlanSolution best_sol;
-  bool have_solution = false;
-  // When the budget covers the largest ratio in every layer there is nothing to trade: more
-  // high-impact channels are never meant to cost loss, and measured terms could only add noise.
-  const bool nothing_to_trade = fixed->front() == cm.n_candidates() - 1;
-  if (nothing_to_trade) {
-    report.log += "the budget covers the largest ratio in every layer: nothing to trade\n";
-    best_loss = cm.MeasurePlans(cost_set, {best})[0];
-    report.predicted_dloss = best_loss - fp_cost;
-    best_sol.status = "optimal";
-  }
-  for (int round = 0; !nothing_to_trade && round <= (around_plan ? config.cost.refine : 0);
-       ++round) {
-    const CostTerms terms = cm.Measure(config.cost.mode, cost_set, centre, config.cost.pairs,
-                                       config.cost.local_fit_switches);
-    report.evaluations += terms.evaluations;
-    report.cost_seconds += terms.seconds;
-    if (round == 0) {
-      best_loss = around_plan ? terms.centre_loss : cm.MeasurePlans(cost_set, {best})[0];
-      report.predicted_dloss = best_loss - fp_cost;
-    }
-    const PlanSolution sol = SolveOnRankZero(config, MakePlanProblem(cm, terms, budget), comm);
-    report.solve_seconds += sol.seconds;
-    const double predicted = (terms.centre_loss - fp_cost) + sol.objective;
-    Log(log, "[%.1fs] round %d: %d evaluations in %.1fs, solve %s in %.3fs, predicted %.6f\n",
-        since(), round, terms.evaluations, terms.seconds, sol.status.c_str(), sol.seconds,
-        predicted);
-    if (!around_plan) {  // the paper's: one solve around full precision
-      best = sol.choice;
-      best_sol = sol;
-      have_solution = true;
-      report.predicted_dloss = predicted;
-      best_terms = TermsAt(terms.diag, best);
-      break;
-    }
-    if (sol.choice == *centre) {
-      report.log += "round " + std::to_string(round) + ": the solve kept the centre; converged\n";
-      if (!have_solution) best_sol = sol, have_solution = true;
-      break;
-    }
-    const double loss = cm.MeasurePlans(cost_set, {sol.choice})[0];
-    Log(log, "[%.1fs] round %d: new plan measures %.6f on the cost set (centre %.6f)\n", since(),
-        round, loss - fp_cost, best_loss - fp_cost);
-    if (!(loss < best_loss)) {
-      report.log += "round " + std::to_string(round) + ": new plan measured " +
-                    Fixed6(loss - fp_cost) + " >= " + Fixed6(best_loss - fp_cost) +
-                    " on the cost set; kept the previous plan\n";
-      if (!have_solution) best_sol = sol, have_solution = true;
-      break;
-    }
-    best = sol.choice;
-    best_loss = loss;
-    best_sol = sol;
-    have_solution = true;
-    report.predicted_dloss = predicted;
-    best_terms = TermsAt(terms.diag, best);
-    report.rounds = round + 1;
-    centre = best;
-  }
-  report.status = best_sol.status;
+  Search s =
+      SolveAndRecentre({config, cm, comm, cost_set, fp_cost, budget, since, log}, fixed, report);
+  report.status = s.best_sol.status;
 
-  // 4. Check on held-out sequences.
-  const std::vector<double> check = cm.MeasurePlans(check_set, {best, *fixed, std::nullopt});
-  report.measured_dloss = check[0] - check[2];
-  report.fixed_dloss = check[1] - check[2];
-  Log(log, "[%.1fs] check: plan %.6f, fixed ratio %.3f %.6f (nats/token vs full precision)\n",
-      since(), report.measured_dloss, report.fixed_ratio, report.fixed_dloss);
-  if (report.measured_dloss > report.fixed_dloss) {
-    report.fell_back = true;
-    report.log += "the plan measured " + Fixed6(report.measured_dloss) +
-                  " on the check set, worse than the fixed ratio's " + Fixed6(report.fixed_dloss) +
-                  ": writing the fixed ratio instead\n";
-    best = *fixed;
-    report.measured_dloss = report.fixed_dloss;
-    std::fill(best_terms.begin(), best_terms.end(), 0.0);
-  }
-  report.choice = best;
-  report.avg_bits = cm.PlanBits(best) / cm.n_weights();
-
-  report.layers = LayerRows(cm, best, best_terms, comm);
-  report.fixed_layers = LayerRows(cm, *fixed, std::vector<double>(best_terms.size(), 0.0), comm);
-  report.fixed_avg_bits = cm.PlanBits(*fixed) / cm.n_weights();
+  // 4. Check on held-out sequences, then the rows of the plan and of the fixed ratio.
+  CheckAgainstFixed(cm, check_set, fixed, s, report, since, log);
+  report.choice = s.best;
+  report.avg_bits = cm.PlanBits(s.best) / cm.n_weights();
+  report.layers = LayerRows(cm, s.best, s.best_terms, comm);
+  report.fixed_layers = LayerRows(cm, fixed, std::vector<double>(s.best_terms.size(), 0.0), comm);
+  report.fixed_avg_bits = cm.PlanBits(fixed) / cm.n_weights();
   return report;
 }
 
