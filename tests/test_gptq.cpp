@@ -67,15 +67,8 @@ void ExpectSameLayer(const QuantizedLayer& a, const QuantizedLayer& b, const std
   EXPECT_EQ(a.low_codes, b.low_codes);
   EXPECT_EQ(a.high_codes, b.high_codes);
   EXPECT_EQ(a.high_fp16, b.high_fp16);
-  auto same_params = [](const std::vector<GroupParams>& x, const std::vector<GroupParams>& y) {
-    if (x.size() != y.size()) return false;
-    for (size_t i = 0; i < x.size(); ++i) {
-      if (x[i].scale != y[i].scale || x[i].zero != y[i].zero) return false;
-    }
-    return true;
-  };
-  EXPECT_TRUE(same_params(a.low_params, b.low_params));
-  EXPECT_TRUE(same_params(a.high_params, b.high_params));
+  EXPECT_TRUE(a.low_params == b.low_params);
+  EXPECT_TRUE(a.high_params == b.high_params);
 }
 
 // The stored form is valid and counts LayerBits.
@@ -166,21 +159,7 @@ class GptqRealBlock : public ::testing::Test {
   }
   // The input of `kind`'s linear layer: half 0 calibrates, half 1 is held out.
   static const Matrix<float>& Input(Linear kind, int half) {
-    const BlockCache<float>& c = cache_[half];
-    switch (kind) {
-      case Linear::kQ:
-      case Linear::kK:
-      case Linear::kV:
-        return c.xn1;
-      case Linear::kO:
-        return c.y;
-      case Linear::kGate:
-      case Linear::kUp:
-        return c.xn2;
-      case Linear::kDown:
-        return c.act;
-    }
-    return c.x;
+    return LinearInput(cache_[half], kind);
   }
   static const Matrix<float>& Weight(Linear kind) { return stage_->blocks[0].linear(kind); }
 

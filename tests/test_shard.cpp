@@ -158,16 +158,8 @@ void ExpectSameLayer(const QuantizedLayer& a, const QuantizedLayer& b, const std
   EXPECT_EQ(a.low_codes, b.low_codes);
   EXPECT_EQ(a.high_codes, b.high_codes);
   EXPECT_EQ(a.high_fp16, b.high_fp16);  // float ==: FP16 values, compared exactly
-  const auto same_params = [](const std::vector<GroupParams>& x,
-                              const std::vector<GroupParams>& y) {
-    if (x.size() != y.size()) return false;
-    for (size_t i = 0; i < x.size(); ++i) {
-      if (x[i].scale != y[i].scale || x[i].zero != y[i].zero) return false;
-    }
-    return true;
-  };
-  EXPECT_TRUE(same_params(a.low_params, b.low_params));
-  EXPECT_TRUE(same_params(a.high_params, b.high_params));
+  EXPECT_TRUE(a.low_params == b.low_params);
+  EXPECT_TRUE(a.high_params == b.high_params);
 }
 
 // The packed datasets a layer has: what may round up to a whole byte.

@@ -36,26 +36,6 @@ std::string ReadBinaryFile(const fs::path& path, const char* what) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// The linear layer whose input rows are `cache`'s member: q, k, v read the normed block input,
-// o the attention output, gate and up the normed mid residual, down the SwiGLU product.
-const Matrix<float>& LinearInput(const BlockCache<float>& cache, Linear kind) {
-  switch (kind) {
-    case Linear::kQ:
-    case Linear::kK:
-    case Linear::kV:
-      return cache.xn1;
-    case Linear::kO:
-      return cache.y;
-    case Linear::kGate:
-    case Linear::kUp:
-      return cache.xn2;
-    case Linear::kDown:
-      return cache.act;
-  }
-  HIQ_CHECK(false);
-  return cache.xn1;
-}
-
 ReconMethod ReconMethodOf(QuantizeMethod method) {
   switch (method) {
     case QuantizeMethod::kHiq:

@@ -109,6 +109,27 @@ struct BlockCache {
   Matrix<T> act;       // (N, F)    silu(gate) * up
 };
 
+// The rows a linear layer of the block multiplies, from a forward's cache: q, k and v read the
+// normed block input, o the attention output, gate and up the normed mid residual, down the
+// SwiGLU product. (GPTQ's Hessians and the layer-error tests read them.)
+template <typename T>
+const Matrix<T>& LinearInput(const BlockCache<T>& cache, Linear kind) {
+  switch (kind) {
+    case Linear::kQ:
+    case Linear::kK:
+    case Linear::kV:
+      return cache.xn1;
+    case Linear::kO:
+      return cache.y;
+    case Linear::kGate:
+    case Linear::kUp:
+      return cache.xn2;
+    case Linear::kDown:
+      return cache.act;
+  }
+  return cache.x;
+}
+
 // out = block(x). x and out are (N, C) with N = B * T; `cache` may be null (inference only).
 template <typename T>
 void BlockForward(const LlamaConfig& config, const BlockWeights<T>& w, const Rope<T>& rope,

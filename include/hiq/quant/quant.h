@@ -52,6 +52,7 @@ void ValidateQuantSpec(const QuantSpec& spec);
 struct GroupParams {
   float scale = 1.0f;
   int32_t zero = 0;
+  bool operator==(const GroupParams&) const = default;  // exact: scales are FP16 values
 };
 // Clipping of a group's range (OmniQuant LWC: xmax = max_factor * max, xmin = min_factor * min).
 // Factors in [0, 1]; {1, 1} is plain min/max. Ignored for a constant group.
