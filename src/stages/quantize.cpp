@@ -74,11 +74,13 @@ BlockResult QuantizeBlock(const RunConfig& config, const LlamaConfig& model,
     Matrix<float> target;
     const Rope<float> rope = MakeRope<float>(model, seq_len);
     BlockForward(model, w, rope, seq_len, x, target, &cache);
+    // The RTN layers are the reference of every method's MSE, and rtn's own result.
+    std::array<QuantizedLayer, kNumLinears> rtn;
     for (size_t k = 0; k < kNumLinears; ++k) {
       const Matrix<float>& wl = w.linear(kLinears[k]);
+      rtn[k] = QuantizeLayer(wl.data(), wl.rows(), wl.cols(), layers[k].high_cols, spec);
       if (method == QuantizeMethod::kRtn) {
-        result.layers[k] =
-            QuantizeLayer(wl.data(), wl.rows(), wl.cols(), layers[k].high_cols, spec);
+        result.layers[k] = rtn[k];
         continue;
       }
       const Matrix<float>& in = LinearInput(cache, kLinears[k]);
@@ -91,11 +93,6 @@ BlockResult QuantizeBlock(const RunConfig& config, const LlamaConfig& model,
       result.layers[k] = GptqQuantize(wl.data(), wl.rows(), wl.cols(), h, layers[k].high_cols, spec,
                                       options, &log);
       if (!log.empty()) std::fprintf(stderr, "%s", log.c_str());
-    }
-    std::array<QuantizedLayer, kNumLinears> rtn;
-    for (size_t k = 0; k < kNumLinears; ++k) {
-      const Matrix<float>& wl = w.linear(kLinears[k]);
-      rtn[k] = QuantizeLayer(wl.data(), wl.rows(), wl.cols(), layers[k].high_cols, spec);
     }
     result.rtn_mse = BlockOutputMse(model, DequantizedBlock(w, rtn), seq_len, x, target);
     result.init_mse = result.rtn_mse;
