@@ -7,8 +7,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string Plan(const Sandbox& s, int np, const std::string& extra,
-                 const std::string& sets = "") {
+std::string Plan(const Sandbox& s, int np, const std::string& extra, const std::string& sets = "") {
   return s.Hiq(np) + " plan " + s.PlanConfig(extra).string() + sets;
 }
 
@@ -27,7 +26,8 @@ const int kRegistered = RegisterCases({
      .area = "config",
      .what = "bits_high 2 with bits_low 2",
      .command = [](Sandbox& s) { return Plan(s, 1, "", " --set quant.bits_high=2"); },
-     .message = "hiq: error: --set, $TMP/config.yaml: key 'quant.bits_high' = 2 must be greater than key 'quant.bits_low' = 2"},
+     .message = "hiq: error: --set, $TMP/config.yaml: key 'quant.bits_high' = 2 must be greater "
+                "than key 'quant.bits_low' = 2"},
     {.name = "ConfigYamlSyntaxError",
      .area = "config",
      .what = "a YAML file with an unclosed flow mapping",
@@ -35,7 +35,8 @@ const int kRegistered = RegisterCases({
          [](Sandbox& s) {
            return s.Hiq(1) + " plan " + s.Write("bad.yaml", "quant: {bits_low: 2\n").string();
          },
-     .message = "hiq: error: $TMP/bad.yaml: YAML syntax error at line 2, column 1: end of map flow not found"},
+     .message = "hiq: error: $TMP/bad.yaml: YAML syntax error at line 2, column 1: end of map flow "
+                "not found"},
     {.name = "ConfigFileMissing",
      .area = "config",
      .what = "the config file does not exist",
@@ -48,7 +49,8 @@ const int kRegistered = RegisterCases({
          [](Sandbox& s) {
            return Plan(s, 1, "", " --set calibration.fisher.path=" + (s / "gone.txt").string());
          },
-     .message = "hiq: error: --set: key 'calibration.fisher.path' = '$TMP/gone.txt' does not exist"},
+     .message =
+         "hiq: error: --set: key 'calibration.fisher.path' = '$TMP/gone.txt' does not exist"},
     {.name = "ConfigTypeMismatch",
      .area = "config",
      .what = "quant.group_size: thirty-two",
@@ -61,15 +63,17 @@ const int kRegistered = RegisterCases({
          [](Sandbox& s) {
            return Plan(s, 2, "", " --set quant.budget_ratio=0 --set quant.budget_bits=2.5");
          },
-     .message = "hiq: error: rank *: --set, $TMP/config.yaml: key 'quant.budget_bits' = 2.5 cannot be met: codes and group scales alone take at least 2.57125 bits per weight with keys 'quant.bits_low' = 2, 'quant.bits_high' = 3, 'quant.group_size' = 32 and 'quant.ratios' from 0.02"},
+     .message = "hiq: error: rank *: --set, $TMP/config.yaml: key 'quant.budget_bits' = 2.5 cannot "
+                "be met: codes and group scales alone take at least 2.57125 bits per weight with "
+                "keys 'quant.bits_low' = 2, 'quant.bits_high' = 3, 'quant.group_size' = 32 and "
+                "'quant.ratios' from 0.02"},
     {.name = "CommandOptionUnknown",
      .area = "config",
      .what = "an option hiq does not have (--seqlen for --seq-len)",
      .command =
          [](Sandbox& s) {
-           return s.Hiq(1) + " eval --model " + (DataDir() / "stories260K").string() +
-                  " --text " + (DataDir() / "text/tinystories/sample.txt").string() +
-                  " --seqlen 64";
+           return s.Hiq(1) + " eval --model " + (DataDir() / "stories260K").string() + " --text " +
+                  (DataDir() / "text/tinystories/sample.txt").string() + " --seqlen 64";
          },
      .exit_code = 109,
      .message = "The following arguments were not expected: 64 --seqlen"},

@@ -33,7 +33,9 @@ const int kRegistered = RegisterCases({
            fs::create_directories(s / "q" / "shards");
            return EvalQuantized(s, s / "q");
          },
-     .message = "hiq: error: rank *: ReadModelFile: $TMP/q/model.h5 does not exist: $TMP/q is not a complete `hiq quantize` output (model.h5 is written last, so a run that did not finish leaves none)"},
+     .message = "hiq: error: rank *: ReadModelFile: $TMP/q/model.h5 does not exist: $TMP/q is not "
+                "a complete `hiq quantize` output (model.h5 is written last, so a run that did not "
+                "finish leaves none)"},
     {.name = "QuantizedShardMissing",
      .area = "quantized output",
      .what = "model.h5 links a shard that was deleted",
@@ -43,7 +45,8 @@ const int kRegistered = RegisterCases({
            fs::remove(q / "shards" / "rank-00001-of-00002.h5");
            return EvalQuantized(s, q);
          },
-     .message = "hiq: error: rank 1: VerifyShard: $TMP/q/shards/rank-00001-of-00002.h5 is missing, but $TMP/q/model.h5 links it: the output is incomplete"},
+     .message = "hiq: error: rank 1: VerifyShard: $TMP/q/shards/rank-00001-of-00002.h5 is missing, "
+                "but $TMP/q/model.h5 links it: the output is incomplete"},
     {.name = "QuantizedShardTruncated",
      .area = "quantized output",
      .what = "a shard cut to half its size (an interrupted copy)",
@@ -54,7 +57,9 @@ const int kRegistered = RegisterCases({
            fs::resize_file(shard, fs::file_size(shard) / 2);
            return EvalQuantized(s, q);
          },
-     .message = "hiq: error: rank 0: VerifyShard: $TMP/q/shards/rank-00000-of-00002.h5 has SHA-256 <sha256>, but $TMP/q/model.h5 records <sha256>: the shard was changed, cut short or copied from another run"},
+     .message = "hiq: error: rank 0: VerifyShard: $TMP/q/shards/rank-00000-of-00002.h5 has SHA-256 "
+                "<sha256>, but $TMP/q/model.h5 records <sha256>: the shard was changed, cut short "
+                "or copied from another run"},
     {.name = "QuantizedAgainstAnotherModel",
      .area = "quantized output",
      .what = "eval --quantized with --model of a different config.json",
@@ -68,7 +73,8 @@ const int kRegistered = RegisterCases({
            std::ofstream(model / "config.json") << config.dump(2);
            return EvalQuantized(s, q, " --model " + model.string());
          },
-     .message = "hiq: error: rank *: hiq eval: the config.json of $TMP/other is not the model quantized in $TMP/q"},
+     .message = "hiq: error: rank *: hiq eval: the config.json of $TMP/other is not the model "
+                "quantized in $TMP/q"},
     {.name = "ExportUnknownDtype",
      .area = "quantized output",
      .what = "export --dtype F8",
@@ -86,7 +92,9 @@ const int kRegistered = RegisterCases({
            fs::create_directories(s / "q");
            return s.Hiq(1) + " export " + (s / "q").string() + " --out " + s.Out().string();
          },
-     .message = "hiq: error: ReadModelFile: $TMP/q/model.h5 does not exist: $TMP/q is not a complete `hiq quantize` output (model.h5 is written last, so a run that did not finish leaves none)"},
+     .message =
+         "hiq: error: ReadModelFile: $TMP/q/model.h5 does not exist: $TMP/q is not a complete `hiq "
+         "quantize` output (model.h5 is written last, so a run that did not finish leaves none)"},
 });
 
 }  // namespace
