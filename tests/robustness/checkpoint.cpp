@@ -208,6 +208,15 @@ const int kRegistered = RegisterCases({
      .command = [](Sandbox& s) { return "timeout 120 " + Eval(s, 6, DataDir() / "stories260K"); },
      .message = "hiq: error: rank *: PartitionBlocks: 6 ranks for a model of 5 blocks; every rank "
                 "must own at least one block. HINT: run with at most 5 ranks"},
+    {.name = "QuantizeOnMoreRanksThanBlocks",
+     .area = "ranks",
+     .what = "hiq quantize with 6 ranks for 5 blocks, refused before any pass",
+     .command =
+         [](Sandbox& s) {
+           return "timeout 120 " + s.Hiq(6) + " quantize " + s.PlanConfig().string();
+         },
+     .message = "hiq: error: rank *: PartitionBlocks: 6 ranks for a model of 5 blocks; every rank "
+                "must own at least one block. HINT: run with at most 5 ranks"},
     {.name = "SafetensorsTruncated",
      .area = "checkpoint",
      .what = "model.safetensors cut short in its data",
