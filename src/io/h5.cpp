@@ -51,11 +51,23 @@ struct H5Stack {
   bool not_hdf5 = false;  // some entry says "not an HDF5 file"
 };
 
+// A failed read or write of the file driver reads "file write failed: time = ..., filename =
+// ..., errno = 28, error message = 'No space left on device', buf = ...": the cause is the
+// errno text, kept without the time and addresses so that the message is the same every run.
+std::string DriverCause(const std::string& desc) {
+  const std::string key = "error message = '";
+  const size_t at = desc.find(key);
+  if (at == std::string::npos) return desc;
+  const size_t end = desc.find('\'', at + key.size());
+  const std::string cause = desc.substr(at + key.size(), end - at - key.size());
+  return desc.substr(0, desc.find(':')) + ": " + cause;
+}
+
 herr_t CollectStackEntry(unsigned n, const H5E_error2_t* entry, void* out) {
   auto* stack = static_cast<H5Stack*>(out);
   if (n == 0) {
     stack->innermost = std::string(entry->func_name ? entry->func_name : "?") +
-                       "(): " + (entry->desc ? entry->desc : "(no description)");
+                       "(): " + (entry->desc ? DriverCause(entry->desc) : "(no description)");
   }
   if (entry->min_num == H5E_NOTHDF5) stack->not_hdf5 = true;
   return 0;
