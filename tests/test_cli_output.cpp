@@ -2,11 +2,10 @@
 // directory"): a locked directory refused at once, an output path checked before the model is
 // read, a re-run that fails late or past the file size limit leaving the previous plan byte for
 // byte, and SIGTERM under mpirun ending every rank with one line and no plan.json.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <fstream>
@@ -63,9 +62,6 @@ std::map<std::string, std::string> Hashes(const fs::path& dir) {
   return hashes;
 }
 
-// Below fixed/plan.json's size (the first file WritePlan writes), above the lock file.
-constexpr long kFsizeLimit = 2048;
-
 int CountOf(const std::string& text, const std::string& what) {
   int n = 0;
   for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
@@ -100,13 +96,16 @@ TEST(CliOutput, AnOutputThatIsAFileIsRefusedBeforeTheModelIsRead) {
   test::TempDir dir("hiq-out");
   const fs::path file = dir / "out";
   std::ofstream(file) << "a file";
-  // The model path does not exist either: the output check comes first.
-  const test::CommandResult r = test::RunCommand(Hiq() + SmallPlan(file.string()) +
-                                                 " --set model.path=" + (dir / "nomodel").string());
+  // The model directory has no config.json either (a model error if it were read): the output
+  // check comes first.
+  fs::create_directories(dir / "nomodel");
+  const test::CommandResult r = test::RunCommand(
+      Hiq() + SmallPlan(file.string()) + " --set model.path=" + (dir / "nomodel").string() +
+      " --set model.tokenizer=" + (test::DataDir() / "stories260K/tokenizer.model").string());
   EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_NE(r.output.find("hiq: error: output '" + file.string() +
-                          "' exists and is not a directory"),
-            std::string::npos)
+  EXPECT_NE(
+      r.output.find("hiq: error: output '" + file.string() + "' exists and is not a directory"),
+      std::string::npos)
       << r.output;
   EXPECT_EQ(ReadFile(file), "a file");
 }
@@ -136,22 +135,35 @@ TEST(CliOutput, AReRunThatFailsLateLeavesThePreviousPlanByteForByte) {
   EXPECT_EQ(Hashes(dir.path()), before) << "the same plan again, nothing else left";
 }
 
-// A file size limit below plan.h5's size: the write fails with EFBIG (SIGXFSZ is ignored), the
-// message names the staged file and the cause, and the previous plan stays.
+// A file size limit below what WritePlan writes: the write fails with EFBIG (SIGXFSZ is
+// ignored), the message names the staged file and the cause, and the previous plan stays with
+// nothing beside it. 2048 bytes stops fixed/plan.json (about 10 KB, written first by the plan
+// writer); 16384 lets it through and stops fixed/plan.h5 (about 26 KB) in HDF5's driver.
+// Open MPI's own shared-memory files would exceed the limit at MPI_Init: the hash PMIx store
+// and the TCP transport keep it out of /dev/shm.
 TEST(CliOutput, APlanPastTheFileSizeLimitNamesEfbigAndKeepsThePreviousPlan) {
   test::TempDir dir("hiq-out");
   const std::string out = dir.path().string();
   const test::CommandResult first = test::RunCommand(Hiq() + SmallPlan(out));
   ASSERT_EQ(first.exit_code, 0) << first.output;
   const auto before = Hashes(dir.path());
-  const test::CommandResult r =
-      test::RunCommand("prlimit --fsize=" + std::to_string(kFsizeLimit) + " " + Hiq() +
-                       SmallPlan(out));
-  EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_NE(r.output.find("File too large"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find(out + "/.staging-"), std::string::npos) << r.output;
-  EXPECT_EQ(CountOf(r.output, "hiq: error: "), 1) << r.output;
-  EXPECT_EQ(Hashes(dir.path()), before) << "nothing else left, not even the lock";
+  const std::pair<int, std::string> cases[] = {
+      {2048, "hiq: error: WritePlan: cannot write '" + out +
+                 "/.staging-PID/fixed/plan.json.tmp': " + "File too large"},
+      {16384, "hiq: error: H5File::Commit: cannot close '" + out +
+                  "/.staging-PID/fixed/plan.h5.tmp-PID': H5FD__sec2_write(): file write failed: "
+                  "File too large"}};
+  for (const auto& [limit, message] : cases) {
+    const test::CommandResult r = test::RunCommand(
+        "env PMIX_MCA_gds=hash OMPI_MCA_btl=self,tcp prlimit --fsize=" + std::to_string(limit) +
+        " " + Hiq() + SmallPlan(out));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    const std::string text =
+        std::regex_replace(r.output, std::regex("(staging-|tmp-)[0-9]+"), "$1PID");
+    EXPECT_NE(text.find(message), std::string::npos) << r.output;
+    EXPECT_EQ(CountOf(r.output, "hiq: "), 1) << r.output;
+    EXPECT_EQ(Hashes(dir.path()), before) << "nothing else left, not even the lock";
+  }
 }
 
 // mpirun -np 2 hiq plan in the background; SIGTERM to mpirun once the Fisher pass is logged.
@@ -162,9 +174,8 @@ void InterruptPlanUnderMpirun(int signo, const char* name) {
   const fs::path log = dir / "log.txt";
   setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
   setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-  const std::string command =
-      "exec " + Mpirun(2) + " plan " + Config() + " --output " + out.string() + " > " +
-      log.string() + " 2>&1";
+  const std::string command = "exec " + Mpirun(2) + " plan " + Config() + " --output " +
+                              out.string() + " > " + log.string() + " 2>&1";
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
@@ -190,8 +201,8 @@ void InterruptPlanUnderMpirun(int signo, const char* name) {
   for (int rank : {0, 1}) {
     const std::regex line("hiq: interrupted by SIGTERM during plan: [a-z -]+ \\(rank " +
                           std::to_string(rank) + "\\); " + out.string() + " is incomplete\n");
-    const auto n = std::distance(std::sregex_iterator(text.begin(), text.end(), line),
-                                 std::sregex_iterator());
+    const auto n =
+        std::distance(std::sregex_iterator(text.begin(), text.end(), line), std::sregex_iterator());
     EXPECT_EQ(n, 1) << "rank " << rank << " after " << name << ":\n" << text;
   }
   EXPECT_EQ(CountOf(text, "hiq: "), 2) << "one line per rank, nothing else of hiq's:\n" << text;

@@ -1,9 +1,8 @@
 // The output directory's pieces that need no communicator: the lock file's text, the writer
 // that names the errno of a failed write, which files a commit may remove, and the interrupt
 // line. The collective protocol (lock, staging, commit) is tests/mpi/test_output_mpi.cpp.
-#include <sys/resource.h>
-
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <csignal>
 #include <fstream>

@@ -20,6 +20,7 @@
 #include "hiq/dist/mpi.h"         // MpiSession, Comm
 #include "hiq/dist/pipeline.h"    // Pipeline
 #include "hiq/io/checkpoint.h"    // Checkpoint, PrintInspect
+#include "hiq/io/h5.h"            // H5LibraryStateBroken
 #include "hiq/io/output.h"        // OutputDir
 #include "hiq/io/synth.h"         // WriteSyntheticModel
 #include "hiq/io/tokenizer.h"     // Tokenizer, WriteTokenFile
@@ -363,6 +364,10 @@ int main(int argc, char** argv) {
       hiq::Comm::AbortWorld(1);
     }
     std::fprintf(stderr, "hiq: error: %s\n", e.what());
+    if (hiq::H5LibraryStateBroken()) {
+      std::fflush(nullptr);
+      _exit(1);  // MPI_Finalize would run HDF5's termination over a file that failed to close
+    }
     return 1;
   }
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <exception>
 #include <limits>
 #include <system_error>
@@ -388,14 +389,23 @@ bool CloseObjectsOf(hid_t file) {
 }
 
 // Closes a file for real (objects first); on failure returns HDF5's reason, else "".
+// Set once a file failed to close: HDF5 keeps that file's half-released objects, and tearing
+// the library down (at MPI_Finalize, through its MPI_COMM_SELF attribute) then crashes in
+// H5D_close. main() ends such a process with _exit (H5LibraryStateBroken in h5.h).
+std::atomic<bool> g_close_failed{false};
+
 std::string CloseFile(hid_t file) {
   if (!CloseObjectsOf(file)) {
     const std::string reason = TakeErrorStack().innermost;
     H5Fclose(file);
     H5Eclear2(H5E_DEFAULT);
+    g_close_failed = true;
     return "cannot close its open objects: " + reason;
   }
-  if (H5Fclose(file) < 0) return TakeErrorStack().innermost;
+  if (H5Fclose(file) < 0) {
+    g_close_failed = true;
+    return TakeErrorStack().innermost;
+  }
   return "";
 }
 
@@ -407,6 +417,8 @@ herr_t CollectLinkName(hid_t, const char* name, const H5L_info_t*, void* out) {
 }  // namespace
 
 // ---- H5Id -----------------------------------------------------------------------------------
+
+bool H5LibraryStateBroken() { return g_close_failed.load(); }
 
 H5Id::~H5Id() {
   // A handle whose file was closed explicitly (CloseObjectsOf) is already invalid: skip it.

@@ -1,10 +1,9 @@
 // The output directory protocol under mpiexec (2, 3 and 4 ranks): one run at a time (the lock,
 // stale and foreign locks), the checks before any computation, and the commit that publishes
 // every rank's staged files with the markers last, or leaves the previous output as it was.
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <fstream>
 #include <memory>
@@ -132,11 +131,12 @@ TEST(OutputMpi, AGarbledLockIsRefused) {
   SharedDir shared(comm);
   if (comm.rank() == 0) Write(shared.path / ".hiq.lock", "");
   comm.Barrier();
-  ExpectEveryRankThrows(comm, shared.path,
-                        "output directory '" + shared.path.string() + "' is locked by '" +
-                            (shared.path / ".hiq.lock").string() +
-                            "', which does not hold 'host=H pid=P'; remove it if no hiq run uses '" +
-                            shared.path.string() + "'");
+  ExpectEveryRankThrows(
+      comm, shared.path,
+      "output directory '" + shared.path.string() + "' is locked by '" +
+          (shared.path / ".hiq.lock").string() +
+          "', which does not hold 'host=H pid=P'; remove it if no hiq run uses '" +
+          shared.path.string() + "'");
 }
 
 TEST(OutputMpi, AnOutputThatIsAFileOrCannotBeCreatedIsRefusedBeforeAnyWork) {
@@ -145,11 +145,10 @@ TEST(OutputMpi, AnOutputThatIsAFileOrCannotBeCreatedIsRefusedBeforeAnyWork) {
   const fs::path file = shared.path / "plan.json";
   if (comm.rank() == 0) Write(file, "{}");
   comm.Barrier();
-  ExpectEveryRankThrows(comm, file,
-                        "output '" + file.string() + "' exists and is not a directory");
-  ExpectEveryRankThrows(comm, file / "out",
-                        "cannot create output directory '" + (file / "out").string() +
-                            "': Not a directory");
+  ExpectEveryRankThrows(comm, file, "output '" + file.string() + "' exists and is not a directory");
+  ExpectEveryRankThrows(
+      comm, file / "out",
+      "cannot create output directory '" + (file / "out").string() + "': Not a directory");
   // Under a read-only location (root ignores permission bits, so chmod would prove nothing).
   ExpectEveryRankThrows(comm, "/proc/self/hiq-out",
                         "cannot create output directory '/proc/self/hiq-out': No such file or "

@@ -4,10 +4,10 @@
 // InstallInterruptHandlers() writes "hiq: interrupted by SIGTERM during plan: fisher (rank 1);
 // OUT is incomplete" to stderr with write(2), removes the output lock this process holds, and
 // ends the process with _exit(128 + signo). Slurm sends SIGTERM at a job's time limit and
-// Open MPI's mpirun forwards SIGTERM and SIGINT to the ranks as SIGTERM (docs/FORMATS.md, "Signals").
-// Everything the handler reads is a preformatted static buffer, so it is async-signal-safe;
-// no destructor, flush or MPI call runs after the signal. Names longer than the buffers are cut.
-// Thread-safety: the setters may be called from any one thread at a time.
+// Open MPI's mpirun forwards SIGTERM and SIGINT to the ranks as SIGTERM (docs/FORMATS.md,
+// "Signals"). Everything the handler reads is a preformatted static buffer, so it is
+// async-signal-safe; no destructor, flush or MPI call runs after the signal. Names longer than the
+// buffers are cut. Thread-safety: the setters may be called from any one thread at a time.
 #pragma once
 
 #include <string>

@@ -168,4 +168,9 @@ class H5File {
   int uncaught_at_open_ = 0;          // std::uncaught_exceptions() when opened
 };
 
+// True once a file of this process failed to close (a write error at flush: ENOSPC, EFBIG):
+// HDF5 cannot then be torn down safely, and the process must end with _exit, skipping
+// MPI_Finalize, which would run HDF5's termination and crash.
+bool H5LibraryStateBroken();
+
 }  // namespace hiq
