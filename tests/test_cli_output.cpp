@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -164,6 +165,38 @@ TEST(CliOutput, APlanPastTheFileSizeLimitNamesEfbigAndKeepsThePreviousPlan) {
     EXPECT_EQ(CountOf(r.output, "hiq: "), 1) << r.output;
     EXPECT_EQ(Hashes(dir.path()), before) << "nothing else left, not even the lock";
   }
+}
+
+// A quantize output of 3 ranks re-run on 2: the root file links the 2 new shards, the 3-rank
+// shards are gone, and the model evaluates.
+TEST(CliOutput, AQuantizeReRunOnFewerRanksLeavesOnlyItsOwnShards) {
+  test::TempDir dir("hiq-out");
+  const std::string out = dir.path().string();
+  std::string args = SmallPlan(out);
+  args.replace(0, std::string(" plan ").size(), " quantize ");
+  args +=
+      " --set calibration.reconstruction.n_sequences=4"
+      " --set calibration.reconstruction.seq_len=32 --set quantize.steps=4";
+  const test::CommandResult three = test::RunCommand(Mpirun(3) + args);
+  ASSERT_EQ(three.exit_code, 0) << three.output;
+  EXPECT_TRUE(fs::exists(dir / "shards/rank-00002-of-00003.h5"));
+  const test::CommandResult two = test::RunCommand(Mpirun(2) + args);
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  std::vector<std::string> shards;
+  for (const auto& e : fs::directory_iterator(dir / "shards")) {
+    shards.push_back(e.path().filename().string());
+  }
+  std::sort(shards.begin(), shards.end());
+  EXPECT_EQ(shards, (std::vector<std::string>{"rank-00000-of-00002.h5", "rank-00001-of-00002.h5"}));
+  std::vector<std::string> top;
+  for (const auto& e : fs::directory_iterator(dir.path()))
+    top.push_back(e.path().filename().string());
+  std::sort(top.begin(), top.end());
+  EXPECT_EQ(top, (std::vector<std::string>{"fixed", "model.h5", "plan.h5", "plan.json", "shards"}));
+  const test::CommandResult eval = test::RunCommand(
+      Mpirun(2) + " eval --quantized " + out + " --max-windows 2 --seq-len 64 --text " +
+      (test::DataDir() / "text/tinystories/sample.txt").string());
+  EXPECT_EQ(eval.exit_code, 0) << eval.output;
 }
 
 // mpirun -np 2 hiq plan in the background; SIGTERM to mpirun once the Fisher pass is logged.

@@ -358,6 +358,7 @@ int main(int argc, char** argv) {
     hiq::SetInterruptRank(rank, size);
     return hiq::Run(world, argc, argv);
   } catch (const std::exception& e) {
+    hiq::SilenceInterrupts();  // this error line is the one line of this rank
     if (size > 1) {
       std::fprintf(stderr, "hiq: error: rank %d: %s\n", rank, e.what());
       std::fflush(stderr);

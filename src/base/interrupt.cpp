@@ -31,6 +31,7 @@ struct Text {
 
 Text g_stage, g_output, g_lock;
 std::atomic<int> g_rank{0}, g_ranks{1};
+std::atomic<bool> g_silent{false};
 
 // Appends to a fixed buffer without allocating (async-signal-safe).
 struct Line {
@@ -82,11 +83,13 @@ void Compose(int signo, Line& line) {
 }
 
 void OnSignal(int signo) {
-  Line line;
-  Compose(signo, line);
-  line.buf[line.n++] = '\n';
-  ssize_t ignored = ::write(STDERR_FILENO, line.buf, line.n);
-  (void)ignored;
+  if (!g_silent.load()) {
+    Line line;
+    Compose(signo, line);
+    line.buf[line.n++] = '\n';
+    ssize_t ignored = ::write(STDERR_FILENO, line.buf, line.n);
+    (void)ignored;
+  }
   const char* lock = g_lock.Get();
   if (*lock != '\0') ::unlink(lock);
   ::_exit(128 + signo);
@@ -107,6 +110,8 @@ void SetInterruptOutput(const char* out_dir, const char* lock_file) {
   g_output.Set(out_dir, kPathBytes);
   g_lock.Set(lock_file, kPathBytes);
 }
+
+void SilenceInterrupts() { g_silent.store(true); }
 
 void InstallInterruptHandlers() {
   struct sigaction action {};

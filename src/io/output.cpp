@@ -177,6 +177,10 @@ void CommitOnRankZero(const fs::path& dir, const fs::path& staging,
   for (const std::string& f : ManagedOutputFiles(dir)) {
     if (!staged_set.contains(f)) RemoveIfThere(dir / f);
   }
+  for (const char* sub : {"shards", "fixed"}) {  // emptied by step 3
+    std::error_code ec;
+    if (fs::is_directory(dir / sub, ec) && fs::is_empty(dir / sub, ec)) fs::remove(dir / sub, ec);
+  }
   // 4. The markers, the command's own last.
   for (const std::string& m : markers) Rename(staging / m, dir / m);
   std::error_code ec;

@@ -24,6 +24,10 @@ void SetInterruptRank(int rank, int count);
 // (removed by the handler); null or empty for none.
 void SetInterruptOutput(const char* out_dir, const char* lock_file);
 
+// The process is already ending with an error (main's catch): a signal from now on, such as
+// the SIGTERM that Open MPI's MPI_Abort delivers to every rank, ends it without a second line.
+void SilenceInterrupts();
+
 // Installs the handler for SIGTERM and SIGINT.
 void InstallInterruptHandlers();
 
