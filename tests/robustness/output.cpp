@@ -27,7 +27,8 @@ std::string Read(const fs::path& path) {
 std::map<std::string, std::string> Hashes(const fs::path& dir) {
   std::map<std::string, std::string> hashes;
   for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file()) hashes[fs::relative(e.path(), dir).string()] = Sha256HexOfFile(e.path());
+    if (e.is_regular_file())
+      hashes[fs::relative(e.path(), dir).string()] = Sha256HexOfFile(e.path());
   }
   return hashes;
 }
@@ -53,7 +54,8 @@ void ExpectCompletePlanOnly(const Sandbox& s) {
 // many seconds; `signal` once the cost set is logged, then the log.
 std::string Interrupted(const Sandbox& s, int np, const char* signal) {
   const std::string log = (s / "run.log").string();
-  return "sh -c '" + Plan(s, np, " --set calibration.cost.n_sequences=64 --set calibration.cost.seq_len=128") +
+  return "sh -c '" +
+         Plan(s, np, " --set calibration.cost.n_sequences=64 --set calibration.cost.seq_len=128") +
          " > " + log + " 2>&1 & p=$!; i=0; while ! grep -q \"cost set\" " + log +
          " && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; kill -" + signal +
          " $p; wait $p; code=$?; cat " + log + "; exit $code'";
@@ -78,12 +80,14 @@ const int kRegistered = RegisterCases({
            s.Write("file", "a file");
            return Plan(s, 2, " --output " + (s / "file" / "out").string());
          },
-     .message = "hiq: error: rank 1: cannot create output directory '$TMP/file/out': Not a directory"},
+     .message =
+         "hiq: error: rank 1: cannot create output directory '$TMP/file/out': Not a directory"},
     {.name = "OutputNotCreatable",
      .area = "output",
      .what = "--output in a location even root cannot create in (/sys)",
      .command = [](Sandbox& s) { return Plan(s, 1, " --output /sys/hiq-out"); },
-     .message = "hiq: error: cannot create output directory '/sys/hiq-out': Operation not permitted"},
+     .message =
+         "hiq: error: cannot create output directory '/sys/hiq-out': Operation not permitted"},
     {.name = "OutputNotWritable",
      .area = "output",
      .what = "--output an existing directory even root cannot write in (/sys)",
@@ -201,12 +205,13 @@ const int kRegistered = RegisterCases({
          [](Sandbox& s) {
            return PreviousPlanThen(s, "cp -a " + s.Out().string() + " " + (s / "before").string() +
                                           " && env PMIX_MCA_gds=hash OMPI_MCA_btl=self,tcp "
-                                          "prlimit --fsize=2048 " + Plan(s, 1));
+                                          "prlimit --fsize=2048 " +
+                                          Plan(s, 1));
          },
      .message = "hiq: error: WritePlan: cannot write '$TMP/out/.staging-$PID/fixed/plan.json.tmp': "
                 "File too large",
-     .check =
-         [](Sandbox& s, const CommandResult&) { EXPECT_EQ(Hashes(s.Out()), Hashes(s / "before")); }},
+     .check = [](Sandbox& s,
+                 const CommandResult&) { EXPECT_EQ(Hashes(s.Out()), Hashes(s / "before")); }},
     {.name = "FileSizeLimitInHdf5",
      .area = "disk",
      .what = "RLIMIT_FSIZE 16 KiB: HDF5's write of plan.h5 fails with EFBIG at close",
@@ -214,13 +219,14 @@ const int kRegistered = RegisterCases({
          [](Sandbox& s) {
            return PreviousPlanThen(s, "cp -a " + s.Out().string() + " " + (s / "before").string() +
                                           " && env PMIX_MCA_gds=hash OMPI_MCA_btl=self,tcp "
-                                          "prlimit --fsize=16384 " + Plan(s, 1));
+                                          "prlimit --fsize=16384 " +
+                                          Plan(s, 1));
          },
      .message = "hiq: error: H5File::Commit: cannot close "
                 "'$TMP/out/.staging-$PID/fixed/plan.h5.tmp-$PID': H5FD__sec2_write(): file write "
                 "failed: File too large",
-     .check =
-         [](Sandbox& s, const CommandResult&) { EXPECT_EQ(Hashes(s.Out()), Hashes(s / "before")); }},
+     .check = [](Sandbox& s,
+                 const CommandResult&) { EXPECT_EQ(Hashes(s.Out()), Hashes(s / "before")); }},
     {.name = "SigtermToMpirun",
      .area = "signal",
      .what = "SIGTERM to mpirun -np 2 during the cost terms (as Slurm at the time limit)",
