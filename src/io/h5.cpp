@@ -101,8 +101,15 @@ std::string Describe(const Site& site, const std::string& action) {
 
 enum class Fault { kIo, kFormat };
 
+// Set once an HDF5 call failed with an I/O error (a write past a size limit or a full disk, at
+// a dataset write or at close): HDF5 keeps that file's half-released objects, and tearing the
+// library down (at MPI_Finalize, through its MPI_COMM_SELF attribute) then crashes in
+// H5D_close. main() ends such a process with _exit (H5LibraryStateBroken in h5.h).
+std::atomic<bool> g_close_failed{false};
+
 [[noreturn]] void ThrowH5(const Site& site, const std::string& action, Fault fault) {
   const H5Stack stack = TakeErrorStack();
+  if (fault == Fault::kIo && !stack.not_hdf5) g_close_failed = true;
   std::string message = Describe(site, action) + ": " + stack.innermost;
   if (stack.not_hdf5) {
     throw FormatError(message + " (expected an HDF5 file; HINT: is this the right file?)");
@@ -389,11 +396,6 @@ bool CloseObjectsOf(hid_t file) {
 }
 
 // Closes a file for real (objects first); on failure returns HDF5's reason, else "".
-// Set once a file failed to close: HDF5 keeps that file's half-released objects, and tearing
-// the library down (at MPI_Finalize, through its MPI_COMM_SELF attribute) then crashes in
-// H5D_close. main() ends such a process with _exit (H5LibraryStateBroken in h5.h).
-std::atomic<bool> g_close_failed{false};
-
 std::string CloseFile(hid_t file) {
   if (!CloseObjectsOf(file)) {
     const std::string reason = TakeErrorStack().innermost;

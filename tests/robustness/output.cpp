@@ -227,6 +227,24 @@ const int kRegistered = RegisterCases({
                 "failed: File too large",
      .check = [](Sandbox& s,
                  const CommandResult&) { EXPECT_EQ(Hashes(s.Out()), Hashes(s / "before")); }},
+    {.name = "FileSizeLimitInAShard",
+     .area = "disk",
+     .what = "RLIMIT_FSIZE 64 KiB on a quantize re-run: the shard's HDF5 write fails with EFBIG; "
+             "the previous model stays byte for byte",
+     .command =
+         [](Sandbox& s) {
+           const std::string quantize = " quantize " + s.PlanConfig().string();
+           return s.Hiq(1) + quantize + " > " + (s / "first.log").string() + " 2>&1 && cp -a " +
+                  s.Out().string() + " " + (s / "before").string() +
+                  " && env PMIX_MCA_gds=hash OMPI_MCA_btl=self,tcp prlimit --fsize=65536 " +
+                  s.Hiq(1) + quantize;
+         },
+     .message = "hiq: error: H5Group::WriteDataset: cannot write dataset "
+                "'/tensors/model.embed_tokens.weight/data' in "
+                "'$TMP/out/.staging-$PID/shards/rank-00000-of-00001.h5': H5FD__sec2_write(): file "
+                "write failed: File too large",
+     .check = [](Sandbox& s,
+                 const CommandResult&) { EXPECT_EQ(Hashes(s.Out()), Hashes(s / "before")); }},
     {.name = "SigtermToMpirun",
      .area = "signal",
      .what = "SIGTERM to mpirun -np 2 during the cost terms (as Slurm at the time limit)",
