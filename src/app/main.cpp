@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -14,10 +15,13 @@
 #include <thread>
 
 #include "hiq/base/error.h"       // hiq::Error
+#include "hiq/base/interrupt.h"   // InstallInterruptHandlers, SetStage
 #include "hiq/config/config.h"    // LoadConfig, ToYaml
 #include "hiq/dist/mpi.h"         // MpiSession, Comm
 #include "hiq/dist/pipeline.h"    // Pipeline
 #include "hiq/io/checkpoint.h"    // Checkpoint, PrintInspect
+#include "hiq/io/h5.h"            // H5LibraryStateBroken
+#include "hiq/io/output.h"        // OutputDir
 #include "hiq/io/synth.h"         // WriteSyntheticModel
 #include "hiq/io/tokenizer.h"     // Tokenizer, WriteTokenFile
 #include "hiq/model/blas.h"       // PinBlasCore, SetBlasThreads, CurrentBlasInfo
@@ -167,32 +171,46 @@ int RunEval(const Comm& comm, const EvalArgs& args) {
   return 0;
 }
 
+// plan and quantize: the output directory is checked and locked before anything is computed,
+// and published complete at the end (hiq/io/output.h).
 int RunPlan(const Comm& comm, const RunConfig& config, bool json) {
   if (config.threads > 0) SetBlasThreads(config.threads);
+  std::FILE* log = Speaks(comm) ? (json ? stderr : stdout) : nullptr;
+  SetStage("plan: output directory");
+  OutputDir out = OutputDir::Open(config.output, comm, log);
+  SetStage("plan: load model");
   Checkpoint checkpoint(config.model.path);
   Pipeline pipeline = LoadPipeline(comm, checkpoint);
-  std::FILE* log = Speaks(comm) ? (json ? stderr : stdout) : nullptr;
   const PlanReport report = RunPlanStage(config, pipeline, checkpoint, log);
+  SetStage("plan: write");
+  if (Speaks(comm)) WritePlan(report, out.staging());
+  SetStage("plan: commit");
+  out.Commit(kPlanMarkers);  // the plan is in place before any rank reports success
+  SetStage("plan: done");
   if (Speaks(comm) && json) {
-    WritePlan(report, config.output);
     std::printf("%s\n", report.Json().c_str());
   } else if (Speaks(comm)) {
-    WritePlan(report, config.output);
     std::printf("%s", report.Table().c_str());
     std::printf("%s", report.log.c_str());
     std::printf("wrote %s\n", (config.output / "plan.json").c_str());
     std::printf("%s\n", report.KeyValues().c_str());
   }
-  comm.Barrier();  // the plan is on disk before any rank reports success
   return 0;
 }
 
 int RunQuantize(const Comm& comm, const RunConfig& config) {
   if (config.threads > 0) SetBlasThreads(config.threads);
+  std::FILE* log = Speaks(comm) ? stdout : nullptr;
+  SetStage("quantize: output directory");
+  OutputDir out = OutputDir::Open(config.output, comm, log);
+  SetStage("quantize: load model");
   Checkpoint checkpoint(config.model.path);
   Pipeline pipeline = LoadPipeline(comm, checkpoint);
-  std::FILE* log = Speaks(comm) ? stdout : nullptr;
-  const QuantizeReport report = RunQuantizeStage(config, pipeline, checkpoint, log, stderr);
+  const QuantizeReport report =
+      RunQuantizeStage(config, pipeline, checkpoint, out.staging(), log, stderr);
+  SetStage("quantize: commit");
+  out.Commit(kQuantizeMarkers);
+  SetStage("quantize: done");
   if (Speaks(comm)) std::printf("%s\n", report.KeyValues(config.output).c_str());
   return 0;
 }
@@ -286,6 +304,7 @@ int Run(const Comm& comm, int argc, char** argv) {
     return app.exit(e);
   }
   SetBlasThreads(threads);
+  for (const auto* command : app.get_subcommands()) SetStage(command->get_name().c_str());
   if (*inspect) return RunInspect(inspect_dir, inspect_json);
   if (*tokenize) return RunTokenize(tok_model, tok_text, tok_out, tok_json);
   if (*config) {
@@ -324,22 +343,32 @@ int Run(const Comm& comm, int argc, char** argv) {
 }  // namespace hiq
 
 int main(int argc, char** argv) {
+  // A write past RLIMIT_FSIZE then fails with EFBIG and becomes an error naming the file,
+  // instead of the default SIGXFSZ killing the process with a core dump.
+  std::signal(SIGXFSZ, SIG_IGN);
   hiq::PinBlasCore(argv);
   hiq::KeepActivationMemory();
   hiq::MpiSession mpi(&argc, &argv);
+  hiq::InstallInterruptHandlers();  // after MPI_Init, so that no handler of its replaces ours
   int rank = 0, size = 1;
   try {
     const hiq::Comm world = hiq::Comm::World();
     rank = world.rank();
     size = world.size();
+    hiq::SetInterruptRank(rank, size);
     return hiq::Run(world, argc, argv);
   } catch (const std::exception& e) {
+    hiq::SilenceInterrupts();  // this error line is the one line of this rank
     if (size > 1) {
       std::fprintf(stderr, "hiq: error: rank %d: %s\n", rank, e.what());
       std::fflush(stderr);
       hiq::Comm::AbortWorld(1);
     }
     std::fprintf(stderr, "hiq: error: %s\n", e.what());
+    if (hiq::H5LibraryStateBroken()) {
+      std::fflush(nullptr);
+      _exit(1);  // MPI_Finalize would run HDF5's termination over a file that failed to close
+    }
     return 1;
   }
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <exception>
 #include <limits>
 #include <system_error>
@@ -51,11 +52,23 @@ struct H5Stack {
   bool not_hdf5 = false;  // some entry says "not an HDF5 file"
 };
 
+// A failed read or write of the file driver reads "file write failed: time = ..., filename =
+// ..., errno = 28, error message = 'No space left on device', buf = ...": the cause is the
+// errno text, kept without the time and addresses so that the message is the same every run.
+std::string DriverCause(const std::string& desc) {
+  const std::string key = "error message = '";
+  const size_t at = desc.find(key);
+  if (at == std::string::npos) return desc;
+  const size_t end = desc.find('\'', at + key.size());
+  const std::string cause = desc.substr(at + key.size(), end - at - key.size());
+  return desc.substr(0, desc.find(':')) + ": " + cause;
+}
+
 herr_t CollectStackEntry(unsigned n, const H5E_error2_t* entry, void* out) {
   auto* stack = static_cast<H5Stack*>(out);
   if (n == 0) {
     stack->innermost = std::string(entry->func_name ? entry->func_name : "?") +
-                       "(): " + (entry->desc ? entry->desc : "(no description)");
+                       "(): " + (entry->desc ? DriverCause(entry->desc) : "(no description)");
   }
   if (entry->min_num == H5E_NOTHDF5) stack->not_hdf5 = true;
   return 0;
@@ -88,8 +101,15 @@ std::string Describe(const Site& site, const std::string& action) {
 
 enum class Fault { kIo, kFormat };
 
+// Set once an HDF5 call failed with an I/O error (a write past a size limit or a full disk, at
+// a dataset write or at close): HDF5 keeps that file's half-released objects, and tearing the
+// library down (at MPI_Finalize, through its MPI_COMM_SELF attribute) then crashes in
+// H5D_close. main() ends such a process with _exit (H5LibraryStateBroken in h5.h).
+std::atomic<bool> g_close_failed{false};
+
 [[noreturn]] void ThrowH5(const Site& site, const std::string& action, Fault fault) {
   const H5Stack stack = TakeErrorStack();
+  if (fault == Fault::kIo && !stack.not_hdf5) g_close_failed = true;
   std::string message = Describe(site, action) + ": " + stack.innermost;
   if (stack.not_hdf5) {
     throw FormatError(message + " (expected an HDF5 file; HINT: is this the right file?)");
@@ -381,9 +401,13 @@ std::string CloseFile(hid_t file) {
     const std::string reason = TakeErrorStack().innermost;
     H5Fclose(file);
     H5Eclear2(H5E_DEFAULT);
+    g_close_failed = true;
     return "cannot close its open objects: " + reason;
   }
-  if (H5Fclose(file) < 0) return TakeErrorStack().innermost;
+  if (H5Fclose(file) < 0) {
+    g_close_failed = true;
+    return TakeErrorStack().innermost;
+  }
   return "";
 }
 
@@ -395,6 +419,8 @@ herr_t CollectLinkName(hid_t, const char* name, const H5L_info_t*, void* out) {
 }  // namespace
 
 // ---- H5Id -----------------------------------------------------------------------------------
+
+bool H5LibraryStateBroken() { return g_close_failed.load(); }
 
 H5Id::~H5Id() {
   // A handle whose file was closed explicitly (CloseObjectsOf) is already invalid: skip it.

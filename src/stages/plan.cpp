@@ -10,9 +10,11 @@
 #include <sstream>
 
 #include "hiq/base/error.h"          // FormatError, IoError
+#include "hiq/base/interrupt.h"      // SetStage
 #include "hiq/base/log.h"            // Log
 #include "hiq/base/sha256.h"         // Sha256Hex
 #include "hiq/io/h5.h"               // H5File
+#include "hiq/io/output.h"           // WriteWholeFile
 #include "hiq/model/blas.h"          // CurrentBlasInfo
 #include "hiq/solve/solver.h"        // SolvePareto, SolveMilp
 #include "hiq/stages/calibration.h"  // BuildSampleSet
@@ -230,6 +232,7 @@ struct Rounds {
 // Returns whether to go on re-centring.
 bool Round(const Rounds& r, int round, std::optional<Plan>& centre, Search& s, PlanReport& report) {
   const bool around_plan = r.config.cost.center == CostCenter::kPlan;
+  SetStage("plan: cost terms");
   const CostTerms terms = r.cm.Measure(r.config.cost.mode, r.cost_set, centre, r.config.cost.pairs,
                                        r.config.cost.local_fit_switches);
   report.evaluations += terms.evaluations;
@@ -238,6 +241,7 @@ bool Round(const Rounds& r, int round, std::optional<Plan>& centre, Search& s, P
     s.best_loss = around_plan ? terms.centre_loss : r.cm.MeasurePlans(r.cost_set, {s.best})[0];
     report.predicted_dloss = s.best_loss - r.fp_cost;
   }
+  SetStage("plan: solve");
   const PlanSolution sol =
       SolveOnRankZero(r.config, MakePlanProblem(r.cm, terms, r.budget), r.comm);
   report.solve_seconds += sol.seconds;
@@ -261,6 +265,7 @@ bool Round(const Rounds& r, int round, std::optional<Plan>& centre, Search& s, P
     s.Keep(sol);
     return false;
   }
+  SetStage("plan: re-centre");
   const double loss = r.cm.MeasurePlans(r.cost_set, {sol.choice})[0];
   Log(r.log, "[%.1fs] round %d: new plan measures %.6f on the cost set (centre %.6f)\n", r.since(),
       round, loss - r.fp_cost, s.best_loss - r.fp_cost);
@@ -326,10 +331,12 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
                         std::FILE* log) {
   const Comm& comm = pipeline.comm();
   const StageClock since;
+  SetStage("plan: model fingerprint");
   PlanReport report = NewReport(config, pipeline, checkpoint);
   const std::filesystem::path& tok = config.model.tokenizer;
 
   // 1. Fisher and candidates.
+  SetStage("plan: fisher");
   const std::vector<Sequence> fisher_set =
       BuildSampleSet(config.calibration.fisher, "fisher", pipeline, tok);
   const FisherBlocks fisher = ComputeFisher(pipeline, fisher_set);
@@ -338,6 +345,7 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
       config.calibration.fisher.seq_len);
 
   // 2. Budget and the reference plan.
+  SetStage("plan: budget");
   const double budget = config.quant.budget_ratio > 0 ? cm.BitsAtRatio(config.quant.budget_ratio)
                                                       : config.quant.budget_bits * cm.n_weights();
   report.budget_avg_bits = budget / cm.n_weights();
@@ -345,18 +353,21 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   report.fixed_ratio = cm.ratios()[static_cast<size_t>(fixed.front())];
 
   // 3. Cost terms, solve, re-centre.
+  SetStage("plan: calibration sets");
   const std::vector<Sequence> cost_set =
       BuildSampleSet(config.calibration.cost, "cost", pipeline, tok);
   const std::vector<Sequence> check_set =
       BuildSampleSet(config.calibration.check, "check", pipeline, tok);
   Log(log, "[%.1fs] cost set %zu x %d, check set %zu x %d\n", since(), cost_set.size(),
       config.calibration.cost.seq_len, check_set.size(), config.calibration.check.seq_len);
+  SetStage("plan: cost terms");
   const double fp_cost = cm.MeasurePlans(cost_set, {std::nullopt})[0];
   Search s =
       SolveAndRecentre({config, cm, comm, cost_set, fp_cost, budget, since, log}, fixed, report);
   report.status = s.best_sol.status;
 
   // 4. Check on held-out sequences, then the rows of the plan and of the fixed ratio.
+  SetStage("plan: check");
   CheckAgainstFixed(cm, check_set, fixed, s, report, since, log);
   report.choice = s.best;
   report.avg_bits = cm.PlanBits(s.best) / cm.n_weights();
@@ -417,12 +428,7 @@ void WritePlanFiles(const PlanReport& r, const std::filesystem::path& out_dir) {
   if (ec) throw IoError("WritePlan: cannot create '" + out_dir.string() + "': " + ec.message());
   const std::filesystem::path json_path = out_dir / "plan.json";
   const std::filesystem::path tmp = out_dir / "plan.json.tmp";
-  {
-    std::ofstream out(tmp);
-    out << r.Json() << "\n";
-    out.close();
-    if (!out) throw IoError("WritePlan: cannot write '" + tmp.string() + "'");
-  }
+  WriteWholeFile(tmp, r.Json() + "\n", "WritePlan");
   H5File h5 = H5File::Create(out_dir / "plan.h5");
   H5Group root = h5.root();
   root.SetAttribute("format", std::string_view("hiq-plan"));

@@ -9,7 +9,9 @@
 #include <nlohmann/json.hpp>
 
 #include "hiq/base/error.h"          // FormatError, IoError
+#include "hiq/base/interrupt.h"      // SetStage
 #include "hiq/base/log.h"            // Log
+#include "hiq/io/output.h"           // WriteWholeFile
 #include "hiq/io/safetensors.h"      // ConvertToFloat, EncodeFloats, WriteSafetensors
 #include "hiq/model/tensors.h"       // ModelTensors, LayerIndex, LayerName
 #include "hiq/quant/gptq.h"          // GptqHessian, GptqQuantize
@@ -157,7 +159,8 @@ std::string QuantizeReport::KeyValues(const fs::path& output) const {
 }
 
 QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
-                                const Checkpoint& checkpoint, std::FILE* log, std::FILE* rank_log) {
+                                const Checkpoint& checkpoint, const fs::path& write_dir,
+                                std::FILE* log, std::FILE* rank_log) {
   const Comm& comm = pipeline.comm();
   const Stage<float>& stage = pipeline.stage();
   const LlamaConfig& model = stage.config;
@@ -167,7 +170,8 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   // 1. The plan; every method but hiq takes the fixed ratio's channels at the same budget.
   auto t0 = Clock::now();
   report.plan = RunPlanStage(config, pipeline, checkpoint, log);
-  if (comm.rank() == 0) WritePlan(report.plan, config.output);
+  SetStage("quantize: write plan");
+  if (comm.rank() == 0) WritePlan(report.plan, write_dir);
   report.plan_seconds = Since(t0);
   const bool optimised = config.quantize.method == QuantizeMethod::kHiq;
   const std::vector<PlanLayerRow>& rows = optimised ? report.plan.layers : report.plan.fixed_layers;
@@ -177,6 +181,7 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
       optimised ? report.plan.avg_bits : report.plan.fixed_avg_bits);
 
   // 2. Block inputs, cached on the rank that owns each block.
+  SetStage("quantize: block inputs");
   t0 = Clock::now();
   const std::vector<Sequence> seqs = BuildSampleSet(
       config.calibration.reconstruction, "reconstruction", pipeline, config.model.tokenizer);
@@ -200,6 +205,7 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
 
   // 3. Every rank its own blocks, in block order. With quantized inputs the blocks go one after
   // the other: block i's inputs come from a forward through the quantized blocks before it.
+  SetStage("quantize: blocks");
   t0 = Clock::now();
   const bool sequential = config.quantize.inputs == ReconInputs::kQuantized;
   std::vector<ShardLayer> shard_layers;
@@ -211,6 +217,8 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
     }
     if (block < stage.block_begin || block >= stage.block_end) continue;
     const size_t b = static_cast<size_t>(block - stage.block_begin);
+    const std::string step = "quantize: block " + std::to_string(block);
+    SetStage(step.c_str());
     const auto tb = Clock::now();
     BlockResult r =
         QuantizeBlock(config, model, stage.blocks[b], block, seq_len, inputs.per_block[b], rows);
@@ -233,6 +241,7 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   report.quantize_seconds = Since(t0);
 
   // 4. Shards, then the root file. The stored bits are exact integers, summed in rank order.
+  SetStage("quantize: shards");
   t0 = Clock::now();
   double local_bits = 0, local_weights = 0;
   for (const ShardLayer& l : shard_layers) {
@@ -249,7 +258,7 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
     report.final_mse += all[r + 3];
   }
   report.avg_bits = bits / n_weights;
-  const fs::path shard_path = config.output / ShardRelativePath(comm.rank(), comm.size());
+  const fs::path shard_path = write_dir / ShardRelativePath(comm.rank(), comm.size());
   std::error_code ec;
   fs::create_directories(shard_path.parent_path(), ec);
   if (ec)
@@ -259,6 +268,7 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
              OwnUnquantizedTensors(stage, checkpoint));
   // Every shard is complete before the root file that links them exists.
   if (!comm.AllTrue(true)) throw MpiError("quantize: a rank failed to write its shard");
+  SetStage("quantize: model file");
   if (comm.rank() == 0) {
     ModelFileInfo info;
     info.n_ranks = comm.size();
@@ -272,7 +282,7 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
     info.plan = PlanEntries(rows, report.plan.spec);
     const std::string tok = ReadBinaryFile(config.model.tokenizer, "tokenizer");
     info.tokenizer_model.assign(tok.begin(), tok.end());
-    WriteModelFile(config.output, info);
+    WriteModelFile(write_dir, info);
   }
   comm.Barrier();
   report.write_seconds = Since(t0);
@@ -427,11 +437,7 @@ int ExportQuantized(const fs::path& out_dir, const fs::path& dir, DType dtype,
   }
   auto write_text = [&](const fs::path& path, const std::string& text) {
     const fs::path tmp = path.string() + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::binary);
-      out << text;
-      if (!out) throw IoError("export: cannot write '" + tmp.string() + "'");
-    }
+    WriteWholeFile(tmp, text, "export");
     fs::rename(tmp, path, ec);
     if (ec) throw IoError("export: cannot rename '" + tmp.string() + "': " + ec.message());
   };

@@ -3,6 +3,7 @@
 #include "robustness.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
@@ -110,6 +111,15 @@ std::string Normalize(const std::string& text, const Sandbox& sandbox) {
   std::sort(paths.begin(), paths.end(),
             [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   for (const auto& [from, to] : paths) ReplaceAll(out, from, to);
+  // What differs from run to run or machine to machine in the output directory's messages: the
+  // pid in a staging, temporary or private lock name, and this host's name.
+  static const std::regex pid(R"((\.staging-|\.tmp-|\.hiq\.lock\.)[0-9]+)");
+  out = std::regex_replace(out, pid, "$1$$PID");
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) == 0 && host[0] != '\0') {
+    ReplaceAll(out, std::string("host ") + host, "host $HOST");
+    ReplaceAll(out, std::string("host=") + host, "host=$HOST");
+  }
   // Hashes change with every change to what a file holds; the message's point is where they are.
   static const std::regex sha256("\\b[0-9a-f]{64}\\b");
   return std::regex_replace(out, sha256, "<sha256>");

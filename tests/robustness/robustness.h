@@ -67,8 +67,9 @@ const std::vector<RobustCase>& RegisteredCases();
 // No completion marker (plan.json, model.h5) anywhere under `dir`.
 void ExpectNothingComplete(const std::filesystem::path& dir);
 
-// `text` with the sandbox's and the data directory's paths replaced by $TMP and $DATA, and any
-// 64-digit hex run by <sha256>.
+// `text` with the sandbox's and the data directory's paths replaced by $TMP and $DATA, any
+// 64-digit hex run by <sha256>, the pid of a staging, temporary or private lock name
+// (".staging-123") by $PID, and this host's name after "host " or "host=" by $HOST.
 std::string Normalize(const std::string& text, const Sandbox& sandbox);
 
 }  // namespace hiq::test

@@ -168,4 +168,10 @@ class H5File {
   int uncaught_at_open_ = 0;          // std::uncaught_exceptions() when opened
 };
 
+// True once an HDF5 call of this process failed with an I/O error (a write error such as
+// ENOSPC or EFBIG, at a dataset write or at close): HDF5 cannot then be torn down safely, and a
+// failing process ends with _exit, skipping MPI_Finalize, which would run HDF5's termination
+// over the half-released file and crash.
+bool H5LibraryStateBroken();
+
 }  // namespace hiq

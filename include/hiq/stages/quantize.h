@@ -46,10 +46,14 @@ struct QuantizeReport {
   std::string KeyValues(const std::filesystem::path& output) const;
 };
 
-// Runs the whole stage and writes config.output. `log` (rank 0 only, may be null) receives the
-// stage lines, `rank_log` (every rank, may be null) the per-block lines.
+// Runs the whole stage and writes the output of config.output (plan files, shards, model.h5)
+// into `write_dir`: the staging directory of an OutputDir (hiq/io/output.h), which publishes
+// it. `log` (rank 0 only, may be null) receives the stage lines, `rank_log` (every rank, may be
+// null) the per-block lines.
 QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
-                                const Checkpoint& checkpoint, std::FILE* log, std::FILE* rank_log);
+                                const Checkpoint& checkpoint,
+                                const std::filesystem::path& write_dir, std::FILE* log,
+                                std::FILE* rank_log);
 
 // The quantized model of OUT pipelined over `comm`'s ranks: each rank reads and dequantizes only
 // its own slice from OUT/model.h5's links. `info` receives the root file's contents.
