@@ -13,18 +13,19 @@
 #include <optional>
 #include <thread>
 
-#include "hiq/base/error.h"       // hiq::Error
-#include "hiq/config/config.h"    // LoadConfig, ToYaml
-#include "hiq/dist/mpi.h"         // MpiSession, Comm
-#include "hiq/dist/pipeline.h"    // Pipeline
-#include "hiq/io/checkpoint.h"    // Checkpoint, PrintInspect
-#include "hiq/io/synth.h"         // WriteSyntheticModel
-#include "hiq/io/tokenizer.h"     // Tokenizer, WriteTokenFile
-#include "hiq/model/blas.h"       // PinBlasCore, SetBlasThreads, CurrentBlasInfo
-#include "hiq/model/llama.h"      // KeepActivationMemory
-#include "hiq/stages/eval.h"      // Perplexity
-#include "hiq/stages/plan.h"      // RunPlanStage, WritePlan, ReadPlan, ApplyPlanRtn
-#include "hiq/stages/quantize.h"  // RunQuantizeStage, LoadQuantizedPipeline, ExportQuantized
+#include "hiq/base/error.h"          // hiq::Error
+#include "hiq/config/config.h"       // LoadConfig, ToYaml
+#include "hiq/dist/mpi.h"            // MpiSession, Comm
+#include "hiq/dist/pipeline.h"       // Pipeline
+#include "hiq/io/checkpoint.h"       // Checkpoint, PrintInspect
+#include "hiq/io/synth.h"            // WriteSyntheticModel
+#include "hiq/io/tokenizer.h"        // Tokenizer, WriteTokenFile
+#include "hiq/model/blas.h"          // PinBlasCore, SetBlasThreads, CurrentBlasInfo
+#include "hiq/model/llama.h"         // KeepActivationMemory
+#include "hiq/stages/calibration.h"  // CheckCalibrationSets
+#include "hiq/stages/eval.h"         // Perplexity
+#include "hiq/stages/plan.h"         // RunPlanStage, WritePlan, ReadPlan, ApplyPlanRtn
+#include "hiq/stages/quantize.h"     // RunQuantizeStage, LoadQuantizedPipeline, ExportQuantized
 
 namespace hiq {
 namespace {
@@ -52,10 +53,25 @@ int RunInspect(const fs::path& dir, bool json) {
   return 0;
 }
 
-int RunTokenize(const fs::path& model, const fs::path& text, const fs::path& out, bool json) {
+// True if `a` and `b` name one file: the same path spelled differently, or through a link.
+bool SameFile(const fs::path& a, const fs::path& b) {
+  std::error_code ec;
+  if (fs::equivalent(a, b, ec)) return true;
+  // `b` may not exist yet while a link of it already points at `a`'s final name.
+  return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
+}
+
+int RunTokenize(const fs::path& model, const fs::path& text, const fs::path& out, bool keep_cr,
+                bool json) {
+  if (SameFile(text, out)) {
+    throw ConfigError("hiq tokenize: --out '" + out.string() + "' is the input --text '" +
+                      text.string() + "'; writing it would destroy the text");
+  }
   const Tokenizer tokenizer(model / "tokenizer.model");
-  const std::vector<int32_t> tokens = TokenizeFile(tokenizer, text);
-  TokenFileInfo info = MakeTokenFileInfo(tokenizer, text, tokens);
+  CheckTokenizerMatchesModel(tokenizer, ReadModelVocab(model / "config.json"));
+  const Newlines newlines = keep_cr ? Newlines::kKeep : Newlines::kLf;
+  const std::vector<int32_t> tokens = TokenizeFile(tokenizer, text, newlines);
+  TokenFileInfo info = MakeTokenFileInfo(tokenizer, text, tokens, newlines);
   WriteTokenFile(out, tokens, info);
   if (json) {
     std::printf(
@@ -72,7 +88,7 @@ int RunTokenize(const fs::path& model, const fs::path& text, const fs::path& out
 struct EvalArgs {
   fs::path model, text, plan, quantized;
   int seq_len = 0, max_windows = 0, batch = 4;
-  bool json = false;
+  bool json = false, keep_cr = false;
 };
 
 // A file removed when the object dies (the tokenizer of a quantized model, for LoadTokens).
@@ -118,22 +134,32 @@ int RunEval(const Comm& comm, const EvalArgs& args) {
       tokenizer = tokenizer_copy.path;
     }
   }
+  ModelVocab vocab;
   if (!args.model.empty()) {
     checkpoint.emplace(args.model);
     tokenizer = args.model / "tokenizer.model";
+    vocab = ReadModelVocab(args.model / "config.json");
     if (!pipeline) {
-      pipeline.emplace(LoadPipeline(comm, *checkpoint));
       context = checkpoint->config().max_position_embeddings;
     } else if (!(checkpoint->config() == pipeline->stage().config)) {
       throw FormatError("hiq eval: the config.json of " + args.model.string() +
                         " is not the model quantized in " + args.quantized.string());
     }
+  } else {
+    vocab.config_file = (args.quantized / "model.h5").string();
+    vocab.vocab_size = pipeline->stage().config.vocab_size;
+  }
+  if (args.seq_len > 0) {
+    CheckSeqLenFitsContext(args.seq_len, context, "hiq eval: --seq-len", vocab.config_file);
   }
   const int64_t seq_len = args.seq_len > 0 ? args.seq_len : context;
   // Every rank tokenizes (cheap, and identical): no broadcast of the token stream is needed.
-  const std::vector<int32_t> tokens = LoadTokens(args.text, tokenizer);
+  // The text, the tokenizer and the lengths are checked before the weights are loaded.
+  const std::vector<int32_t> tokens = LoadTokens(
+      args.text, Tokenizer(tokenizer), args.keep_cr ? Newlines::kKeep : Newlines::kLf, vocab);
   const std::vector<Sequence> windows =
       PerplexityWindows(tokens, seq_len, args.max_windows, args.text.string());
+  if (!pipeline) pipeline.emplace(LoadPipeline(comm, *checkpoint));
   if (!args.plan.empty()) {
     if (!args.quantized.empty())
       throw ConfigError("hiq eval: --plan and --quantized exclude each other");
@@ -170,6 +196,9 @@ int RunEval(const Comm& comm, const EvalArgs& args) {
 int RunPlan(const Comm& comm, const RunConfig& config, bool json) {
   if (config.threads > 0) SetBlasThreads(config.threads);
   Checkpoint checkpoint(config.model.path);
+  CheckCalibrationSets(config, ConfigStage::kPlan,
+                       ReadModelVocab(config.model.path / "config.json"),
+                       checkpoint.config().max_position_embeddings);
   Pipeline pipeline = LoadPipeline(comm, checkpoint);
   std::FILE* log = Speaks(comm) ? (json ? stderr : stdout) : nullptr;
   const PlanReport report = RunPlanStage(config, pipeline, checkpoint, log);
@@ -190,6 +219,9 @@ int RunPlan(const Comm& comm, const RunConfig& config, bool json) {
 int RunQuantize(const Comm& comm, const RunConfig& config) {
   if (config.threads > 0) SetBlasThreads(config.threads);
   Checkpoint checkpoint(config.model.path);
+  CheckCalibrationSets(config, ConfigStage::kQuantize,
+                       ReadModelVocab(config.model.path / "config.json"),
+                       checkpoint.config().max_position_embeddings);
   Pipeline pipeline = LoadPipeline(comm, checkpoint);
   std::FILE* log = Speaks(comm) ? stdout : nullptr;
   const QuantizeReport report = RunQuantizeStage(config, pipeline, checkpoint, log, stderr);
@@ -211,11 +243,13 @@ int Run(const Comm& comm, int argc, char** argv) {
 
   auto* tokenize = app.add_subcommand("tokenize", "Tokenize a text file into an HDF5 token file");
   fs::path tok_model, tok_text, tok_out;
-  bool tok_json = false;
+  bool tok_json = false, tok_keep_cr = false;
   tokenize->add_option("--model", tok_model, "Model directory (its tokenizer.model)")->required();
   tokenize->add_option("--text", tok_text, "UTF-8 text file")->required();
   tokenize->add_option("--out", tok_out, "Output token file (.h5)")->required();
   tokenize->add_flag("--json", tok_json, "Print JSON");
+  tokenize->add_flag("--keep-cr", tok_keep_cr,
+                     "Keep CR bytes as they are (default: CRLF and lone CR become LF)");
 
   auto* config = app.add_subcommand("config", "Print the fully resolved config");
   fs::path config_file;
@@ -233,6 +267,8 @@ int Run(const Comm& comm, int argc, char** argv) {
   eval->add_option("--batch", eval_args.batch, "Windows per pipeline message")
       ->check(CLI::Range(1, 1024));
   eval->add_flag("--json", eval_args.json, "Print the result as JSON");
+  eval->add_flag("--keep-cr", eval_args.keep_cr,
+                 "Read the text's CR bytes as they are (default: CRLF and lone CR become LF)");
   eval->add_option("--plan", eval_args.plan,
                    "Apply the plan in this output directory by round-to-nearest first");
   eval->add_option("--quantized", eval_args.quantized,
@@ -287,7 +323,7 @@ int Run(const Comm& comm, int argc, char** argv) {
   }
   SetBlasThreads(threads);
   if (*inspect) return RunInspect(inspect_dir, inspect_json);
-  if (*tokenize) return RunTokenize(tok_model, tok_text, tok_out, tok_json);
+  if (*tokenize) return RunTokenize(tok_model, tok_text, tok_out, tok_keep_cr, tok_json);
   if (*config) {
     std::cout << ToYaml(LoadConfig(config_file, config_sets));
     return 0;

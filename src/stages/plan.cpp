@@ -328,10 +328,11 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   const StageClock since;
   PlanReport report = NewReport(config, pipeline, checkpoint);
   const std::filesystem::path& tok = config.model.tokenizer;
+  const ModelVocab vocab = ReadModelVocab(checkpoint.dir() / "config.json");
 
   // 1. Fisher and candidates.
   const std::vector<Sequence> fisher_set =
-      BuildSampleSet(config.calibration.fisher, "fisher", pipeline, tok);
+      BuildSampleSet(config.calibration.fisher, "fisher", pipeline, tok, vocab);
   const FisherBlocks fisher = ComputeFisher(pipeline, fisher_set);
   CostModel cm(pipeline, report.spec, config.quant.ratios, config.quant.score, fisher);
   Log(log, "[%.1fs] fisher: %zu sequences of %d tokens\n", since(), fisher_set.size(),
@@ -346,9 +347,9 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
 
   // 3. Cost terms, solve, re-centre.
   const std::vector<Sequence> cost_set =
-      BuildSampleSet(config.calibration.cost, "cost", pipeline, tok);
+      BuildSampleSet(config.calibration.cost, "cost", pipeline, tok, vocab);
   const std::vector<Sequence> check_set =
-      BuildSampleSet(config.calibration.check, "check", pipeline, tok);
+      BuildSampleSet(config.calibration.check, "check", pipeline, tok, vocab);
   Log(log, "[%.1fs] cost set %zu x %d, check set %zu x %d\n", since(), cost_set.size(),
       config.calibration.cost.seq_len, check_set.size(), config.calibration.check.seq_len);
   const double fp_cost = cm.MeasurePlans(cost_set, {std::nullopt})[0];
