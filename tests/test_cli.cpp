@@ -62,6 +62,76 @@ TEST(Cli, EvalPrintsTheSameNllOnOneAndThreeRanks) {
   EXPECT_EQ(Field(LastLine(three.output), "ranks"), "3");
 }
 
+// The acceptance of #13 item 3: the CRLF file scores as its LF copy, and --keep-cr scores its
+// bytes, CR tokens included, as every version before did (nll 1.8854521469235843, ppl 6.589).
+TEST(Cli, EvalOfACrlfFileEqualsItsLfCopyUnlessKeepCr) {
+  test::TempDir dir;
+  std::ifstream in(test::DataDir() / "text/tinystories/valid-head30KB.txt", std::ios::binary);
+  std::string bytes(std::istreambuf_iterator<char>(in), {});
+  ASSERT_NE(bytes.find('\r'), std::string::npos);
+  std::erase(bytes, '\r');
+  std::ofstream(dir / "lf.txt", std::ios::binary) << bytes;
+  const std::string crlf = (test::DataDir() / "text/tinystories/valid-head30KB.txt").string();
+  const test::CommandResult def =
+      test::RunCommand(Hiq() + " eval --model " + Model() + " --text " + crlf);
+  const test::CommandResult lf =
+      test::RunCommand(Hiq() + " eval --model " + Model() + " --text " + (dir / "lf.txt").string());
+  const test::CommandResult keep =
+      test::RunCommand(Hiq() + " eval --model " + Model() + " --text " + crlf + " --keep-cr");
+  ASSERT_EQ(def.exit_code, 0) << def.output;
+  ASSERT_EQ(lf.exit_code, 0) << lf.output;
+  ASSERT_EQ(keep.exit_code, 0) << keep.output;
+  EXPECT_EQ(Field(LastLine(def.output), "nll"), Field(LastLine(lf.output), "nll"));
+  EXPECT_EQ(Field(LastLine(def.output), "nll"), "1.7152837130991905");
+  EXPECT_EQ(Field(LastLine(keep.output), "nll"), "1.8854521469235843");
+  EXPECT_EQ(Field(LastLine(keep.output), "ppl"), "6.589333");
+}
+
+// The token file says how its text was read; eval of it equals eval of the text read alike.
+TEST(Cli, TokenizeRecordsNewlinesAndItsTokensEvalAsTheText) {
+  test::TempDir dir;
+  const std::string crlf = (test::DataDir() / "text/tinystories/valid-head30KB.txt").string();
+  const std::string out = (dir / "keep.h5").string();
+  const test::CommandResult tok = test::RunCommand(Hiq() + " tokenize --model " + Model() +
+                                                   " --text " + crlf + " --keep-cr --out " + out);
+  ASSERT_EQ(tok.exit_code, 0) << tok.output;
+  const test::CommandResult r =
+      test::RunCommand(Hiq() + " eval --model " + Model() + " --text " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(Field(LastLine(r.output), "nll"), "1.8854521469235843");
+}
+
+TEST(Cli, TokenizeRefusesToWriteOverItsInputHoweverSpelled) {
+  test::TempDir dir;
+  const std::string text = "Once upon a time.\n";
+  std::ofstream(dir / "t.txt") << text;
+  std::filesystem::create_directory(dir / "sub");
+  std::filesystem::create_symlink(dir / "t.txt", dir / "link.txt");
+  for (const std::filesystem::path& out :
+       {dir / "t.txt", dir / "sub" / ".." / "t.txt", dir / "link.txt"}) {
+    const test::CommandResult r =
+        test::RunCommand(Hiq() + " tokenize --model " + Model() + " --text " +
+                         (dir / "t.txt").string() + " --out " + out.string());
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_EQ(LastLine(r.output), "hiq: error: hiq tokenize: --out '" + out.string() +
+                                      "' is the input --text '" + (dir / "t.txt").string() +
+                                      "'; writing it would destroy the text");
+    std::ifstream in(dir / "t.txt");
+    EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), text);
+  }
+}
+
+TEST(Cli, EvalRefusesASeqLenBeyondTheContext) {
+  const test::CommandResult r = test::RunCommand(
+      Hiq() + " eval --model " + Model() + " --text " +
+      (test::DataDir() / "text/tinystories/sample.txt").string() + " --seq-len 1024");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(LastLine(r.output),
+            "hiq: error: hiq eval: --seq-len = 1024 is longer than the model's context, "
+            "max_position_embeddings = 512 in '" +
+                Model() + "/config.json'");
+}
+
 TEST(Cli, EvalIsTheSameForOneAndTwoOpenBlasThreads) {
   const std::string args = " eval --model " + Model() + " --text " +
                            (test::DataDir() / "text/tinystories/valid-head30KB.txt").string();
