@@ -74,7 +74,8 @@ void WriteModelCopy(const std::filesystem::path& dir, DType dtype, int n_shards,
   SafetensorsFile original(RealDir() / "model.safetensors");
   std::vector<OwnedTensor> tensors;
   for (const TensorInfo& t : original.tensors()) {
-    tensors.push_back({t.name, dtype, t.shape, EncodeFloats(original.ReadFloat(t.name), dtype)});
+    tensors.push_back(
+        {t.name, dtype, t.shape, EncodeFloats(original.ReadFloat(t.name), dtype, t.name)});
   }
   if (edit_tensors) edit_tensors(tensors);
 

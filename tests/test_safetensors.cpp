@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <sstream>
 #include <thread>
 
@@ -391,9 +392,9 @@ TEST(WriteSafetensors, RoundTripsF32F16BF16AndMetadata) {
   TempDir dir("hiq-st");
   const std::filesystem::path path = dir / "out.safetensors";
   const std::vector<float> a = Ramp(6), b = Ramp(5), c = Ramp(7);
-  const std::vector<std::byte> a32 = EncodeFloats(a, DType::kF32);
-  const std::vector<std::byte> b16 = EncodeFloats(b, DType::kF16);
-  const std::vector<std::byte> cbf = EncodeFloats(c, DType::kBF16);
+  const std::vector<std::byte> a32 = EncodeFloats(a, DType::kF32, "a");
+  const std::vector<std::byte> b16 = EncodeFloats(b, DType::kF16, "b");
+  const std::vector<std::byte> cbf = EncodeFloats(c, DType::kBF16, "c");
   const int32_t ids[3] = {7, -1, 1 << 30};
   const std::map<std::string, std::string> metadata = {{"format", "pt"}, {"note", "ünïcode"}};
   WriteSafetensors(path,
@@ -468,6 +469,38 @@ TEST(WriteSafetensors, RefusesBadInputAndLeavesNothingBehind) {
   ExpectThrowWithAll<IoError>(
       [&] { WriteSafetensors(dir / "no" / "such" / "dir.safetensors", {}); },
       {"cannot create a temporary file", "dir.safetensors"});
+}
+
+TEST(SafetensorsFile, ReadFloatRefusesNanAndInfinityNamingTheTensorAndTheIndex) {
+  TempDir dir("hiq-st");
+  std::vector<float> w(12, 0.5f);
+  w[6] = std::numeric_limits<float>::quiet_NaN();  // row 1, column 2 of (3, 4)
+  const std::vector<std::byte> f32 = EncodeFloats(w, DType::kF32, "w");
+  std::vector<float> h(4, 1.0f);
+  h[3] = std::numeric_limits<float>::infinity();
+  const std::vector<std::byte> f16 = EncodeFloats(h, DType::kF16, "h");
+  WriteSafetensors(dir / "bad.safetensors",
+                   {{"w", DType::kF32, {3, 4}, f32}, {"h", DType::kF16, {4}, f16}});
+  const SafetensorsFile file(dir / "bad.safetensors");
+  EXPECT_THROW_MSG(file.ReadFloat("w"), FormatError,
+                   "SafetensorsFile::ReadFloat: " + (dir / "bad.safetensors").string() +
+                       ": tensor 'w' holds nan at index [1, 2] (F32); weights must be finite");
+  EXPECT_THROW_MSG(file.ReadFloat("h"), FormatError,
+                   "SafetensorsFile::ReadFloat: " + (dir / "bad.safetensors").string() +
+                       ": tensor 'h' holds inf at index [3] (F16); weights must be finite");
+}
+
+TEST(EncodeFloats, RefusesAFiniteValueThatOverflowsTheHalfFormats) {
+  const std::vector<float> big = {1.0f, 70000.0f};
+  EXPECT_THROW_MSG(EncodeFloats(big, DType::kF16, "lm_head.weight"), FormatError,
+                   "EncodeFloats: lm_head.weight: the value 70000 at flat index 1 overflows F16 "
+                   "(largest finite 65504)");
+  EXPECT_NO_THROW(EncodeFloats(big, DType::kBF16, "lm_head.weight"));
+  const std::vector<float> huge = {3.4e38f};
+  EXPECT_THROW_WITH(EncodeFloats(huge, DType::kBF16, "x"), FormatError, "overflows BF16");
+  // The largest half itself, and values that round down to it, are finite.
+  const std::vector<float> edge = {65504.0f, 65519.0f, -65504.0f};
+  EXPECT_NO_THROW(EncodeFloats(edge, DType::kF16, "edge"));
 }
 
 TEST(WriteSafetensors, RewritesTheRealModelByteForByteReadable) {

@@ -1,11 +1,13 @@
 #include "hiq/dist/pipeline.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <list>
 
-#include "hiq/base/error.h"  // ConfigError, HIQ_CHECK
+#include "hiq/base/error.h"   // ConfigError, NumericalError, HIQ_CHECK
+#include "hiq/base/finite.h"  // FirstNonFinite, ValueName
 
 namespace hiq {
 namespace {
@@ -86,6 +88,20 @@ struct MicroBatch {
   BlockInputs* inputs_to = nullptr;                  // stores every block's input rows
 };
 
+// A block whose output overflowed is where a NaN starts; past it every later block, the loss and
+// every gradient are NaN too, so the first one is named: block, sequence and position.
+void CheckBlockOutput(const Pass& pass, const MicroBatch& mb, size_t b, const Matrix<float>& h) {
+  const int64_t bad = FirstNonFinite(std::span<const float>(h.data(), h.size()));
+  if (bad < 0) return;
+  const int64_t row = bad / h.cols();  // row-major: rows are the sequences' positions
+  const int block = pass.stage.block_begin + static_cast<int>(b);
+  throw NumericalError("forward: the output of block " + std::to_string(block) + " (model.layers." +
+                       std::to_string(block) + ") is " + ValueName(h.data()[bad]) +
+                       " on sequence " + std::to_string(mb.s0 + static_cast<size_t>(row / pass.T)) +
+                       ", position " + std::to_string(row % pass.T) +
+                       ": an activation overflowed (weights far beyond the usual scale?)");
+}
+
 // The forward loop of Nll, ForwardJobs and ForwardBackward, written once: the micro-batch's input
 // (its cached rows, else the embedding on the first rank, else a message from the previous rank)
 // through this rank's blocks from `first_block`, then sent to the next rank (an empty matrix is
@@ -108,6 +124,7 @@ Matrix<float> ForwardMicroBatch(const Pass& pass, const MicroBatch& mb, SendQueu
     BlockForward<float>(pass.stage.config, BlockOf(pass.stage, pass.weights, b), pass.rope, pass.T,
                         h, next, mb.caches ? &(*mb.caches)[b] : nullptr);
     std::swap(h, next);
+    CheckBlockOutput(pass, mb, b, h);
   }
   if (comm.rank() + 1 < comm.size()) {
     sends.Send(comm, std::move(h), comm.rank() + 1, mb.send_tag);
@@ -216,6 +233,21 @@ const Rope<float>& Pipeline::RopeFor(int64_t seq_len) {
   return rope_;
 }
 
+// The last rank's loss of one sequence, refused when it is not finite: from here on a NaN would
+// only spread (into a plan solved on garbage, or `ppl=nan` with exit 0).
+namespace {
+
+double FiniteLoss(double nll, size_t sequence, const char* pass) {
+  if (!std::isfinite(nll)) {
+    throw NumericalError(std::string(pass) + ": the loss of sequence " + std::to_string(sequence) +
+                         " is " + ValueName(nll) +
+                         ": an activation overflowed (weights far beyond the usual scale?)");
+  }
+  return nll;
+}
+
+}  // namespace
+
 std::vector<double> Pipeline::Nll(const std::vector<Sequence>& seqs, int micro_batch) {
   HIQ_CHECK(micro_batch >= 1);
   const int64_t T = CommonLength(seqs);
@@ -231,8 +263,9 @@ std::vector<double> Pipeline::Nll(const std::vector<Sequence>& seqs, int micro_b
     if (!is_last()) continue;
     for (size_t s = s0; s < s1; ++s) {
       const Matrix<float> hs = h.middleRows(static_cast<int64_t>(s - s0) * T, T);
-      nll[s] =
-          HeadForwardBackward<float>(stage_, hs, seqs[s].targets, 1.0, nullptr, nullptr, nullptr);
+      nll[s] = FiniteLoss(
+          HeadForwardBackward<float>(stage_, hs, seqs[s].targets, 1.0, nullptr, nullptr, nullptr),
+          s, "forward");
     }
   }
   sends.WaitAll();
@@ -281,8 +314,9 @@ std::vector<double> Pipeline::ForwardJobs(const std::vector<Sequence>& seqs,
       if (!is_last()) continue;
       for (size_t s = batch.s0; s < batch.s1; ++s) {
         const Matrix<float> hs = h.middleRows(static_cast<int64_t>(s - batch.s0) * T, T);
-        nll[j] +=
-            HeadForwardBackward<float>(stage_, hs, seqs[s].targets, 1.0, nullptr, nullptr, nullptr);
+        nll[j] += FiniteLoss(
+            HeadForwardBackward<float>(stage_, hs, seqs[s].targets, 1.0, nullptr, nullptr, nullptr),
+            s, "forward");
       }
     }
   }
@@ -353,7 +387,7 @@ std::vector<double> Pipeline::ForwardBackward(
         const double count = static_cast<double>(seqs[s].n_predictions());
         const double nll = HeadForwardBackward<float>(stage_, outputs[s - g0], seqs[s].targets,
                                                       1.0 / count, &dh, &grad, nullptr);
-        loss[s] = nll / count;
+        loss[s] = FiniteLoss(nll, s, "forward-backward") / count;
       } else {
         dh.resize(T, C);
         comm_.Recv(Span(dh), comm_.rank() + 1, Tag(2 * s + 1));

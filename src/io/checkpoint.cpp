@@ -478,6 +478,32 @@ void Checkpoint::CheckLlamaTensors() const {
                         ", expected F32, F16 or BF16");
     }
   }
+  // A block tensor that config.json does not imply would be silently left out of every pass: a
+  // block beyond num_hidden_layers (a truncated or mixed-up config.json), or a bias.
+  const std::string layers = "model.layers.";
+  for (const TensorEntry& t : List()) {
+    if (!t.name.starts_with(layers)) continue;
+    const std::string rest = t.name.substr(layers.size());
+    const size_t dot = rest.find('.');
+    const std::string number = rest.substr(0, dot);
+    const std::string suffix = dot == std::string::npos ? "" : rest.substr(dot + 1);
+    const bool numeric = !number.empty() && number.size() < 9 &&
+                         number.find_first_not_of("0123456789") == std::string::npos;
+    if (numeric && std::stoll(number) >= config().num_hidden_layers) {
+      throw FormatError(where + t.name + "' (in " + t.file + ") belongs to block " + number +
+                        ", but config.json has num_hidden_layers = " +
+                        std::to_string(config().num_hidden_layers) + " (blocks 0.." +
+                        std::to_string(config().num_hidden_layers - 1) + ")");
+    }
+    const bool known = std::any_of(kBlockTensors.begin(), kBlockTensors.end(),
+                                   [&](const BlockTensor& b) { return b.suffix == suffix; });
+    // Transformers' older checkpoints store RoPE's inverse frequencies; hiq recomputes them.
+    if (!known && suffix != "self_attn.rotary_emb.inv_freq") {
+      throw FormatError(where + t.name + "' (in " + t.file +
+                        ") is not a tensor of a LLaMA block; hiq would run the model without "
+                        "it (biases and adapters are not supported)");
+    }
+  }
 }
 
 // ---- loading a stage -------------------------------------------------------------------------
@@ -532,6 +558,9 @@ Stage<float> LoadStage(const Checkpoint& checkpoint, int block_begin, int block_
 }
 
 Pipeline LoadPipeline(const Comm& comm, const Checkpoint& checkpoint) {
+  // Every rank checks the whole table (headers only), so that a tensor missing from another
+  // rank's slice fails on every rank alike, before any of them reads a weight.
+  checkpoint.CheckLlamaTensors();
   Partition partition = PartitionBlocks(checkpoint.config(), comm.size());
   const size_t r = static_cast<size_t>(comm.rank());
   Stage<float> stage = LoadStage(checkpoint, partition.first_block[r], partition.first_block[r + 1],

@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -17,8 +19,9 @@
 #include <tuple>
 #include <utility>
 
-#include "hiq/base/error.h"  // FormatError, IoError, HIQ_CHECK
-#include "hiq/base/fp16.h"   // F16ToFloat, FloatToF16, BF16ToFloat, FloatToBF16
+#include "hiq/base/error.h"   // FormatError, IoError, HIQ_CHECK
+#include "hiq/base/finite.h"  // FirstNonFinite, ValueName, IndexName
+#include "hiq/base/fp16.h"    // F16ToFloat, FloatToF16, BF16ToFloat, FloatToBF16
 
 namespace hiq {
 
@@ -399,7 +402,8 @@ void ConvertToFloat(DType dtype, std::span<const std::byte> src, std::span<float
   }
 }
 
-std::vector<std::byte> EncodeFloats(std::span<const float> values, DType dtype) {
+std::vector<std::byte> EncodeFloats(std::span<const float> values, DType dtype,
+                                    std::string_view what) {
   if (!IsFloatDType(dtype)) {
     throw FormatError(std::string("EncodeFloats: dtype ") + DTypeName(dtype) +
                       " is not a float type, expected F32, F16 or BF16");
@@ -411,6 +415,15 @@ std::vector<std::byte> EncodeFloats(std::span<const float> values, DType dtype) 
   }
   for (size_t i = 0; i < values.size(); ++i) {
     uint16_t bits = dtype == DType::kF16 ? FloatToF16(values[i]) : FloatToBF16(values[i]);
+    // A finite value that rounds to infinity would be read back as a weight of inf.
+    if (std::isfinite(values[i]) &&
+        (bits & 0x7fffu) == (dtype == DType::kF16 ? 0x7c00u : 0x7f80u)) {
+      char value[32];
+      std::snprintf(value, sizeof value, "%.9g", static_cast<double>(values[i]));
+      throw FormatError("EncodeFloats: " + std::string(what) + ": the value " + value +
+                        " at flat index " + std::to_string(i) + " overflows " + DTypeName(dtype) +
+                        " (largest finite " + (dtype == DType::kF16 ? "65504" : "3.39e38") + ")");
+    }
     std::memcpy(out.data() + 2 * i, &bits, 2);
   }
   return out;
@@ -600,6 +613,13 @@ void SafetensorsFile::ReadFloatInto(std::string_view name, std::span<float> out)
                       std::to_string(out.size()));
   }
   ConvertToFloat(info.dtype, Bytes(info), out);
+  // Checked here, where every weight enters, so that no stage ever computes on a NaN.
+  if (const int64_t bad = FirstNonFinite(out); bad >= 0) {
+    throw FormatError(std::string(kFunction) + ": " + path_.string() + ": tensor " + Quote(name) +
+                      " holds " + ValueName(out[static_cast<size_t>(bad)]) + " at index " +
+                      IndexName(bad, info.shape) + " (" + DTypeName(info.dtype) +
+                      "); weights must be finite");
+  }
 }
 
 std::vector<int32_t> SafetensorsFile::ReadInt32(std::string_view name) const {

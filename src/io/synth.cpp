@@ -72,8 +72,9 @@ SynthResult WriteSyntheticModel(const SynthOptions& options) {
     for (int64_t d : s.shape) n *= d;
     // Norms near 1, matrices with the usual init scale; quality means nothing here.
     const bool norm = s.shape.size() == 1;
-    storage.push_back(EncodeFloats(
-        RandomValues(options.seed, s.name, n, norm ? 1.0f : 0.0f, norm ? 0.0f : 0.02f), *dtype));
+    storage.push_back(
+        EncodeFloats(RandomValues(options.seed, s.name, n, norm ? 1.0f : 0.0f, norm ? 0.0f : 0.02f),
+                     *dtype, s.name));
     tensors.push_back({s.name, *dtype, s.shape, storage.back()});
     result.params += n;
     result.bytes += static_cast<int64_t>(storage.back().size());

@@ -11,7 +11,8 @@
 #include <utility>
 
 #include "hiq/base/error.h"
-#include "hiq/base/rng.h"  // RandomStream
+#include "hiq/base/finite.h"  // ValueName
+#include "hiq/base/rng.h"     // RandomStream
 #include "hiq/quant/adaround.h"
 #include "hiq/quant/learn.h"
 #include "hiq/quant/lwc.h"
@@ -323,6 +324,15 @@ ReconResult ReconstructBlock(const LlamaConfig& config, const BlockWeights<float
       ys.middleRows(b * T, T) = target.middleRows(seq * T, T);
     }
     rep.step_loss.push_back(trainer.Step(xs, ys, t + 1));
+    if (!std::isfinite(rep.step_loss.back())) {
+      std::string seqs;
+      for (int64_t b = 0; b < options.batch; ++b) {
+        seqs += (b ? ", " : "") + std::to_string(order[static_cast<size_t>(t * options.batch + b)]);
+      }
+      throw NumericalError("ReconstructBlock: block " + std::to_string(options.block) +
+                           ": the loss of step " + std::to_string(t + 1) + " (sequences " + seqs +
+                           ") is " + ValueName(rep.step_loss.back()));
+    }
   }
   result.layers = trainer.Store();
   measure(result.layers, &rep.final_mse, &rep.final_heldout_mse);

@@ -393,7 +393,7 @@ int ExportQuantized(const fs::path& out_dir, const fs::path& dir, DType dtype,
     }
     names.push_back(t.name);
     shapes.push_back(t.shape);
-    data.push_back(EncodeFloats(values, dtype));
+    data.push_back(EncodeFloats(values, dtype, t.name));
   }
 
   // Cut into files of at most max_shard_bytes (a tensor larger than that gets a file alone).

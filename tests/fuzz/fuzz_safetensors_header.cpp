@@ -48,7 +48,7 @@ void CheckAccepted(std::span<const std::byte> image, const hiq::SafetensorsLayou
     const std::span<const std::byte> bytes = data.subspan(t.begin, t.bytes());
     std::vector<float> values(static_cast<size_t>(t.numel()));
     hiq::ConvertToFloat(t.dtype, bytes, values);
-    const std::vector<std::byte> again = hiq::EncodeFloats(values, t.dtype);
+    const std::vector<std::byte> again = hiq::EncodeFloats(values, t.dtype, t.name);
     if (again.size() != bytes.size()) Broken("re-encoded size", &t);
     for (size_t i = 0; i < values.size(); ++i) {
       const size_t w = hiq::DTypeSize(t.dtype);

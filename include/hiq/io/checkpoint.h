@@ -86,8 +86,10 @@ class Checkpoint {
   std::vector<std::string> MappedFiles() const;                   // the ones mapped so far, sorted
 
   // Every weight a LlamaForCausalLM with config() needs (ModelTensors of hiq/model/tensors.h) is
-  // present, float, and shaped as the config says. FormatError naming the tensor, the shape
-  // found and the shape expected. Extra tensors are allowed.
+  // present, float, and shaped as the config says, and no tensor of a block is beyond it: no block
+  // >= num_hidden_layers, no block tensor the table does not have (a bias) but RoPE's inv_freq.
+  // FormatError naming the tensor, its file, what was found and what config.json implies. Other
+  // tensors outside the blocks are allowed. Reads every shard header, no weights.
   void CheckLlamaTensors() const;
 
  private:

@@ -94,8 +94,10 @@ nlohmann::json ParseJsonStrict(std::string_view text, const std::string& functio
 // FormatError for another dtype or a size mismatch.
 void ConvertToFloat(DType dtype, std::span<const std::byte> src, std::span<float> dst);
 // The little-endian bytes of `values` stored as dtype (F32, F16 or BF16), for writing; F16 and
-// BF16 round to nearest even (hiq/base/fp16.h).
-std::vector<std::byte> EncodeFloats(std::span<const float> values, DType dtype);
+// BF16 round to nearest even (hiq/base/fp16.h). A finite value that overflows to infinity is a
+// FormatError naming `what` (the tensor) and the index; NaN and infinity pass through as they are.
+std::vector<std::byte> EncodeFloats(std::span<const float> values, DType dtype,
+                                    std::string_view what);
 
 // A safetensors file mapped read-only (MAP_PRIVATE) and validated. Owns the mapping (unmapped
 // in the destructor; the descriptor is closed after mmap). Movable, not copyable. All methods
@@ -118,7 +120,7 @@ class SafetensorsFile {
   // The raw bytes of a tensor of this file (any alignment).
   std::span<const std::byte> Bytes(const TensorInfo& info) const;
   // F32/F16/BF16 -> float. FormatError naming file and tensor if absent or not a float dtype,
-  // or (Into) if out.size() != numel.
+  // (Into) if out.size() != numel, or if a value is NaN or infinite (naming the first's index).
   std::vector<float> ReadFloat(std::string_view name) const;
   void ReadFloatInto(std::string_view name, std::span<float> out) const;
   // I32 (or I64 whose values fit) -> int32. FormatError as above.

@@ -1,0 +1,188 @@
+// The harness of the robustness table (robustness.h): the parameterized test over every
+// registered case, and the generated docs/ROBUSTNESS.md.
+#include "robustness.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace hiq::test {
+
+namespace fs = std::filesystem;
+
+std::vector<RobustCase>& Registry() {
+  static std::vector<RobustCase> cases;
+  return cases;
+}
+
+int RegisterCases(std::vector<RobustCase> cases) {
+  for (RobustCase& c : cases) Registry().push_back(std::move(c));
+  return static_cast<int>(Registry().size());
+}
+
+const std::vector<RobustCase>& RegisteredCases() { return Registry(); }
+
+Sandbox::Sandbox() : dir_("hiq-robust") {}
+
+std::string Sandbox::Hiq(int np) const {
+  const std::string hiq = HiqBinary().string();
+  if (np == 1) return hiq;
+  return "mpirun --allow-run-as-root --oversubscribe --bind-to none -np " + std::to_string(np) +
+         " " + hiq;
+}
+
+fs::path Sandbox::CopyModel(const std::string& name) const {
+  const fs::path to = dir_ / name;
+  fs::copy(DataDir() / "stories260K", to, fs::copy_options::recursive);
+  for (const auto& entry : fs::recursive_directory_iterator(to)) {
+    fs::permissions(entry.path(), fs::perms::owner_write, fs::perm_options::add);
+  }
+  fs::permissions(to, fs::perms::owner_write, fs::perm_options::add);
+  return to;
+}
+
+fs::path Sandbox::Write(const std::string& name, const std::string& text) const {
+  const fs::path file = dir_ / name;
+  fs::create_directories(file.parent_path());
+  std::ofstream(file, std::ios::binary) << text;
+  return file;
+}
+
+fs::path Sandbox::PlanConfig(const std::string& extra, const std::string& name) const {
+  const std::string data = fs::weakly_canonical(DataDir()).string();
+  return Write(name,
+               "model:\n  path: " + data + "/stories260K\n" +
+                   "calibration:\n"
+                   "  fisher: {source: text, path: " + data + "/text/wikitext-2/valid.txt, "
+                   "n_sequences: 8, seq_len: 32}\n"
+                   "  cost: {source: text, path: " + data + "/text/wikitext-2/valid.txt, "
+                   "n_sequences: 4, seq_len: 32}\n"
+                   "  check: {source: text, path: " + data + "/text/wikitext-2/valid.txt, "
+                   "n_sequences: 4, seq_len: 32}\n"
+                   "  reconstruction: {source: text, path: " + data + "/text/wikitext-2/valid.txt, "
+                   "n_sequences: 4, seq_len: 32}\n"
+                   "quant: {bits_low: 2, bits_high: 3, group_size: 32, budget_ratio: 0.10}\n"
+                   "quantize: {steps: 8}\n"
+                   "output: " + (dir_ / "out").string() + "\n" + extra);
+}
+
+void ExpectNothingComplete(const fs::path& dir) {
+  if (!fs::exists(dir)) return;
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    EXPECT_TRUE(name != "plan.json" && name != "model.h5")
+        << entry.path() << " looks complete after a failed run";
+  }
+}
+
+namespace {
+
+void ReplaceAll(std::string& text, const std::string& from, const std::string& to) {
+  if (from.empty()) return;
+  for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+    text.replace(at, from.size(), to);
+  }
+}
+
+}  // namespace
+
+std::string Normalize(const std::string& text, const Sandbox& sandbox) {
+  std::string out = text;
+  // Longest spellings first, so that a canonical path is not half-replaced by a shorter one.
+  std::vector<std::pair<std::string, std::string>> paths = {
+      {fs::weakly_canonical(sandbox.path()).string(), "$TMP"},
+      {sandbox.path().string(), "$TMP"},
+      {fs::weakly_canonical(DataDir()).string(), "$DATA"},
+      {DataDir().string(), "$DATA"},
+      {fs::weakly_canonical(SourceDir()).string(), "$SRC"},
+  };
+  std::sort(paths.begin(), paths.end(),
+            [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  for (const auto& [from, to] : paths) ReplaceAll(out, from, to);
+  return out;
+}
+
+namespace {
+
+class Robustness : public ::testing::TestWithParam<RobustCase> {};
+
+TEST_P(Robustness, Refuses) {
+  const RobustCase& c = GetParam();
+  Sandbox sandbox;
+  const std::string command = c.command(sandbox);
+  const CommandResult result = RunCommand(command);
+  const std::string output = Normalize(result.output, sandbox);
+  EXPECT_EQ(result.exit_code, c.exit_code) << command << "\n" << output;
+  std::istringstream lines(output);
+  bool found = false;
+  for (std::string line; std::getline(lines, line);) found = found || line == c.message;
+  EXPECT_TRUE(found) << "no line of the output is\n  " << c.message << "\noutput:\n" << output;
+  if (c.check) {
+    c.check(sandbox, result);
+  } else {
+    ExpectNothingComplete(sandbox.Out());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Hostile, Robustness, ::testing::ValuesIn(RegisteredCases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+std::string Cell(std::string text) {
+  ReplaceAll(text, "|", "\\|");
+  return text;
+}
+
+std::string TableMarkdown() {
+  std::vector<RobustCase> cases = RegisteredCases();
+  std::stable_sort(cases.begin(), cases.end(), [](const RobustCase& a, const RobustCase& b) {
+    return a.area < b.area;
+  });
+  std::ostringstream md;
+  md << "# Robustness: every bad input and fault the tests try\n\n"
+        "Generated from tests/robustness/*.cpp by `HIQ_UPDATE_DOCS=1 build/tests/test_robustness`;"
+        " do not edit.\nEach row is the test `Hostile/Robustness.Refuses/<test>` in "
+        "`scripts/test.sh` (run one with\n`ctest --test-dir build -R <test>`): it runs the real "
+        "binary (under `mpirun` where the\ncommand says so), checks the exit code and that the "
+        "message is one exact line of the\noutput, and that nothing under the output directory "
+        "looks complete unless the row says\nwhat survives. `$TMP` is the test's scratch "
+        "directory, `$DATA` is ../shared/data.\n\n"
+     << cases.size() << " cases.\n\n"
+     << "| area | bad input or fault | test | exit | message |\n|---|---|---|---|---|\n";
+  for (const RobustCase& c : cases) {
+    md << "| " << c.area << " | " << Cell(c.what) << " | `" << c.name << "` | " << c.exit_code
+       << " | `" << Cell(c.message) << "` |\n";
+  }
+  return md.str();
+}
+
+TEST(RobustnessDocs, NamesAreUniqueAndEveryRowSaysWhatAndWhere) {
+  std::set<std::string> names;
+  for (const RobustCase& c : RegisteredCases()) {
+    EXPECT_TRUE(names.insert(c.name).second) << "two cases are named " << c.name;
+    EXPECT_FALSE(c.area.empty()) << c.name;
+    EXPECT_FALSE(c.what.empty()) << c.name;
+    EXPECT_FALSE(c.message.empty()) << c.name;
+    EXPECT_TRUE(c.command) << c.name;
+  }
+}
+
+TEST(RobustnessDocs, TableIsCurrent) {
+  const fs::path doc = SourceDir() / "docs" / "ROBUSTNESS.md";
+  const std::string generated = TableMarkdown();
+  if (const char* update = std::getenv("HIQ_UPDATE_DOCS"); update && *update) {
+    std::ofstream(doc, std::ios::binary) << generated;
+  }
+  std::ifstream in(doc, std::ios::binary);
+  std::stringstream committed;
+  committed << in.rdbuf();
+  EXPECT_EQ(committed.str(), generated)
+      << "docs/ROBUSTNESS.md is stale; regenerate it with HIQ_UPDATE_DOCS=1 "
+         "build/tests/test_robustness --gtest_filter='RobustnessDocs.*'";
+}
+
+}  // namespace
+}  // namespace hiq::test
