@@ -2,7 +2,9 @@
 // messages, and rank-count invariance of `hiq eval` under a real mpirun.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "hiq/base/sha256.h"
@@ -225,8 +227,26 @@ TEST(Cli, PlanWritesTheSamePlanOnOneTwoAndThreeRanks) {
                          (test::DataDir() / "text/tinystories/sample.txt").string() +
                          " --seq-len 128 --plan " + (dir / which).string());
     ASSERT_EQ(eval.exit_code, 0) << eval.output;
-    EXPECT_FALSE(Field(LastLine(eval.output), "avg_bits").empty()) << eval.output;
+    const double avg_bits = nlohmann::json::parse(ReadFile(dir / which / "plan.json"))["avg_bits"];
+    char expected[32];
+    std::snprintf(expected, sizeof expected, "%.6f", avg_bits);
+    EXPECT_EQ(Field(LastLine(eval.output), "avg_bits"), expected) << eval.output;
   }
+  // The bits eval prints are what the ranks applied, not plan.json's number: a plan whose
+  // avg_bits was edited still prints the true average, on 2 ranks as on 1.
+  std::filesystem::copy(dir / "np1", dir / "edited", std::filesystem::copy_options::recursive);
+  nlohmann::json edited = nlohmann::json::parse(ReadFile(dir / "np1" / "plan.json"));
+  const double true_bits = edited["avg_bits"];
+  edited["avg_bits"] = 1.5;
+  std::ofstream(dir / "edited" / "plan.json") << edited.dump(2);
+  const test::CommandResult eval =
+      test::RunCommand(Mpirun(2) + " eval --model " + Model() + " --text " +
+                       (test::DataDir() / "text/tinystories/sample.txt").string() +
+                       " --seq-len 128 --plan " + (dir / "edited").string());
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  char expected[32];
+  std::snprintf(expected, sizeof expected, "%.6f", true_bits);
+  EXPECT_EQ(Field(LastLine(eval.output), "avg_bits"), expected) << eval.output;
 }
 
 // A budget below what codes and group scales alone take (2.57125 bits here) fails at load, before

@@ -159,15 +159,24 @@ int RunEval(const Comm& comm, const EvalArgs& args) {
       args.text, Tokenizer(tokenizer), args.keep_cr ? Newlines::kKeep : Newlines::kLf, vocab);
   const std::vector<Sequence> windows =
       PerplexityWindows(tokens, seq_len, args.max_windows, args.text.string());
-  if (!pipeline) pipeline.emplace(LoadPipeline(comm, *checkpoint));
+  // A plan is checked against the spec and the model's shapes before the weights load.
+  std::optional<PlanReport> plan;
   if (!args.plan.empty()) {
     if (!args.quantized.empty())
       throw ConfigError("hiq eval: --plan and --quantized exclude each other");
-    // Each rank quantizes only its own layers, round-to-nearest, as the plan says.
-    const PlanReport plan = ReadPlan(args.plan);
-    ApplyPlanRtn(plan, pipeline->mutable_stage());
+    plan.emplace(ReadPlan(args.plan));
+    CheckPlanAgainstSpec(*plan, args.plan / "plan.json", checkpoint->config());
+  }
+  if (!pipeline) pipeline.emplace(LoadPipeline(comm, *checkpoint));
+  if (plan) {
+    // Each rank quantizes only its own layers, round-to-nearest, as the plan says, once the
+    // plan is known to be for this model; the bits printed are what the ranks applied.
+    CheckPlanModel(*plan, args.plan / "plan.json", ModelFingerprint(*checkpoint, *pipeline),
+                   args.model);
+    const AppliedBits applied = ApplyPlanRtn(*plan, pipeline->mutable_stage());
+    const double avg_bits = comm.AllSum(applied.bits) / comm.AllSum(applied.weights);
     char buf[96];
-    std::snprintf(buf, sizeof buf, " avg_bits=%.6f plan=%s", plan.avg_bits, args.plan.c_str());
+    std::snprintf(buf, sizeof buf, " avg_bits=%.6f plan=%s", avg_bits, args.plan.c_str());
     fields = buf;
   }
   const double sent_before = static_cast<double>(comm.bytes_sent());

@@ -54,20 +54,28 @@ fs::path Sandbox::Write(const std::string& name, const std::string& text) const 
 
 fs::path Sandbox::PlanConfig(const std::string& extra, const std::string& name) const {
   const std::string data = fs::weakly_canonical(DataDir()).string();
-  return Write(name,
-               "model:\n  path: " + data + "/stories260K\n" +
-                   "calibration:\n"
-                   "  fisher: {source: text, path: " + data + "/text/wikitext-2/valid.txt, "
-                   "n_sequences: 8, seq_len: 32}\n"
-                   "  cost: {source: text, path: " + data + "/text/wikitext-2/valid.txt, "
-                   "n_sequences: 4, seq_len: 32}\n"
-                   "  check: {source: text, path: " + data + "/text/wikitext-2/valid.txt, "
-                   "n_sequences: 4, seq_len: 32}\n"
-                   "  reconstruction: {source: text, path: " + data + "/text/wikitext-2/valid.txt, "
-                   "n_sequences: 4, seq_len: 32}\n"
-                   "quant: {bits_low: 2, bits_high: 3, group_size: 32, budget_ratio: 0.10}\n"
-                   "quantize: {steps: 8}\n"
-                   "output: " + (dir_ / "out").string() + "\n" + extra);
+  return Write(name, "model:\n  path: " + data + "/stories260K\n" +
+                         "calibration:\n"
+                         "  fisher: {source: text, path: " +
+                         data +
+                         "/text/wikitext-2/valid.txt, "
+                         "n_sequences: 8, seq_len: 32}\n"
+                         "  cost: {source: text, path: " +
+                         data +
+                         "/text/wikitext-2/valid.txt, "
+                         "n_sequences: 4, seq_len: 32}\n"
+                         "  check: {source: text, path: " +
+                         data +
+                         "/text/wikitext-2/valid.txt, "
+                         "n_sequences: 4, seq_len: 32}\n"
+                         "  reconstruction: {source: text, path: " +
+                         data +
+                         "/text/wikitext-2/valid.txt, "
+                         "n_sequences: 4, seq_len: 32}\n"
+                         "quant: {bits_low: 2, bits_high: 3, group_size: 32, budget_ratio: 0.10}\n"
+                         "quantize: {steps: 8}\n"
+                         "output: " +
+                         (dir_ / "out").string() + "\n" + extra);
 }
 
 void ExpectNothingComplete(const fs::path& dir) {
@@ -94,10 +102,8 @@ std::string Normalize(const std::string& text, const Sandbox& sandbox) {
   std::string out = text;
   // Longest spellings first, so that a canonical path is not half-replaced by a shorter one.
   std::vector<std::pair<std::string, std::string>> paths = {
-      {fs::weakly_canonical(sandbox.path()).string(), "$TMP"},
-      {sandbox.path().string(), "$TMP"},
-      {fs::weakly_canonical(DataDir()).string(), "$DATA"},
-      {DataDir().string(), "$DATA"},
+      {fs::weakly_canonical(sandbox.path()).string(), "$TMP"}, {sandbox.path().string(), "$TMP"},
+      {fs::weakly_canonical(DataDir()).string(), "$DATA"},     {DataDir().string(), "$DATA"},
       {fs::weakly_canonical(SourceDir()).string(), "$SRC"},
   };
   std::sort(paths.begin(), paths.end(),
@@ -138,9 +144,8 @@ std::string Cell(std::string text) {
 
 std::string TableMarkdown() {
   std::vector<RobustCase> cases = RegisteredCases();
-  std::stable_sort(cases.begin(), cases.end(), [](const RobustCase& a, const RobustCase& b) {
-    return a.area < b.area;
-  });
+  std::stable_sort(cases.begin(), cases.end(),
+                   [](const RobustCase& a, const RobustCase& b) { return a.area < b.area; });
   std::ostringstream md;
   md << "# Robustness: every bad input and fault the tests try\n\n"
         "Generated from tests/robustness/*.cpp by `HIQ_UPDATE_DOCS=1 build/tests/test_robustness`;"
