@@ -64,9 +64,7 @@ const int kRegistered = RegisterCases({
      .area = "text",
      .what = "eval of text ending inside a 3-byte UTF-8 sequence, 2 ranks",
      .command =
-         [](Sandbox& s) {
-           return Eval(s, 2, Model(), s.Write("cut.txt", "The end \xe2\x82"));
-         },
+         [](Sandbox& s) { return Eval(s, 2, Model(), s.Write("cut.txt", "The end \xe2\x82")); },
      .message = "hiq: error: rank 0: ReadTextFile: '$TMP/cut.txt' is not UTF-8: ill-formed "
                 "sequence at byte offset 8 (byte 0xe2). HINT: convert it, e.g. `iconv -f latin1 "
                 "-t utf-8`"},
@@ -184,8 +182,7 @@ const int kRegistered = RegisterCases({
      .what = "eval with config.json bos_token_id 0 (tokenizer: 1)",
      .command =
          [](Sandbox& s) {
-           const fs::path model =
-               EditedConfig(s, [](nlohmann::json& c) { c["bos_token_id"] = 0; });
+           const fs::path model = EditedConfig(s, [](nlohmann::json& c) { c["bos_token_id"] = 0; });
            return Eval(s, 2, model.string(), Sample(), " --seq-len 64");
          },
      .message = "hiq: error: rank 0: the tokenizer '$TMP/model/tokenizer.model' does not belong to "
@@ -195,10 +192,12 @@ const int kRegistered = RegisterCases({
      .what = "plan with config.json eos_token_id [0, 3] (tokenizer: 2), data-free calibration",
      .command =
          [](Sandbox& s) {
-           const fs::path model =
-               EditedConfig(s, [](nlohmann::json& c) { c["eos_token_id"] = {0, 3}; });
-           return s.Hiq() + " plan " + s.PlanConfig().string() + " --set model.path=" +
-                  model.string() + " --set model.tokenizer=" + (model / "tokenizer.model").string();
+           const fs::path model = EditedConfig(s, [](nlohmann::json& c) {
+             c["eos_token_id"] = {0, 3};
+           });
+           return s.Hiq() + " plan " + s.PlanConfig().string() +
+                  " --set model.path=" + model.string() +
+                  " --set model.tokenizer=" + (model / "tokenizer.model").string();
          },
      .message = "hiq: error: the tokenizer '$TMP/model/tokenizer.model' does not belong to the "
                 "model of '$TMP/model/config.json': its EOS id is 2 but eos_token_id is [0, 3]"},
@@ -227,12 +226,14 @@ const int kRegistered = RegisterCases({
                   " --set calibration.cost.path=" + Sample() +
                   " --set calibration.cost.n_sequences=2000";
          },
-     .message = "hiq: error: calibration.cost: $DATA/text/tinystories/sample.txt holds 1883 "
-                "tokens, which give 1851 distinct windows of seq_len + 1 = 33, fewer than "
-                "n_sequences = 2000. HINT: lower calibration.cost.n_sequences or use a longer text"},
+     .message =
+         "hiq: error: calibration.cost: $DATA/text/tinystories/sample.txt holds 1883 "
+         "tokens, which give 1851 distinct windows of seq_len + 1 = 33, fewer than "
+         "n_sequences = 2000. HINT: lower calibration.cost.n_sequences or use a longer text"},
     {.name = "QuantizeReconstructionTextTooShort",
      .area = "text",
-     .what = "quantize whose reconstruction text is shorter than one window, refused before the plan",
+     .what =
+         "quantize whose reconstruction text is shorter than one window, refused before the plan",
      .command =
          [](Sandbox& s) {
            const fs::path text = s.Write("short.txt", "Once upon a time.\n");
@@ -256,8 +257,8 @@ fs::path EditedPlan(const Sandbox& s, const std::function<void(nlohmann::json&)>
   static TempDir made("hiq-robust-plan");
   static bool planned = false;
   if (!planned) {
-    const CommandResult r = RunCommand(s.Hiq() + " plan " + s.PlanConfig().string() +
-                                       " --output " + (made / "plan").string());
+    const CommandResult r = RunCommand(s.Hiq() + " plan " + s.PlanConfig().string() + " --output " +
+                                       (made / "plan").string());
     EXPECT_EQ(r.exit_code, 0) << r.output;
     planned = true;
   }
@@ -274,7 +275,9 @@ std::string EvalPlan(const Sandbox& s, int np, const fs::path& plan,
   return Eval(s, np, model, Sample(), " --seq-len 64 --plan " + plan.string());
 }
 
-nlohmann::json& Layer(nlohmann::json& plan, int l) { return plan["layers"][static_cast<size_t>(l)]; }
+nlohmann::json& Layer(nlohmann::json& plan, int l) {
+  return plan["layers"][static_cast<size_t>(l)];
+}
 
 const int kPlanCases = RegisterCases({
     {.name = "PlanOfAnotherModel",
@@ -286,41 +289,51 @@ const int kPlanCases = RegisterCases({
            const fs::path model = EditedConfig(s, [](nlohmann::json& c) { c["bos_token_id"] = 1; });
            return EvalPlan(s, 2, plan, model.string());
          },
-     .message = "hiq: error: rank 0: plan $TMP/plan/plan.json was made for the model with fingerprint fe56c84d8fa4fcdceeed1ad543258162aabcbbc1e4e0680fc091c20b39cc4949, not for $TMP/model (fingerprint ffecaf2a97b25e861514a62468f11d8945dd7867e64b412c636daf6898452f9a)"},
+     .message =
+         "hiq: error: rank 0: plan $TMP/plan/plan.json was made for the model with fingerprint "
+         "fe56c84d8fa4fcdceeed1ad543258162aabcbbc1e4e0680fc091c20b39cc4949, not for $TMP/model "
+         "(fingerprint ffecaf2a97b25e861514a62468f11d8945dd7867e64b412c636daf6898452f9a)"},
     {.name = "PlanWithoutModelFingerprint",
      .area = "plan",
      .what = "plan.json without model_fingerprint (cannot be checked against the model)",
      .command =
          [](Sandbox& s) {
-           return EvalPlan(s, 1, EditedPlan(s, [](nlohmann::json& p) { p.erase("model_fingerprint"); }));
+           return EvalPlan(s, 1,
+                           EditedPlan(s, [](nlohmann::json& p) { p.erase("model_fingerprint"); }));
          },
-     .message = "hiq: error: ReadPlan: $TMP/plan/plan.json: missing key 'model_fingerprint', so the plan cannot be checked against the model (written before hiq recorded it). HINT: re-run `hiq plan`"},
+     .message = "hiq: error: ReadPlan: $TMP/plan/plan.json: missing key 'model_fingerprint', so "
+                "the plan cannot be checked against the model (written before hiq recorded it). "
+                "HINT: re-run `hiq plan`"},
     {.name = "PlanCandidateOutOfRange",
      .area = "plan",
      .what = "a layer's candidate is 7 with 5 ratios",
      .command =
          [](Sandbox& s) {
-           return EvalPlan(s, 1, EditedPlan(s, [](nlohmann::json& p) { Layer(p, 3)["candidate"] = 7; }));
+           return EvalPlan(s, 1,
+                           EditedPlan(s, [](nlohmann::json& p) { Layer(p, 3)["candidate"] = 7; }));
          },
-     .message = "hiq: error: plan $TMP/plan/plan.json: layer 3 'model.layers.0.self_attn.o_proj' has candidate 7, expected one of the plan's 5 ratios, 0..4"},
+     .message = "hiq: error: plan $TMP/plan/plan.json: layer 3 'model.layers.0.self_attn.o_proj' "
+                "has candidate 7, expected one of the plan's 5 ratios, 0..4"},
     {.name = "PlanRatioNotItsCandidates",
      .area = "plan",
      .what = "a layer's ratio is not the ratio of its candidate",
      .command =
          [](Sandbox& s) {
-           return EvalPlan(s, 1, EditedPlan(s, [](nlohmann::json& p) { Layer(p, 5)["ratio"] = 0.3; }));
+           return EvalPlan(s, 1,
+                           EditedPlan(s, [](nlohmann::json& p) { Layer(p, 5)["ratio"] = 0.3; }));
          },
-     .message = "hiq: error: plan $TMP/plan/plan.json: layer 5 'model.layers.0.mlp.up_proj' has ratio 0.3 but its candidate 2 is ratio 0.1"},
+     .message = "hiq: error: plan $TMP/plan/plan.json: layer 5 'model.layers.0.mlp.up_proj' has "
+                "ratio 0.3 but its candidate 2 is ratio 0.1"},
     {.name = "PlanChannelCountWrong",
      .area = "plan",
      .what = "a layer lists one channel fewer than its ratio gives",
      .command =
          [](Sandbox& s) {
-           return EvalPlan(s, 1, EditedPlan(s, [](nlohmann::json& p) {
-                             Layer(p, 6)["channels"].erase(0);
-                           }));
+           return EvalPlan(
+               s, 1, EditedPlan(s, [](nlohmann::json& p) { Layer(p, 6)["channels"].erase(0); }));
          },
-     .message = "hiq: error: plan $TMP/plan/plan.json: layer 6 'model.layers.0.mlp.down_proj' has 17 channels, expected ceil(0.1 * 172) = 18"},
+     .message = "hiq: error: plan $TMP/plan/plan.json: layer 6 'model.layers.0.mlp.down_proj' has "
+                "17 channels, expected ceil(0.1 * 172) = 18"},
     {.name = "PlanChannelsNotAscending",
      .area = "plan",
      .what = "a layer's channels repeat one index",
@@ -331,7 +344,8 @@ const int kPlanCases = RegisterCases({
                              c[1] = c[0];
                            }));
          },
-     .message = "hiq: error: plan $TMP/plan/plan.json: layer 9 'model.layers.1.self_attn.v_proj' channel 18 at position 1 breaks the rule: channels ascending, unique, in [0, 64)"},
+     .message = "hiq: error: plan $TMP/plan/plan.json: layer 9 'model.layers.1.self_attn.v_proj' "
+                "channel 18 at position 1 breaks the rule: channels ascending, unique, in [0, 64)"},
     {.name = "PlanChannelBeyondInputs",
      .area = "plan",
      .what = "a layer's last channel is n_in",
@@ -342,7 +356,9 @@ const int kPlanCases = RegisterCases({
                              c[c.size() - 1] = Layer(p, 30)["shape"][1];
                            }));
          },
-     .message = "hiq: error: rank 0: plan $TMP/plan/plan.json: layer 30 'model.layers.4.self_attn.v_proj' channel 64 at position 6 breaks the rule: channels ascending, unique, in [0, 64)"},
+     .message =
+         "hiq: error: rank 0: plan $TMP/plan/plan.json: layer 30 'model.layers.4.self_attn.v_proj' "
+         "channel 64 at position 6 breaks the rule: channels ascending, unique, in [0, 64)"},
     {.name = "PlanBitsNotLayerBits",
      .area = "plan",
      .what = "a layer's bits are not LayerBits of its channels at the plan's spec",
@@ -352,15 +368,18 @@ const int kPlanCases = RegisterCases({
                              Layer(p, 2)["bits"] = Layer(p, 2)["bits"].get<double>() - 1;
                            }));
          },
-     .message = "hiq: error: plan $TMP/plan/plan.json: layer 2 'model.layers.0.self_attn.v_proj' has bits 6191, expected LayerBits = 6192 for 7 channels at the plan's spec"},
+     .message = "hiq: error: plan $TMP/plan/plan.json: layer 2 'model.layers.0.self_attn.v_proj' "
+                "has bits 6191, expected LayerBits = 6192 for 7 channels at the plan's spec"},
     {.name = "PlanSpecInvalid",
      .area = "plan",
      .what = "plan.json spec bits_low 9",
      .command =
          [](Sandbox& s) {
-           return EvalPlan(s, 1, EditedPlan(s, [](nlohmann::json& p) { p["spec"]["bits_low"] = 9; }));
+           return EvalPlan(s, 1,
+                           EditedPlan(s, [](nlohmann::json& p) { p["spec"]["bits_low"] = 9; }));
          },
-     .message = "hiq: error: plan $TMP/plan/plan.json: spec: QuantSpec.bits_low = 9, expected 1..8"},
+     .message =
+         "hiq: error: plan $TMP/plan/plan.json: spec: QuantSpec.bits_low = 9, expected 1..8"},
 });
 
 }  // namespace
