@@ -134,6 +134,25 @@ TEST(Cli, EvalRefusesASeqLenBeyondTheContext) {
                 Model() + "/config.json'");
 }
 
+// Under mpirun every rank checks the inputs before the weights load; whichever aborts the job
+// first prints, so the line is matched without its rank.
+TEST(Cli, EvalRefusesAnInvalidTextOnEveryRankCountBeforeLoading) {
+  test::TempDir dir;
+  std::ofstream(dir / "bad.txt", std::ios::binary) << "Once\r\nupon \xc3(";
+  for (int np : {2, 3}) {
+    const test::CommandResult r =
+        test::RunCommand("timeout 120 " + Mpirun(np) + " eval --model " + Model() + " --text " +
+                         (dir / "bad.txt").string());
+    EXPECT_NE(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.exit_code, 124) << "timed out: a rank was left waiting";
+    EXPECT_NE(r.output.find("ReadTextFile: '" + (dir / "bad.txt").string() +
+                            "' is not UTF-8: ill-formed sequence at byte offset 11 (byte 0xc3)"),
+              std::string::npos)
+        << r.output;
+    EXPECT_NE(r.output.find("hiq: error: rank "), std::string::npos) << r.output;
+  }
+}
+
 TEST(Cli, EvalIsTheSameForOneAndTwoOpenBlasThreads) {
   const std::string args = " eval --model " + Model() + " --text " +
                            (test::DataDir() / "text/tinystories/valid-head30KB.txt").string();

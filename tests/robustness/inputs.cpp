@@ -1,7 +1,8 @@
 // Robustness cases of the inputs checked against each other and of text as evaluators read it:
 // text that is not UTF-8, tokenize over its own input, token files of another tokenizer or with
 // ids beyond the vocabulary, a tokenizer that is not the model's, lengths beyond the context or
-// the text.
+// the text. Every rank refuses these alike and the first to abort the job wins the race to print,
+// so the cases run on one rank (tests/test_cli.cpp runs the checks under mpirun).
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -60,12 +61,12 @@ const int kRegistered = RegisterCases({
      .command = [](Sandbox& s) { return Eval(s, 1, Model(), s.Write("latin1.txt", kLatin1)); },
      .message = "hiq: error: ReadTextFile: '$TMP/latin1.txt' is not UTF-8: ill-formed sequence at "
                 "byte offset 23 (byte 0xe9). HINT: convert it, e.g. `iconv -f latin1 -t utf-8`"},
-    {.name = "TextTruncatedUtf8OnTwoRanks",
+    {.name = "TextTruncatedUtf8",
      .area = "text",
-     .what = "eval of text ending inside a 3-byte UTF-8 sequence, 2 ranks",
+     .what = "eval of text ending inside a 3-byte UTF-8 sequence",
      .command =
-         [](Sandbox& s) { return Eval(s, 2, Model(), s.Write("cut.txt", "The end \xe2\x82")); },
-     .message = "hiq: error: rank 0: ReadTextFile: '$TMP/cut.txt' is not UTF-8: ill-formed "
+         [](Sandbox& s) { return Eval(s, 1, Model(), s.Write("cut.txt", "The end \xe2\x82")); },
+     .message = "hiq: error: ReadTextFile: '$TMP/cut.txt' is not UTF-8: ill-formed "
                 "sequence at byte offset 8 (byte 0xe2). HINT: convert it, e.g. `iconv -f latin1 "
                 "-t utf-8`"},
     {.name = "CalibrationTextNotUtf8",
@@ -126,9 +127,9 @@ const int kRegistered = RegisterCases({
          [](Sandbox& s) {
            std::vector<int32_t> ids = RealIds();
            ids[599] = 512;
-           return Eval(s, 2, Model(), Tokens(s, "tokens.h5", ids), " --seq-len 64");
+           return Eval(s, 1, Model(), Tokens(s, "tokens.h5", ids), " --seq-len 64");
          },
-     .message = "hiq: error: rank 0: token file '$TMP/tokens.h5': id 512 at index 599 is outside "
+     .message = "hiq: error: token file '$TMP/tokens.h5': id 512 at index 599 is outside "
                 "[0, vocab_size = 512) of '$DATA/stories260K/config.json'"},
     {.name = "TokenIdNegative",
      .area = "token file",
@@ -158,11 +159,11 @@ const int kRegistered = RegisterCases({
            std::vector<int32_t> ids = RealIds();
            ids[123] = 9999;
            const fs::path tokens = Tokens(s, "tokens.h5", ids);
-           return s.Hiq(2) + " plan " + s.PlanConfig().string() +
+           return s.Hiq() + " plan " + s.PlanConfig().string() +
                   " --set calibration.fisher.source=tokens --set calibration.fisher.path=" +
                   tokens.string();
          },
-     .message = "hiq: error: rank 0: token file '$TMP/tokens.h5': id 9999 at index 123 is outside "
+     .message = "hiq: error: token file '$TMP/tokens.h5': id 9999 at index 123 is outside "
                 "[0, vocab_size = 512) of '$DATA/stories260K/config.json'"},
     {.name = "TokenizerPiecesNotVocabSize",
      .area = "tokenizer",
@@ -183,9 +184,9 @@ const int kRegistered = RegisterCases({
      .command =
          [](Sandbox& s) {
            const fs::path model = EditedConfig(s, [](nlohmann::json& c) { c["bos_token_id"] = 0; });
-           return Eval(s, 2, model.string(), Sample(), " --seq-len 64");
+           return Eval(s, 1, model.string(), Sample(), " --seq-len 64");
          },
-     .message = "hiq: error: rank 0: the tokenizer '$TMP/model/tokenizer.model' does not belong to "
+     .message = "hiq: error: the tokenizer '$TMP/model/tokenizer.model' does not belong to "
                 "the model of '$TMP/model/config.json': its BOS id is 1 but bos_token_id is 0"},
     {.name = "TokenizerEosNotConfigs",
      .area = "tokenizer",
@@ -212,10 +213,10 @@ const int kRegistered = RegisterCases({
      .what = "calibration.check.seq_len 600 on a model of max_position_embeddings 512",
      .command =
          [](Sandbox& s) {
-           return s.Hiq(2) + " plan " + s.PlanConfig().string() +
+           return s.Hiq() + " plan " + s.PlanConfig().string() +
                   " --set calibration.check.seq_len=600";
          },
-     .message = "hiq: error: rank 0: calibration.check.seq_len = 600 is longer than the model's "
+     .message = "hiq: error: calibration.check.seq_len = 600 is longer than the model's "
                 "context, max_position_embeddings = 512 in '$DATA/stories260K/config.json'"},
     {.name = "CalibrationMoreSequencesThanWindows",
      .area = "text",
@@ -287,10 +288,10 @@ const int kPlanCases = RegisterCases({
          [](Sandbox& s) {
            const fs::path plan = EditedPlan(s, [](nlohmann::json&) {});
            const fs::path model = EditedConfig(s, [](nlohmann::json& c) { c["bos_token_id"] = 1; });
-           return EvalPlan(s, 2, plan, model.string());
+           return EvalPlan(s, 1, plan, model.string());
          },
      .message =
-         "hiq: error: rank 0: plan $TMP/plan/plan.json was made for the model with fingerprint "
+         "hiq: error: plan $TMP/plan/plan.json was made for the model with fingerprint "
          "fe56c84d8fa4fcdceeed1ad543258162aabcbbc1e4e0680fc091c20b39cc4949, not for $TMP/model "
          "(fingerprint ffecaf2a97b25e861514a62468f11d8945dd7867e64b412c636daf6898452f9a)"},
     {.name = "PlanWithoutModelFingerprint",
@@ -351,14 +352,13 @@ const int kPlanCases = RegisterCases({
      .what = "a layer's last channel is n_in",
      .command =
          [](Sandbox& s) {
-           return EvalPlan(s, 2, EditedPlan(s, [](nlohmann::json& p) {
+           return EvalPlan(s, 1, EditedPlan(s, [](nlohmann::json& p) {
                              auto& c = Layer(p, 30)["channels"];
                              c[c.size() - 1] = Layer(p, 30)["shape"][1];
                            }));
          },
-     .message =
-         "hiq: error: rank 0: plan $TMP/plan/plan.json: layer 30 'model.layers.4.self_attn.v_proj' "
-         "channel 64 at position 6 breaks the rule: channels ascending, unique, in [0, 64)"},
+     .message = "hiq: error: plan $TMP/plan/plan.json: layer 30 'model.layers.4.self_attn.v_proj' "
+                "channel 64 at position 6 breaks the rule: channels ascending, unique, in [0, 64)"},
     {.name = "PlanBitsNotLayerBits",
      .area = "plan",
      .what = "a layer's bits are not LayerBits of its channels at the plan's spec",
