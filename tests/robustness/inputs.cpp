@@ -231,6 +231,15 @@ const int kRegistered = RegisterCases({
          "hiq: error: calibration.cost: $DATA/text/tinystories/sample.txt holds 1883 "
          "tokens, which give 1851 distinct windows of seq_len + 1 = 33, fewer than "
          "n_sequences = 2000. HINT: lower calibration.cost.n_sequences or use a longer text"},
+    {.name = "EvalTextShorterThanOneWindow",
+     .area = "text",
+     .what = "eval of a 7-token text at the model's context of 512",
+     .command =
+         [](Sandbox& s) {
+           return Eval(s, 1, Model(), s.Write("short.txt", "Once upon a time.\n"));
+         },
+     .message = "hiq: error: eval: $TMP/short.txt holds 7 tokens, fewer than one window of 512. "
+                "HINT: use a smaller --seq-len"},
     {.name = "QuantizeReconstructionTextTooShort",
      .area = "text",
      .what =
