@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <random>
 
+#include "hiq/base/error.h"  // NumericalError
 #include "hiq/io/checkpoint.h"
 #include "hiq/io/tokenizer.h"
 #include "hiq/quant/adaround.h"
@@ -362,6 +364,24 @@ TEST_F(RealBlocks, TwoRunsAreBitIdentical) {
     EXPECT_EQ(a.report.step_loss, b.report.step_loss);
     EXPECT_EQ(a.report.final_mse, b.report.final_mse);
   }
+}
+
+TEST_F(RealBlocks, ANonFiniteLossStopsTheBlockNamingTheStepAndItsSequences) {
+  // One NaN in the input rows of one sequence: the first step that draws it must stop the
+  // training rather than carry NaN into the learned clipping and rounding.
+  const int block = 2;
+  const BlockWeights<float>& w = stage_->blocks[static_cast<size_t>(block)];
+  Matrix<float> x = inputs_[0][static_cast<size_t>(block)];
+  const int64_t bad_sequence = 3;
+  x(bad_sequence * kSeqLen + 5, 7) = std::numeric_limits<float>::quiet_NaN();
+  const ReconOptions options{.steps = 64, .seed = 1, .block = block};
+  const std::vector<int64_t> order = ReconOrder(1, block, x.rows() / kSeqLen, 64);
+  const int64_t step = std::find(order.begin(), order.end(), bad_sequence) - order.begin() + 1;
+  ASSERT_LE(step, 64);
+  EXPECT_THROW_MSG(ReconstructBlock(stage_->config, w, kSeqLen, x, W2Plan(w), options, nullptr),
+                   NumericalError,
+                   "ReconstructBlock: block 2: the loss of step " + std::to_string(step) +
+                       " (sequences 3) is nan");
 }
 
 TEST_F(RealBlocks, ZeroStepsStoresTheInitialParameters) {

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <span>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "hiq/base/error.h"      // FormatError, ConfigError
+#include "hiq/base/sha256.h"     // Sha256HexOfFile
 #include "hiq/io/checkpoint.h"   // Checkpoint, LoadStage
 #include "hiq/io/h5.h"           // H5File: damaged files by hand
 #include "hiq/io/safetensors.h"  // WriteSafetensors, DType
@@ -219,7 +221,32 @@ TEST_F(ShardTest, EveryLayerRoundTripsThroughTheRootFileAndTheShards) {
   std::map<int, int> by_high_bits;
   for (const std::string& name : model.LayerNames()) ++by_high_bits[Original(name).spec.bits_high];
   EXPECT_EQ(by_high_bits.size(), kSpecs.size());
-  EXPECT_EQ(ReadModelFile(out / "model.h5"), Info());
+  ModelFileInfo expected = Info();
+  for (int r = 0; r < expected.n_ranks; ++r) {
+    expected.shard_sha256.push_back(Sha256HexOfFile(out / ShardRelativePath(r, expected.n_ranks)));
+  }
+  const ModelFileInfo read = ReadModelFile(out / "model.h5");
+  EXPECT_EQ(read, expected);
+  for (int r = 0; r < expected.n_ranks; ++r) EXPECT_NO_THROW(VerifyShard(out.path(), read, r));
+}
+
+TEST_F(ShardTest, VerifyShardRefusesAShardThatChangedOrIsGone) {
+  TempDir out("hiq-shard");
+  WriteModel(out.path());
+  const ModelFileInfo info = ReadModelFile(out / "model.h5");
+  const std::filesystem::path shard1 = out / ShardRelativePath(1, info.n_ranks);
+  // One byte appended: the file still opens as HDF5, but it is not the shard that was linked.
+  std::ofstream(shard1, std::ios::binary | std::ios::app) << 'x';
+  EXPECT_THROW_WITH(VerifyShard(out.path(), info, 1), FormatError,
+                    "the shard was changed, cut short or copied from another run");
+  EXPECT_NO_THROW(VerifyShard(out.path(), info, 0));
+  std::filesystem::remove(shard1);
+  EXPECT_THROW_WITH(VerifyShard(out.path(), info, 1), IoError,
+                    shard1.string() + " is missing, but " + (out / "model.h5").string() +
+                        " links it: the output is incomplete");
+  std::filesystem::remove(out / "model.h5");
+  EXPECT_THROW_WITH(ReadModelFile(out / "model.h5"), IoError,
+                    "is not a complete `hiq quantize` output");
 }
 
 // h5py + numpy, from docs/FORMATS.md alone, against hiq's Dequantize (F32 safetensors).

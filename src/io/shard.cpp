@@ -17,7 +17,8 @@
 #include <utility>
 
 #include "hiq/base/error.h"
-#include "hiq/base/fp16.h"  // FloatToF16, F16ToFloat
+#include "hiq/base/fp16.h"
+#include "hiq/base/sha256.h"  // Sha256HexOfFile  // FloatToF16, F16ToFloat
 #include "hiq/quant/pack.h"
 
 namespace hiq {
@@ -479,6 +480,7 @@ void WriteModelFile(const std::filesystem::path& out_dir, const ModelFileInfo& i
   // links then point at objects that exist, and the plan is checked against what was written.
   std::map<std::string, std::string> layer_shard, tensor_shard;
   std::map<std::string, LayerInfo> layers;
+  nlohmann::json shard_sha256 = nlohmann::json::array();
   for (int r = 0; r < info.n_ranks; ++r) {
     const std::string relative = ShardRelativePath(r, info.n_ranks);
     const ShardReader shard(out_dir / relative);
@@ -499,6 +501,7 @@ void WriteModelFile(const std::filesystem::path& out_dir, const ModelFileInfo& i
       }
     }
     for (const std::string& name : shard.LayerNames()) layers[name] = shard.ReadLayerInfo(name);
+    shard_sha256.push_back(Sha256HexOfFile(out_dir / relative));
   }
   int64_t bits = 0, weights = 0;
   std::set<std::string> planned;
@@ -548,6 +551,9 @@ void WriteModelFile(const std::filesystem::path& out_dir, const ModelFileInfo& i
   root.SetAttribute("git_revision", std::string_view(info.git_revision));
   root.SetAttribute("budget_avg_bits", info.budget_avg_bits);
   root.SetAttribute("avg_bits", info.avg_bits);
+  // The shards' own hashes: a shard changed, cut short or copied in from another run is then
+  // refused by name when the model is read (VerifyShard), not dequantized into a wrong model.
+  root.SetAttribute("shard_sha256", std::string_view(shard_sha256.dump()));
   // The tokenizer travels with the model, so that eval and export need nothing else.
   if (!info.tokenizer_model.empty()) {
     root.WriteDataset<uint8_t>("tokenizer.model", info.tokenizer_model,
@@ -581,6 +587,13 @@ void WriteModelFile(const std::filesystem::path& out_dir, const ModelFileInfo& i
 
 ModelFileInfo ReadModelFile(const std::filesystem::path& model_h5) {
   constexpr const char* kFn = "ReadModelFile";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(model_h5, ec)) {
+    throw IoError(std::string(kFn) + ": " + model_h5.string() +
+                  " does not exist: " + model_h5.parent_path().string() +
+                  " is not a complete `hiq quantize` output (model.h5 is written last, so a "
+                  "run that did not finish leaves none)");
+  }
   const ShardReader reader(model_h5);  // format and version
   const std::string where = std::string(kFn) + ": " + model_h5.string();
   if (reader.format() != kModelFormat) {
@@ -597,6 +610,18 @@ ModelFileInfo ReadModelFile(const std::filesystem::path& model_h5) {
   info.git_revision = root.GetAttributeString("git_revision");
   info.budget_avg_bits = root.GetAttributeDouble("budget_avg_bits");
   info.avg_bits = root.GetAttributeDouble("avg_bits");
+  const nlohmann::json hashes = ParseJsonStrict(root.GetAttributeString("shard_sha256"), kFn,
+                                                model_h5.string(), "shard hash");
+  if (!hashes.is_array() || hashes.size() != static_cast<size_t>(info.n_ranks)) {
+    throw FormatError(where + ": shard_sha256 is not a JSON array of " +
+                      std::to_string(info.n_ranks) + " hashes (one per shard)");
+  }
+  for (const nlohmann::json& h : hashes) {
+    if (!h.is_string() || h.get<std::string>().size() != 64) {
+      throw FormatError(where + ": shard_sha256 holds " + h.dump() + ", expected 64 hex digits");
+    }
+    info.shard_sha256.push_back(h.get<std::string>());
+  }
   if (root.Has("tokenizer.model")) {
     info.tokenizer_model = root.ReadDataset<uint8_t>("tokenizer.model").data;
   }
@@ -620,6 +645,24 @@ ModelFileInfo ReadModelFile(const std::filesystem::path& model_h5) {
     info.plan.push_back({names[i].get<std::string>(), ratio.data[i], n_high.data[i], bits.data[i]});
   }
   return info;
+}
+
+void VerifyShard(const std::filesystem::path& out_dir, const ModelFileInfo& info, int rank) {
+  constexpr const char* kFn = "VerifyShard";
+  CheckRank(kFn, rank, info.n_ranks);
+  const std::filesystem::path shard = out_dir / ShardRelativePath(rank, info.n_ranks);
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(shard, ec)) {
+    throw IoError(std::string(kFn) + ": " + shard.string() + " is missing, but " +
+                  (out_dir / "model.h5").string() + " links it: the output is incomplete");
+  }
+  const std::string actual = Sha256HexOfFile(shard);
+  if (actual != info.shard_sha256.at(static_cast<size_t>(rank))) {
+    throw FormatError(std::string(kFn) + ": " + shard.string() + " has SHA-256 " + actual +
+                      ", but " + (out_dir / "model.h5").string() + " records " +
+                      info.shard_sha256[static_cast<size_t>(rank)] +
+                      ": the shard was changed, cut short or copied from another run");
+  }
 }
 
 }  // namespace hiq

@@ -309,6 +309,9 @@ Matrix<float> LayerMatrix(const QuantizedLayer& q) {
 Pipeline LoadQuantizedPipeline(const Comm& comm, const fs::path& out_dir, ModelFileInfo* info) {
   const fs::path root = out_dir / "model.h5";
   ModelFileInfo read = ReadModelFile(root);
+  // The ranks share the hashing: shard i is checked by rank i mod P, before any link is followed.
+  for (int i = comm.rank(); i < read.n_ranks; i += comm.size()) VerifyShard(out_dir, read, i);
+  comm.Barrier();
   const LlamaConfig model = LlamaConfigFromJson(nlohmann::json::parse(read.model_config),
                                                 root.string() + " model_config");
   Partition partition = PartitionBlocks(model, comm.size());
@@ -369,6 +372,7 @@ int ExportQuantized(const fs::path& out_dir, const fs::path& dir, DType dtype,
                     uint64_t max_shard_bytes) {
   const fs::path root = out_dir / "model.h5";
   const ModelFileInfo info = ReadModelFile(root);
+  for (int i = 0; i < info.n_ranks; ++i) VerifyShard(out_dir, info, i);
   const LlamaConfig model = LlamaConfigFromJson(nlohmann::json::parse(info.model_config),
                                                 root.string() + " model_config");
   const ShardReader reader(root);

@@ -90,7 +90,7 @@ const int kRegistered = RegisterCases({
            return Eval(
                s, 2, EditedModel(s, {.config = [](nlohmann::json& c) { c.erase("hidden_size"); }}));
          },
-     .message = "hiq: error: rank 0: ReadLlamaConfig: $TMP/model/config.json: 'hidden_size' is "
+     .message = "hiq: error: rank *: ReadLlamaConfig: $TMP/model/config.json: 'hidden_size' is "
                 "missing, expected a positive integer"},
     {.name = "TensorShapeDisagreesWithConfigJson",
      .area = "checkpoint",
@@ -101,7 +101,7 @@ const int kRegistered = RegisterCases({
                s, 2,
                EditedModel(s, {.config = [](nlohmann::json& c) { c["intermediate_size"] = 160; }}));
          },
-     .message = "hiq: error: rank 0: Checkpoint::CheckLlamaTensors: $TMP/model: tensor "
+     .message = "hiq: error: rank *: Checkpoint::CheckLlamaTensors: $TMP/model: tensor "
                 "'model.layers.0.mlp.gate_proj.weight' has shape [172, 64], expected [160, 64] = "
                 "[intermediate_size, hidden_size] from config.json"},
     {.name = "BlockBeyondNumHiddenLayers",
@@ -113,7 +113,7 @@ const int kRegistered = RegisterCases({
                s, 2,
                EditedModel(s, {.config = [](nlohmann::json& c) { c["num_hidden_layers"] = 4; }}));
          },
-     .message = "hiq: error: rank 0: Checkpoint::CheckLlamaTensors: $TMP/model: tensor "
+     .message = "hiq: error: rank *: Checkpoint::CheckLlamaTensors: $TMP/model: tensor "
                 "'model.layers.4.input_layernorm.weight' (in model.safetensors) belongs to block "
                 "4, but config.json has num_hidden_layers = 4 (blocks 0..3)"},
     {.name = "BlockTensorMissing",
@@ -125,7 +125,7 @@ const int kRegistered = RegisterCases({
                s, 3,
                EditedModel(s, {.config = [](nlohmann::json& c) { c["num_hidden_layers"] = 6; }}));
          },
-     .message = "hiq: error: rank 2: Checkpoint::CheckLlamaTensors: $TMP/model: tensor "
+     .message = "hiq: error: rank *: Checkpoint::CheckLlamaTensors: $TMP/model: tensor "
                 "'model.layers.5.input_layernorm.weight' is missing; expected shape [64] = "
                 "[hidden_size] from config.json"},
     {.name = "BiasTensorPresent",
@@ -206,7 +206,16 @@ const int kRegistered = RegisterCases({
      .area = "ranks",
      .what = "6 ranks for a model of 5 blocks",
      .command = [](Sandbox& s) { return "timeout 120 " + Eval(s, 6, DataDir() / "stories260K"); },
-     .message = "hiq: error: rank 0: PartitionBlocks: 6 ranks for a model of 5 blocks; every rank "
+     .message = "hiq: error: rank *: PartitionBlocks: 6 ranks for a model of 5 blocks; every rank "
+                "must own at least one block. HINT: run with at most 5 ranks"},
+    {.name = "QuantizeOnMoreRanksThanBlocks",
+     .area = "ranks",
+     .what = "hiq quantize with 6 ranks for 5 blocks, refused before any pass",
+     .command =
+         [](Sandbox& s) {
+           return "timeout 120 " + s.Hiq(6) + " quantize " + s.PlanConfig().string();
+         },
+     .message = "hiq: error: rank *: PartitionBlocks: 6 ranks for a model of 5 blocks; every rank "
                 "must own at least one block. HINT: run with at most 5 ranks"},
     {.name = "SafetensorsTruncated",
      .area = "checkpoint",
@@ -218,7 +227,7 @@ const int kRegistered = RegisterCases({
                            fs::file_size(dir / "model.safetensors") - 100);
            return Eval(s, 2, dir);
          },
-     .message = "hiq: error: rank 0: ReadSafetensorsHeader: $TMP/model/model.safetensors: tensor "
+     .message = "hiq: error: rank *: ReadSafetensorsHeader: $TMP/model/model.safetensors: tensor "
                 "'model.norm.weight': data_offsets [1039872, 1040128] out of bounds: the data "
                 "section is 1040028 bytes"},
 });

@@ -49,8 +49,9 @@ struct RobustCase {
   // Prepares the inputs under the sandbox; returns the shell command line to run.
   std::function<std::string(Sandbox&)> command;
   int exit_code = 1;
-  // One exact line of the output (stdout + stderr), with the sandbox written $TMP and the data
-  // directory $DATA.
+  // One exact line of the output (stdout + stderr), with the sandbox written $TMP, the data
+  // directory $DATA and SHA-256 digests <sha256>; "rank *: " matches any rank's line (for a
+  // failure every rank meets alike).
   std::string message;
   // After the run: what must hold in the sandbox. Unset: nothing under $TMP/out looks complete
   // (ExpectNothingComplete).
@@ -66,7 +67,8 @@ const std::vector<RobustCase>& RegisteredCases();
 // No completion marker (plan.json, model.h5) anywhere under `dir`.
 void ExpectNothingComplete(const std::filesystem::path& dir);
 
-// `text` with the sandbox's and the data directory's paths replaced by $TMP and $DATA.
+// `text` with the sandbox's and the data directory's paths replaced by $TMP and $DATA, and any
+// 64-digit hex run by <sha256>.
 std::string Normalize(const std::string& text, const Sandbox& sandbox);
 
 }  // namespace hiq::test

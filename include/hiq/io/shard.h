@@ -46,7 +46,8 @@
 //   1. Root attributes: format = "hiq-model", format_version = 1 (int64), n_ranks (int64),
 //      model_config (config.json's text), run_config (the run's full config text),
 //      run_config_hash (its hash, as the caller computed it), git_revision (may be ""),
-//      budget_avg_bits and avg_bits (float64: the budget and the achieved average bits).
+//      budget_avg_bits and avg_bits (float64: the budget and the achieved average bits),
+//      shard_sha256 (a JSON array of n_ranks SHA-256 hex strings: each shard file's hash).
 //   2. /plan: attribute names (a JSON array of the layer names, in plan order) and datasets, one
 //      entry per name: ratio (float64), n_high (int64), bits (int64, LayerBits).
 //   3. /layers/<name> and /tensors/<name>: external links to the same path in the shard that
@@ -164,6 +165,9 @@ struct ModelFileInfo {
   double budget_avg_bits = 0, avg_bits = 0;
   std::vector<PlanEntry> plan;           // every layer of every shard, once, in plan order
   std::vector<uint8_t> tokenizer_model;  // the SentencePiece model's bytes (empty: none)
+  // Each shard's SHA-256 (64 hex), in rank order: computed by WriteModelFile from the shards it
+  // links (the caller's value is ignored), read back by ReadModelFile.
+  std::vector<std::string> shard_sha256;
   bool operator==(const ModelFileInfo&) const = default;
 };
 
@@ -172,7 +176,11 @@ struct ModelFileInfo {
 // FormatError when a shard's format, rank or n_ranks is wrong, a name is in two shards, or the
 // plan does not list each layer exactly once with its n_high, HighCount(ratio) and LayerBits.
 void WriteModelFile(const std::filesystem::path& out_dir, const ModelFileInfo& info);
-// The root file's attributes and plan table (the links are read through ShardReader).
+// The root file's attributes and plan table (the links are read through ShardReader). IoError
+// naming the directory as incomplete when model.h5 does not exist.
 ModelFileInfo ReadModelFile(const std::filesystem::path& model_h5);
+// Shard `rank` of out_dir exists and has the SHA-256 model.h5 records: IoError when it is missing,
+// FormatError naming both hashes when it differs. Readers call it before following the links.
+void VerifyShard(const std::filesystem::path& out_dir, const ModelFileInfo& info, int rank);
 
 }  // namespace hiq
