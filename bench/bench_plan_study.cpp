@@ -170,10 +170,11 @@ int Run(const Comm& comm, const Args& args) {
   const std::string model_fingerprint = ModelFingerprint(checkpoint, pipeline);
   const QuantSpec spec{config.quant.bits_low, config.quant.bits_high, config.quant.group_size};
   const fs::path& tok = config.model.tokenizer;
+  const ModelVocab vocab = ReadModelVocab(config.model.path / "config.json");
 
   // Setup, as RunPlanStage.
   const std::vector<Sequence> fisher_set =
-      BuildSampleSet(config.calibration.fisher, "fisher", pipeline, tok);
+      BuildSampleSet(config.calibration.fisher, "fisher", pipeline, tok, vocab);
   CostModel cm(pipeline, spec, config.quant.ratios, config.quant.score,
                ComputeFisher(pipeline, fisher_set));
   const double budget = config.quant.budget_ratio > 0 ? cm.BitsAtRatio(config.quant.budget_ratio)
@@ -184,9 +185,9 @@ int Run(const Comm& comm, const Args& args) {
                       std::to_string(budget / cm.n_weights()) + " bits per weight");
   }
   const std::vector<Sequence> cost_set =
-      BuildSampleSet(config.calibration.cost, "cost", pipeline, tok);
+      BuildSampleSet(config.calibration.cost, "cost", pipeline, tok, vocab);
   const std::vector<Sequence> check_set =
-      BuildSampleSet(config.calibration.check, "check", pipeline, tok);
+      BuildSampleSet(config.calibration.check, "check", pipeline, tok, vocab);
   const double fp_cost = cm.MeasurePlans(cost_set, {std::nullopt})[0];
   log("setup: fisher " + std::to_string(fisher_set.size()) + " seqs, cost " +
       std::to_string(cost_set.size()) + ", check " + std::to_string(check_set.size()) +

@@ -2,10 +2,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
 #include <random>
 
 #include "hiq/base/error.h"
-#include "hiq/base/rng.h"  // StreamSeed
+#include "hiq/base/rng.h"       // StreamSeed
+#include "hiq/io/checkpoint.h"  // ReadModelVocab
 #include "hiq/stages/calibration.h"
 #include "test_util.h"
 
@@ -52,6 +54,56 @@ TEST(RandomWindows, ATextShorterThanOneWindowIsAClearError) {
   EXPECT_THROW_MSG(RandomWindows(Ramp(10), 1, 65, 1, "fisher", "tiny.txt"), ConfigError,
                    "calibration.fisher: tiny.txt holds 10 tokens, fewer than one window of "
                    "seq_len + 1 = 65. HINT: lower calibration.fisher.seq_len");
+}
+
+TEST(RandomWindows, MoreSequencesThanDistinctStartsAreRefused) {
+  EXPECT_EQ(RandomWindows(Ramp(70), 6, 65, 1, "cost", "t.txt").size(), 6u);  // 6 starts: enough
+  EXPECT_THROW_MSG(RandomWindows(Ramp(70), 7, 65, 1, "cost", "t.txt"), ConfigError,
+                   "calibration.cost: t.txt holds 70 tokens, which give 6 distinct windows of "
+                   "seq_len + 1 = 65, fewer than n_sequences = 7. HINT: lower "
+                   "calibration.cost.n_sequences or use a longer text");
+}
+
+std::filesystem::path Stories() { return test::DataDir() / "stories260K"; }
+
+SampleSetConfig TextSet(const std::filesystem::path& path, int n, int seq_len) {
+  SampleSetConfig set;
+  set.source = SampleSource::kText;
+  set.path = path;
+  set.n_sequences = n;
+  set.seq_len = seq_len;
+  return set;
+}
+
+TEST(CheckSampleSet, SeqLenBeyondTheContextNamesTheKeyAndBothNumbers) {
+  const ModelVocab vocab = ReadModelVocab(Stories() / "config.json");
+  SampleSetConfig set;
+  set.n_sequences = 4;
+  set.seq_len = 513;
+  EXPECT_THROW_MSG(CheckSampleSet(set, "check", Stories() / "tokenizer.model", vocab, 512),
+                   ConfigError,
+                   "calibration.check.seq_len = 513 is longer than the model's context, "
+                   "max_position_embeddings = 512 in '" +
+                       vocab.config_file + "'");
+  set.seq_len = 512;
+  CheckSampleSet(set, "check", Stories() / "tokenizer.model", vocab, 512);
+}
+
+TEST(CheckSampleSet, ReadsTheTextAsTheSetWillAndCountsItsWindows) {
+  test::TempDir dir;
+  const ModelVocab vocab = ReadModelVocab(Stories() / "config.json");
+  const auto tok = Stories() / "tokenizer.model";
+  const auto sample = test::DataDir() / "text/tinystories/sample.txt";
+  CheckSampleSet(TextSet(sample, 16, 128), "fisher", tok, vocab, 512);
+  EXPECT_THROW_WITH(CheckSampleSet(TextSet(sample, 100000, 128), "fisher", tok, vocab, 512),
+                    ConfigError, "fewer than n_sequences = 100000");
+  std::ofstream(dir / "bad.txt", std::ios::binary) << "ok\n\xff";
+  EXPECT_THROW_WITH(CheckSampleSet(TextSet(dir / "bad.txt", 1, 1), "fisher", tok, vocab, 512),
+                    FormatError, "at byte offset 3");
+  ModelVocab other = vocab;
+  other.vocab_size = 32000;
+  EXPECT_THROW_WITH(CheckSampleSet(TextSet(sample, 1, 8), "fisher", tok, other, 512), FormatError,
+                    "it has 512 pieces but vocab_size is 32000");
 }
 
 TEST(SampleToken, InvertsTheCumulativeSoftmax) {

@@ -2,7 +2,9 @@
 // messages, and rank-count invariance of `hiq eval` under a real mpirun.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "hiq/base/sha256.h"
@@ -60,6 +62,95 @@ TEST(Cli, EvalPrintsTheSameNllOnOneAndThreeRanks) {
   EXPECT_EQ(nll, Field(LastLine(three.output), "nll"));
   EXPECT_EQ(Field(LastLine(one.output), "tokens"), "15330");
   EXPECT_EQ(Field(LastLine(three.output), "ranks"), "3");
+}
+
+// The acceptance of #13 item 3: the CRLF file scores as its LF copy, and --keep-cr scores its
+// bytes, CR tokens included, as every version before did (nll 1.8854521469235843, ppl 6.589).
+TEST(Cli, EvalOfACrlfFileEqualsItsLfCopyUnlessKeepCr) {
+  test::TempDir dir;
+  std::ifstream in(test::DataDir() / "text/tinystories/valid-head30KB.txt", std::ios::binary);
+  std::string bytes(std::istreambuf_iterator<char>(in), {});
+  ASSERT_NE(bytes.find('\r'), std::string::npos);
+  std::erase(bytes, '\r');
+  std::ofstream(dir / "lf.txt", std::ios::binary) << bytes;
+  const std::string crlf = (test::DataDir() / "text/tinystories/valid-head30KB.txt").string();
+  const test::CommandResult def =
+      test::RunCommand(Hiq() + " eval --model " + Model() + " --text " + crlf);
+  const test::CommandResult lf =
+      test::RunCommand(Hiq() + " eval --model " + Model() + " --text " + (dir / "lf.txt").string());
+  const test::CommandResult keep =
+      test::RunCommand(Hiq() + " eval --model " + Model() + " --text " + crlf + " --keep-cr");
+  ASSERT_EQ(def.exit_code, 0) << def.output;
+  ASSERT_EQ(lf.exit_code, 0) << lf.output;
+  ASSERT_EQ(keep.exit_code, 0) << keep.output;
+  EXPECT_EQ(Field(LastLine(def.output), "nll"), Field(LastLine(lf.output), "nll"));
+  EXPECT_EQ(Field(LastLine(def.output), "nll"), "1.7152837130991905");
+  EXPECT_EQ(Field(LastLine(keep.output), "nll"), "1.8854521469235843");
+  EXPECT_EQ(Field(LastLine(keep.output), "ppl"), "6.589333");
+}
+
+// The token file says how its text was read; eval of it equals eval of the text read alike.
+TEST(Cli, TokenizeRecordsNewlinesAndItsTokensEvalAsTheText) {
+  test::TempDir dir;
+  const std::string crlf = (test::DataDir() / "text/tinystories/valid-head30KB.txt").string();
+  const std::string out = (dir / "keep.h5").string();
+  const test::CommandResult tok = test::RunCommand(Hiq() + " tokenize --model " + Model() +
+                                                   " --text " + crlf + " --keep-cr --out " + out);
+  ASSERT_EQ(tok.exit_code, 0) << tok.output;
+  const test::CommandResult r =
+      test::RunCommand(Hiq() + " eval --model " + Model() + " --text " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(Field(LastLine(r.output), "nll"), "1.8854521469235843");
+}
+
+TEST(Cli, TokenizeRefusesToWriteOverItsInputHoweverSpelled) {
+  test::TempDir dir;
+  const std::string text = "Once upon a time.\n";
+  std::ofstream(dir / "t.txt") << text;
+  std::filesystem::create_directory(dir / "sub");
+  std::filesystem::create_symlink(dir / "t.txt", dir / "link.txt");
+  for (const std::filesystem::path& out :
+       {dir / "t.txt", dir / "sub" / ".." / "t.txt", dir / "link.txt"}) {
+    const test::CommandResult r =
+        test::RunCommand(Hiq() + " tokenize --model " + Model() + " --text " +
+                         (dir / "t.txt").string() + " --out " + out.string());
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_EQ(LastLine(r.output), "hiq: error: hiq tokenize: --out '" + out.string() +
+                                      "' is the input --text '" + (dir / "t.txt").string() +
+                                      "'; writing it would destroy the text");
+    std::ifstream in(dir / "t.txt");
+    EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), text);
+  }
+}
+
+TEST(Cli, EvalRefusesASeqLenBeyondTheContext) {
+  const test::CommandResult r = test::RunCommand(
+      Hiq() + " eval --model " + Model() + " --text " +
+      (test::DataDir() / "text/tinystories/sample.txt").string() + " --seq-len 1024");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(LastLine(r.output),
+            "hiq: error: hiq eval: --seq-len = 1024 is longer than the model's context, "
+            "max_position_embeddings = 512 in '" +
+                Model() + "/config.json'");
+}
+
+// Under mpirun every rank checks the inputs before the weights load; whichever aborts the job
+// first prints, so the line is matched without its rank.
+TEST(Cli, EvalRefusesAnInvalidTextOnEveryRankCountBeforeLoading) {
+  test::TempDir dir;
+  std::ofstream(dir / "bad.txt", std::ios::binary) << "Once\r\nupon \xc3(";
+  for (int np : {2, 3}) {
+    const test::CommandResult r =
+        test::RunCommand("timeout 120 " + Mpirun(np) + " eval --model " + Model() + " --text " +
+                         (dir / "bad.txt").string());
+    EXPECT_NE(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.exit_code, 124) << "timed out: a rank was left waiting";
+    EXPECT_NE(r.output.find("ReadTextFile: '" + (dir / "bad.txt").string() +
+                            "' is not UTF-8: ill-formed sequence at byte offset 11 (byte 0xc3)"),
+              std::string::npos)
+        << r.output;
+    EXPECT_NE(r.output.find("hiq: error: rank "), std::string::npos) << r.output;
+  }
 }
 
 TEST(Cli, EvalIsTheSameForOneAndTwoOpenBlasThreads) {
@@ -155,8 +246,26 @@ TEST(Cli, PlanWritesTheSamePlanOnOneTwoAndThreeRanks) {
                          (test::DataDir() / "text/tinystories/sample.txt").string() +
                          " --seq-len 128 --plan " + (dir / which).string());
     ASSERT_EQ(eval.exit_code, 0) << eval.output;
-    EXPECT_FALSE(Field(LastLine(eval.output), "avg_bits").empty()) << eval.output;
+    const double avg_bits = nlohmann::json::parse(ReadFile(dir / which / "plan.json"))["avg_bits"];
+    char expected[32];
+    std::snprintf(expected, sizeof expected, "%.6f", avg_bits);
+    EXPECT_EQ(Field(LastLine(eval.output), "avg_bits"), expected) << eval.output;
   }
+  // The bits eval prints are what the ranks applied, not plan.json's number: a plan whose
+  // avg_bits was edited still prints the true average, on 2 ranks as on 1.
+  std::filesystem::copy(dir / "np1", dir / "edited", std::filesystem::copy_options::recursive);
+  nlohmann::json edited = nlohmann::json::parse(ReadFile(dir / "np1" / "plan.json"));
+  const double true_bits = edited["avg_bits"];
+  edited["avg_bits"] = 1.5;
+  std::ofstream(dir / "edited" / "plan.json") << edited.dump(2);
+  const test::CommandResult eval =
+      test::RunCommand(Mpirun(2) + " eval --model " + Model() + " --text " +
+                       (test::DataDir() / "text/tinystories/sample.txt").string() +
+                       " --seq-len 128 --plan " + (dir / "edited").string());
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  char expected[32];
+  std::snprintf(expected, sizeof expected, "%.6f", true_bits);
+  EXPECT_EQ(Field(LastLine(eval.output), "avg_bits"), expected) << eval.output;
 }
 
 // A budget below what codes and group scales alone take (2.57125 bits here) fails at load, before

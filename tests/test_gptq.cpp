@@ -142,7 +142,8 @@ class GptqRealBlock : public ::testing::Test {
     stage_ = new Stage<float>(LoadStage(checkpoint, 0, 1, true, false));
     const Tokenizer tokenizer(test::DataDir() / "stories260K" / "tokenizer.model");
     const std::vector<int32_t> tokens =
-        TokenizeFile(tokenizer, test::DataDir() / "text" / "tinystories" / "valid-head30KB.txt");
+        TokenizeFile(tokenizer, test::DataDir() / "text" / "tinystories" / "valid-head30KB.txt",
+                     Newlines::kKeep);
     ASSERT_GE(static_cast<int64_t>(tokens.size()), 2 * kWindowsPerHalf * kSeqLen);
     const Rope<float> rope = MakeRope<float>(stage_->config, kSeqLen);
     for (int half = 0; half < 2; ++half) {

@@ -262,8 +262,8 @@ class RealBlocks : public ::testing::Test {
     stage_ = new Stage<float>(
         LoadStage(checkpoint, 0, static_cast<int>(c.num_hidden_layers), true, true));
     const Tokenizer tokenizer(data / "stories260K" / "tokenizer.model");
-    const std::vector<int32_t> tokens =
-        TokenizeFile(tokenizer, data / "text" / "tinystories" / "valid-head30KB.txt");
+    const std::vector<int32_t> tokens = TokenizeFile(
+        tokenizer, data / "text" / "tinystories" / "valid-head30KB.txt", Newlines::kKeep);
     ASSERT_GE(static_cast<int64_t>(tokens.size()), (kCalibSeqs + kHeldoutSeqs) * kSeqLen);
     inputs_ = new std::vector<Matrix<float>>[2];
     for (int set = 0; set < 2; ++set) {

@@ -14,21 +14,22 @@
 #include <optional>
 #include <thread>
 
-#include "hiq/base/error.h"       // hiq::Error
-#include "hiq/base/interrupt.h"   // InstallInterruptHandlers, SetStage
-#include "hiq/config/config.h"    // LoadConfig, ToYaml
-#include "hiq/dist/mpi.h"         // MpiSession, Comm
-#include "hiq/dist/pipeline.h"    // Pipeline
-#include "hiq/io/checkpoint.h"    // Checkpoint, PrintInspect
-#include "hiq/io/h5.h"            // H5LibraryStateBroken
-#include "hiq/io/output.h"        // OutputDir
-#include "hiq/io/synth.h"         // WriteSyntheticModel
-#include "hiq/io/tokenizer.h"     // Tokenizer, WriteTokenFile
-#include "hiq/model/blas.h"       // PinBlasCore, SetBlasThreads, CurrentBlasInfo
-#include "hiq/model/llama.h"      // KeepActivationMemory
-#include "hiq/stages/eval.h"      // Perplexity
-#include "hiq/stages/plan.h"      // RunPlanStage, WritePlan, ReadPlan, ApplyPlanRtn
-#include "hiq/stages/quantize.h"  // RunQuantizeStage, LoadQuantizedPipeline, ExportQuantized
+#include "hiq/base/error.h"          // hiq::Error
+#include "hiq/base/interrupt.h"      // InstallInterruptHandlers, SetStage
+#include "hiq/config/config.h"       // LoadConfig, ToYaml
+#include "hiq/dist/mpi.h"            // MpiSession, Comm
+#include "hiq/dist/pipeline.h"       // Pipeline
+#include "hiq/io/checkpoint.h"       // Checkpoint, PrintInspect
+#include "hiq/io/h5.h"               // H5LibraryStateBroken
+#include "hiq/io/output.h"           // OutputDir
+#include "hiq/io/synth.h"            // WriteSyntheticModel
+#include "hiq/io/tokenizer.h"        // Tokenizer, WriteTokenFile
+#include "hiq/model/blas.h"          // PinBlasCore, SetBlasThreads, CurrentBlasInfo
+#include "hiq/model/llama.h"         // KeepActivationMemory
+#include "hiq/stages/calibration.h"  // CheckCalibrationSets
+#include "hiq/stages/eval.h"         // Perplexity
+#include "hiq/stages/plan.h"         // RunPlanStage, WritePlan, ReadPlan, ApplyPlanRtn
+#include "hiq/stages/quantize.h"     // RunQuantizeStage, LoadQuantizedPipeline, ExportQuantized
 
 namespace hiq {
 namespace {
@@ -56,10 +57,25 @@ int RunInspect(const fs::path& dir, bool json) {
   return 0;
 }
 
-int RunTokenize(const fs::path& model, const fs::path& text, const fs::path& out, bool json) {
+// True if `a` and `b` name one file: the same path spelled differently, or through a link.
+bool SameFile(const fs::path& a, const fs::path& b) {
+  std::error_code ec;
+  if (fs::equivalent(a, b, ec)) return true;
+  // `b` may not exist yet while a link of it already points at `a`'s final name.
+  return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
+}
+
+int RunTokenize(const fs::path& model, const fs::path& text, const fs::path& out, bool keep_cr,
+                bool json) {
+  if (SameFile(text, out)) {
+    throw ConfigError("hiq tokenize: --out '" + out.string() + "' is the input --text '" +
+                      text.string() + "'; writing it would destroy the text");
+  }
   const Tokenizer tokenizer(model / "tokenizer.model");
-  const std::vector<int32_t> tokens = TokenizeFile(tokenizer, text);
-  TokenFileInfo info = MakeTokenFileInfo(tokenizer, text, tokens);
+  CheckTokenizerMatchesModel(tokenizer, ReadModelVocab(model / "config.json"));
+  const Newlines newlines = keep_cr ? Newlines::kKeep : Newlines::kLf;
+  const std::vector<int32_t> tokens = TokenizeFile(tokenizer, text, newlines);
+  TokenFileInfo info = MakeTokenFileInfo(tokenizer, text, tokens, newlines);
   WriteTokenFile(out, tokens, info);
   if (json) {
     std::printf(
@@ -76,7 +92,7 @@ int RunTokenize(const fs::path& model, const fs::path& text, const fs::path& out
 struct EvalArgs {
   fs::path model, text, plan, quantized;
   int seq_len = 0, max_windows = 0, batch = 4;
-  bool json = false;
+  bool json = false, keep_cr = false;
 };
 
 // A file removed when the object dies (the tokenizer of a quantized model, for LoadTokens).
@@ -122,30 +138,49 @@ int RunEval(const Comm& comm, const EvalArgs& args) {
       tokenizer = tokenizer_copy.path;
     }
   }
+  ModelVocab vocab;
   if (!args.model.empty()) {
     checkpoint.emplace(args.model);
     tokenizer = args.model / "tokenizer.model";
+    vocab = ReadModelVocab(args.model / "config.json");
     if (!pipeline) {
-      pipeline.emplace(LoadPipeline(comm, *checkpoint));
       context = checkpoint->config().max_position_embeddings;
     } else if (!(checkpoint->config() == pipeline->stage().config)) {
       throw FormatError("hiq eval: the config.json of " + args.model.string() +
                         " is not the model quantized in " + args.quantized.string());
     }
+  } else {
+    vocab.config_file = (args.quantized / "model.h5").string();
+    vocab.vocab_size = pipeline->stage().config.vocab_size;
+  }
+  if (args.seq_len > 0) {
+    CheckSeqLenFitsContext(args.seq_len, context, "hiq eval: --seq-len", vocab.config_file);
   }
   const int64_t seq_len = args.seq_len > 0 ? args.seq_len : context;
   // Every rank tokenizes (cheap, and identical): no broadcast of the token stream is needed.
-  const std::vector<int32_t> tokens = LoadTokens(args.text, tokenizer);
+  // The text, the tokenizer and the lengths are checked before the weights are loaded.
+  const std::vector<int32_t> tokens = LoadTokens(
+      args.text, Tokenizer(tokenizer), args.keep_cr ? Newlines::kKeep : Newlines::kLf, vocab);
   const std::vector<Sequence> windows =
       PerplexityWindows(tokens, seq_len, args.max_windows, args.text.string());
+  // A plan is checked against the spec and the model's shapes before the weights load.
+  std::optional<PlanReport> plan;
   if (!args.plan.empty()) {
     if (!args.quantized.empty())
       throw ConfigError("hiq eval: --plan and --quantized exclude each other");
-    // Each rank quantizes only its own layers, round-to-nearest, as the plan says.
-    const PlanReport plan = ReadPlan(args.plan);
-    ApplyPlanRtn(plan, pipeline->mutable_stage());
+    plan.emplace(ReadPlan(args.plan));
+    CheckPlanAgainstSpec(*plan, args.plan / "plan.json", checkpoint->config());
+  }
+  if (!pipeline) pipeline.emplace(LoadPipeline(comm, *checkpoint));
+  if (plan) {
+    // Each rank quantizes only its own layers, round-to-nearest, as the plan says, once the
+    // plan is known to be for this model; the bits printed are what the ranks applied.
+    CheckPlanModel(*plan, args.plan / "plan.json", ModelFingerprint(*checkpoint, *pipeline),
+                   args.model);
+    const AppliedBits applied = ApplyPlanRtn(*plan, pipeline->mutable_stage());
+    const double avg_bits = comm.AllSum(applied.bits) / comm.AllSum(applied.weights);
     char buf[96];
-    std::snprintf(buf, sizeof buf, " avg_bits=%.6f plan=%s", plan.avg_bits, args.plan.c_str());
+    std::snprintf(buf, sizeof buf, " avg_bits=%.6f plan=%s", avg_bits, args.plan.c_str());
     fields = buf;
   }
   const double sent_before = static_cast<double>(comm.bytes_sent());
@@ -180,6 +215,9 @@ int RunPlan(const Comm& comm, const RunConfig& config, bool json) {
   OutputDir out = OutputDir::Open(config.output, comm, log);
   SetStage("plan: load model");
   Checkpoint checkpoint(config.model.path);
+  CheckCalibrationSets(config, ConfigStage::kPlan,
+                       ReadModelVocab(config.model.path / "config.json"),
+                       checkpoint.config().max_position_embeddings);
   Pipeline pipeline = LoadPipeline(comm, checkpoint);
   const PlanReport report = RunPlanStage(config, pipeline, checkpoint, log);
   SetStage("plan: write");
@@ -205,6 +243,9 @@ int RunQuantize(const Comm& comm, const RunConfig& config) {
   OutputDir out = OutputDir::Open(config.output, comm, log);
   SetStage("quantize: load model");
   Checkpoint checkpoint(config.model.path);
+  CheckCalibrationSets(config, ConfigStage::kQuantize,
+                       ReadModelVocab(config.model.path / "config.json"),
+                       checkpoint.config().max_position_embeddings);
   Pipeline pipeline = LoadPipeline(comm, checkpoint);
   const QuantizeReport report =
       RunQuantizeStage(config, pipeline, checkpoint, out.staging(), log, stderr);
@@ -229,11 +270,13 @@ int Run(const Comm& comm, int argc, char** argv) {
 
   auto* tokenize = app.add_subcommand("tokenize", "Tokenize a text file into an HDF5 token file");
   fs::path tok_model, tok_text, tok_out;
-  bool tok_json = false;
+  bool tok_json = false, tok_keep_cr = false;
   tokenize->add_option("--model", tok_model, "Model directory (its tokenizer.model)")->required();
   tokenize->add_option("--text", tok_text, "UTF-8 text file")->required();
   tokenize->add_option("--out", tok_out, "Output token file (.h5)")->required();
   tokenize->add_flag("--json", tok_json, "Print JSON");
+  tokenize->add_flag("--keep-cr", tok_keep_cr,
+                     "Keep CR bytes as they are (default: CRLF and lone CR become LF)");
 
   auto* config = app.add_subcommand("config", "Print the fully resolved config");
   fs::path config_file;
@@ -251,6 +294,8 @@ int Run(const Comm& comm, int argc, char** argv) {
   eval->add_option("--batch", eval_args.batch, "Windows per pipeline message")
       ->check(CLI::Range(1, 1024));
   eval->add_flag("--json", eval_args.json, "Print the result as JSON");
+  eval->add_flag("--keep-cr", eval_args.keep_cr,
+                 "Read the text's CR bytes as they are (default: CRLF and lone CR become LF)");
   eval->add_option("--plan", eval_args.plan,
                    "Apply the plan in this output directory by round-to-nearest first");
   eval->add_option("--quantized", eval_args.quantized,
@@ -306,7 +351,7 @@ int Run(const Comm& comm, int argc, char** argv) {
   SetBlasThreads(threads);
   for (const auto* command : app.get_subcommands()) SetStage(command->get_name().c_str());
   if (*inspect) return RunInspect(inspect_dir, inspect_json);
-  if (*tokenize) return RunTokenize(tok_model, tok_text, tok_out, tok_json);
+  if (*tokenize) return RunTokenize(tok_model, tok_text, tok_out, tok_keep_cr, tok_json);
   if (*config) {
     std::cout << ToYaml(LoadConfig(config_file, config_sets));
     return 0;
@@ -359,12 +404,18 @@ int main(int argc, char** argv) {
     return hiq::Run(world, argc, argv);
   } catch (const std::exception& e) {
     hiq::SilenceInterrupts();  // this error line is the one line of this rank
+    // A NaN or an overflow arises inside a pass: the step it stopped names where the numbers went
+    // wrong (the message itself names the block, layer and sequence).
+    std::string during;
+    if (dynamic_cast<const hiq::NumericalError*>(&e) != nullptr) {
+      during = "during " + hiq::CurrentStage() + ": ";
+    }
     if (size > 1) {
-      std::fprintf(stderr, "hiq: error: rank %d: %s\n", rank, e.what());
+      std::fprintf(stderr, "hiq: error: rank %d: %s%s\n", rank, during.c_str(), e.what());
       std::fflush(stderr);
       hiq::Comm::AbortWorld(1);
     }
-    std::fprintf(stderr, "hiq: error: %s\n", e.what());
+    std::fprintf(stderr, "hiq: error: %s%s\n", during.c_str(), e.what());
     if (hiq::H5LibraryStateBroken()) {
       std::fflush(nullptr);
       _exit(1);  // MPI_Finalize would run HDF5's termination over a file that failed to close

@@ -49,6 +49,7 @@ constexpr std::array<std::string_view, 6> kQuantizeMethodNames = {"hiq",      "f
                                                                   "adaround", "gptq",        "rtn"};
 constexpr std::array<std::string_view, 2> kReconInputsNames = {"fp", "quantized"};
 constexpr std::array<std::string_view, 2> kConfigStageNames = {"plan", "quantize"};
+constexpr std::array<std::string_view, 2> kNewlinesNames = {"lf", "keep"};
 std::span<const std::string_view> Choices(SampleSource) { return kSampleSourceNames; }
 std::span<const std::string_view> Choices(ChannelScore) { return kChannelScoreNames; }
 std::span<const std::string_view> Choices(CostMode) { return kCostModeNames; }
@@ -57,6 +58,7 @@ std::span<const std::string_view> Choices(SolverMethod) { return kSolverMethodNa
 std::span<const std::string_view> Choices(QuantizeMethod) { return kQuantizeMethodNames; }
 std::span<const std::string_view> Choices(ReconInputs) { return kReconInputsNames; }
 std::span<const std::string_view> Choices(ConfigStage) { return kConfigStageNames; }
+std::span<const std::string_view> Choices(Newlines) { return kNewlinesNames; }
 
 template <class E>
 std::string_view EnumName(E value) {
@@ -159,6 +161,12 @@ void SampleSetFields(SampleSetConfig& s, const std::string& p, const SampleSetDe
      .read_by = d.read_by,
      .help = "The text file (source `text`) or token .h5 file (source `tokens`). Required for "
              "those sources and must be unset for `generate`."});
+  v(s.newlines, Newlines::kLf,
+    {.key = p + ".newlines",
+     .read_by = d.read_by,
+     .help = "How source `text` reads line ends: `lf` = CRLF and lone CR become LF (Python's "
+             "text mode, as evaluation datasets are read), `keep` = the bytes as they are. A "
+             "token file records its own."});
   v(s.n_sequences, d.n_sequences,
     {.key = p + ".n_sequences",
      .limits = Closed(1, 1 << 20),

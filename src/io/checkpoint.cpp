@@ -227,6 +227,34 @@ LlamaConfig ReadLlamaConfig(const std::filesystem::path& config_json) {
                         function);
 }
 
+ModelVocab ReadModelVocab(const std::filesystem::path& config_json) {
+  const std::string function = "ReadModelVocab";
+  const json root =
+      ParseJsonStrict(ReadText(config_json, function), function, config_json.string());
+  ModelVocab vocab;
+  vocab.config_file = config_json.string();
+  vocab.vocab_size = ConfigFromJson(root, config_json.string(), function).vocab_size;
+  const auto id = [&](const json& value, const char* key) {
+    if (!value.is_number_integer() || value.get<int64_t>() < 0) {
+      throw FormatError(function + ": " + config_json.string() + ": '" + key + "' is " +
+                        Dump(value) + ", expected a non-negative integer or null");
+    }
+    return value.get<int64_t>();
+  };
+  if (root.contains("bos_token_id") && !root.at("bos_token_id").is_null()) {
+    vocab.bos_token_id = id(root.at("bos_token_id"), "bos_token_id");
+  }
+  if (root.contains("eos_token_id") && !root.at("eos_token_id").is_null()) {
+    const json& eos = root.at("eos_token_id");
+    if (eos.is_array()) {
+      for (const json& e : eos) vocab.eos_token_ids.push_back(id(e, "eos_token_id"));
+    } else {
+      vocab.eos_token_ids.push_back(id(eos, "eos_token_id"));
+    }
+  }
+  return vocab;
+}
+
 nlohmann::json ToJson(const LlamaConfig& c) {
   json j = {{"architectures", {"LlamaForCausalLM"}},
             {"model_type", "llama"},

@@ -3,13 +3,16 @@
 
 #include <sentencepiece_processor.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <vector>
 
 #include "hiq/base/error.h"   // IoError, FormatError
 #include "hiq/base/sha256.h"  // Sha256Hex, Sha256HexOfFile
+#include "hiq/base/text.h"    // FirstInvalidUtf8, CrToLf
 #include "hiq/io/h5.h"        // H5File, H5Group
 
 namespace hiq {
@@ -87,9 +90,22 @@ int32_t Tokenizer::bos_id() const { return processor_->bos_id(); }
 int32_t Tokenizer::eos_id() const { return processor_->eos_id(); }
 int32_t Tokenizer::vocab_size() const { return processor_->GetPieceSize(); }
 
+std::string ReadTextFile(const std::filesystem::path& file, Newlines newlines) {
+  std::string bytes = ReadWholeFile(file, "ReadTextFile");
+  if (const size_t bad = FirstInvalidUtf8(bytes); bad != std::string::npos) {
+    char byte[8];
+    std::snprintf(byte, sizeof byte, "0x%02x",
+                  static_cast<unsigned>(static_cast<uint8_t>(bytes[bad])));
+    throw FormatError("ReadTextFile: '" + file.string() +
+                      "' is not UTF-8: ill-formed sequence at byte offset " + std::to_string(bad) +
+                      " (byte " + byte + "). HINT: convert it, e.g. `iconv -f latin1 -t utf-8`");
+  }
+  return newlines == Newlines::kLf ? CrToLf(bytes) : bytes;
+}
+
 std::vector<int32_t> TokenizeFile(const Tokenizer& tokenizer,
-                                  const std::filesystem::path& text_file) {
-  const std::string text = ReadWholeFile(text_file, "TokenizeFile");
+                                  const std::filesystem::path& text_file, Newlines newlines) {
+  const std::string text = ReadTextFile(text_file, newlines);
   const std::vector<int32_t> ids = tokenizer.Encode(text);
   std::vector<int32_t> tokens;
   tokens.reserve(ids.size() + 1);
@@ -98,9 +114,33 @@ std::vector<int32_t> TokenizeFile(const Tokenizer& tokenizer,
   return tokens;
 }
 
+void CheckTokenizerMatchesModel(const Tokenizer& tokenizer, const ModelVocab& model) {
+  const std::string both = "the tokenizer '" + tokenizer.model_file().string() +
+                           "' does not belong to the model of '" + model.config_file + "': ";
+  if (tokenizer.vocab_size() != model.vocab_size) {
+    throw FormatError(both + "it has " + std::to_string(tokenizer.vocab_size()) +
+                      " pieces but vocab_size is " + std::to_string(model.vocab_size));
+  }
+  if (model.bos_token_id && *model.bos_token_id != tokenizer.bos_id()) {
+    throw FormatError(both + "its BOS id is " + std::to_string(tokenizer.bos_id()) +
+                      " but bos_token_id is " + std::to_string(*model.bos_token_id));
+  }
+  if (!model.eos_token_ids.empty() &&
+      std::find(model.eos_token_ids.begin(), model.eos_token_ids.end(), tokenizer.eos_id()) ==
+          model.eos_token_ids.end()) {
+    std::string ids;
+    for (const int64_t id : model.eos_token_ids)
+      ids += (ids.empty() ? "" : ", ") + std::to_string(id);
+    throw FormatError(both + "its EOS id is " + std::to_string(tokenizer.eos_id()) +
+                      " but eos_token_id is " +
+                      (model.eos_token_ids.size() == 1 ? ids : "[" + ids + "]"));
+  }
+}
+
 TokenFileInfo MakeTokenFileInfo(const Tokenizer& tokenizer, const std::filesystem::path& text_file,
-                                std::span<const int32_t> tokens) {
+                                std::span<const int32_t> tokens, Newlines newlines) {
   TokenFileInfo info;
+  info.newlines = std::string(NewlinesName(newlines));
   info.tokenizer_sha256 = tokenizer.sha256();
   info.text_sha256 = Sha256HexOfFile(text_file);
   info.bos = !tokens.empty() && tokens.front() == tokenizer.bos_id() ? tokenizer.bos_id() : -1;
@@ -120,6 +160,7 @@ void WriteTokenFile(const std::filesystem::path& file, std::span<const int32_t> 
   root.SetAttribute("source", info.source);
   root.SetAttribute("text_sha256", info.text_sha256);
   root.SetAttribute("tokenizer_sha256", info.tokenizer_sha256);
+  root.SetAttribute("newlines", info.newlines);
   out.Commit();
 }
 
@@ -161,7 +202,32 @@ TokenFile ReadTokenFile(const std::filesystem::path& file) {
   token_file.info.source = root.GetAttributeString("source");
   token_file.info.text_sha256 = root.GetAttributeString("text_sha256");
   token_file.info.tokenizer_sha256 = root.GetAttributeString("tokenizer_sha256");
+  if (root.HasAttribute("newlines")) {
+    token_file.info.newlines = root.GetAttributeString("newlines");
+    if (!NewlinesFromName(token_file.info.newlines)) {
+      throw FormatError(where + ": attribute newlines = \"" + token_file.info.newlines +
+                        "\", expected \"lf\" or \"keep\"");
+    }
+  }
   return token_file;
+}
+
+void CheckTokenFileMatchesModel(const TokenFile& tokens, const std::filesystem::path& file,
+                                const Tokenizer& tokenizer, const ModelVocab& model) {
+  if (tokens.info.tokenizer_sha256 != tokenizer.sha256()) {
+    throw FormatError("token file '" + file.string() + "' was made by a tokenizer with sha256 " +
+                      tokens.info.tokenizer_sha256 + ", but the model's '" +
+                      tokenizer.model_file().string() + "' has sha256 " + tokenizer.sha256() +
+                      ". HINT: re-run `hiq tokenize --model` with this model");
+  }
+  for (size_t i = 0; i < tokens.tokens.size(); ++i) {
+    const int32_t id = tokens.tokens[i];
+    if (id < 0 || id >= model.vocab_size) {
+      throw FormatError("token file '" + file.string() + "': id " + std::to_string(id) +
+                        " at index " + std::to_string(i) + " is outside [0, vocab_size = " +
+                        std::to_string(model.vocab_size) + ") of '" + model.config_file + "'");
+    }
+  }
 }
 
 }  // namespace hiq

@@ -19,8 +19,17 @@ std::vector<std::vector<int32_t>> RandomWindows(const std::vector<int32_t>& toke
                       " tokens, fewer than one window of seq_len + 1 = " + std::to_string(length) +
                       ". HINT: lower calibration." + name + ".seq_len");
   }
-  RandomStream rng(seed, name);
   const uint64_t starts = static_cast<uint64_t>(total - length + 1);
+  if (starts < static_cast<uint64_t>(n)) {
+    // Fewer starts than sequences: some would be drawn twice, and the set would hold less than
+    // it claims.
+    throw ConfigError("calibration." + name + ": " + source + " holds " + std::to_string(total) +
+                      " tokens, which give " + std::to_string(starts) +
+                      " distinct windows of seq_len + 1 = " + std::to_string(length) +
+                      ", fewer than n_sequences = " + std::to_string(n) +
+                      ". HINT: lower calibration." + name + ".n_sequences or use a longer text");
+  }
+  RandomStream rng(seed, name);
   std::vector<std::vector<int32_t>> windows;
   for (int i = 0; i < n; ++i) {
     const int64_t start = static_cast<int64_t>(rng.UniformInt(starts));
@@ -76,17 +85,60 @@ std::vector<std::vector<int32_t>> Generate(const SampleSetConfig& set, const std
 
 }  // namespace
 
+namespace {
+
+// The tokens of a text or token set, checked against the model.
+std::vector<int32_t> SetTokens(const SampleSetConfig& set,
+                               const std::filesystem::path& tokenizer_model,
+                               const ModelVocab& model) {
+  return LoadTokens(set.path, Tokenizer(tokenizer_model), set.newlines, model);
+}
+
+}  // namespace
+
+void CheckSampleSet(const SampleSetConfig& set, const std::string& name,
+                    const std::filesystem::path& tokenizer_model, const ModelVocab& model,
+                    int64_t context) {
+  CheckSeqLenFitsContext(set.seq_len, context, "calibration." + name + ".seq_len",
+                         model.config_file);
+  if (set.source == SampleSource::kGenerate) {
+    if (std::filesystem::exists(tokenizer_model)) {
+      CheckTokenizerMatchesModel(Tokenizer(tokenizer_model), model);
+    }
+    return;
+  }
+  // Drawing the windows (cheap next to any pass) is what checks that the file has enough.
+  RandomWindows(SetTokens(set, tokenizer_model, model), set.n_sequences, set.seq_len + 1, set.seed,
+                name, set.path.string());
+}
+
+void CheckCalibrationSets(const RunConfig& config, ConfigStage stage, const ModelVocab& model,
+                          int64_t context) {
+  const std::filesystem::path& tok = config.model.tokenizer;
+  CheckSampleSet(config.calibration.fisher, "fisher", tok, model, context);
+  CheckSampleSet(config.calibration.cost, "cost", tok, model, context);
+  CheckSampleSet(config.calibration.check, "check", tok, model, context);
+  if (stage == ConfigStage::kQuantize) {
+    CheckSampleSet(config.calibration.reconstruction, "reconstruction", tok, model, context);
+  }
+}
+
 std::vector<Sequence> BuildSampleSet(const SampleSetConfig& set, const std::string& name,
                                      Pipeline& pipeline,
-                                     const std::filesystem::path& tokenizer_model) {
+                                     const std::filesystem::path& tokenizer_model,
+                                     const ModelVocab& model) {
   std::vector<std::vector<int32_t>> windows;
   if (set.source == SampleSource::kGenerate) {
     // LLaMA's <s> is 1; a model with its own tokenizer says so.
-    const int32_t bos =
-        std::filesystem::exists(tokenizer_model) ? Tokenizer(tokenizer_model).bos_id() : 1;
+    int32_t bos = 1;
+    if (std::filesystem::exists(tokenizer_model)) {
+      const Tokenizer tokenizer(tokenizer_model);
+      CheckTokenizerMatchesModel(tokenizer, model);
+      bos = tokenizer.bos_id();
+    }
     windows = Generate(set, name, pipeline, bos);
   } else {
-    const std::vector<int32_t> tokens = LoadTokens(set.path, tokenizer_model);
+    const std::vector<int32_t> tokens = SetTokens(set, tokenizer_model, model);
     windows =
         RandomWindows(tokens, set.n_sequences, set.seq_len + 1, set.seed, name, set.path.string());
   }

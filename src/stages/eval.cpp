@@ -63,17 +63,30 @@ PerplexityResult Perplexity(Pipeline& pipeline, const std::vector<Sequence>& win
   return r;
 }
 
-std::vector<int32_t> LoadTokens(const std::filesystem::path& file,
-                                const std::filesystem::path& tokenizer_model) {
+void CheckSeqLenFitsContext(int64_t seq_len, int64_t context, const std::string& option,
+                            const std::string& config_file) {
+  if (seq_len > context) {
+    throw ConfigError(option + " = " + std::to_string(seq_len) +
+                      " is longer than the model's context, max_position_embeddings = " +
+                      std::to_string(context) + " in '" + config_file + "'");
+  }
+}
+
+std::vector<int32_t> LoadTokens(const std::filesystem::path& file, const Tokenizer& tokenizer,
+                                Newlines newlines, const ModelVocab& model) {
+  CheckTokenizerMatchesModel(tokenizer, model);
   std::ifstream in(file, std::ios::binary);
   if (!in) throw IoError("LoadTokens: cannot open '" + file.string() + "'");
   char magic[8] = {};
   in.read(magic, 8);
   static constexpr char kHdf5Signature[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
   if (in.gcount() == 8 && std::equal(magic, magic + 8, kHdf5Signature)) {
-    return ReadTokenFile(file).tokens;
+    TokenFile tokens = ReadTokenFile(file);
+    CheckTokenFileMatchesModel(tokens, file, tokenizer, model);
+    return std::move(tokens.tokens);
   }
-  return TokenizeFile(Tokenizer(tokenizer_model), file);
+  // The tokenizer's ids are below its piece count, which the check above made vocab_size.
+  return TokenizeFile(tokenizer, file, newlines);
 }
 
 }  // namespace hiq

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -37,6 +38,18 @@ PlanSolution Solve(const RunConfig& config, const PlanProblem& problem) {
 std::string Fixed6(double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.6f", v);
+  return buf;
+}
+
+// The shortest text that reads back as the same double (ratios and bits in messages).
+std::string FormatG(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  for (int precision = 1; precision <= 17; ++precision) {
+    char shorter[64];
+    std::snprintf(shorter, sizeof shorter, "%.*g", precision, v);
+    if (std::strtod(shorter, nullptr) == v) return shorter;
+  }
   return buf;
 }
 
@@ -186,7 +199,8 @@ PlanReport NewReport(const RunConfig& config, const Pipeline& pipeline,
   report.solver = std::string(Name(config.solver.method));
   report.cost_mode = std::string(Name(config.cost.mode));
   report.cost_center = std::string(Name(config.cost.center));
-  report.fingerprint = PlanFingerprint(config, ModelFingerprint(checkpoint, pipeline));
+  report.model_fingerprint = ModelFingerprint(checkpoint, pipeline);
+  report.fingerprint = PlanFingerprint(config, report.model_fingerprint);
   return report;
 }
 
@@ -334,11 +348,12 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   SetStage("plan: model fingerprint");
   PlanReport report = NewReport(config, pipeline, checkpoint);
   const std::filesystem::path& tok = config.model.tokenizer;
+  const ModelVocab vocab = ReadModelVocab(checkpoint.dir() / "config.json");
 
   // 1. Fisher and candidates.
   SetStage("plan: fisher");
   const std::vector<Sequence> fisher_set =
-      BuildSampleSet(config.calibration.fisher, "fisher", pipeline, tok);
+      BuildSampleSet(config.calibration.fisher, "fisher", pipeline, tok, vocab);
   const FisherBlocks fisher = ComputeFisher(pipeline, fisher_set);
   CostModel cm(pipeline, report.spec, config.quant.ratios, config.quant.score, fisher);
   Log(log, "[%.1fs] fisher: %zu sequences of %d tokens\n", since(), fisher_set.size(),
@@ -355,9 +370,9 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   // 3. Cost terms, solve, re-centre.
   SetStage("plan: calibration sets");
   const std::vector<Sequence> cost_set =
-      BuildSampleSet(config.calibration.cost, "cost", pipeline, tok);
+      BuildSampleSet(config.calibration.cost, "cost", pipeline, tok, vocab);
   const std::vector<Sequence> check_set =
-      BuildSampleSet(config.calibration.check, "check", pipeline, tok);
+      BuildSampleSet(config.calibration.check, "check", pipeline, tok, vocab);
   Log(log, "[%.1fs] cost set %zu x %d, check set %zu x %d\n", since(), cost_set.size(),
       config.calibration.cost.seq_len, check_set.size(), config.calibration.check.seq_len);
   SetStage("plan: cost terms");
@@ -384,6 +399,7 @@ nlohmann::json ToJson(const PlanReport& r) {
   j["format"] = "hiq-plan";
   j["format_version"] = 1;
   j["fingerprint"] = r.fingerprint;
+  j["model_fingerprint"] = r.model_fingerprint;
   j["blas_core"] = r.blas_core;
   j["cpu_model"] = r.cpu_model;
   j["spec"] = {{"bits_low", r.spec.bits_low},
@@ -434,6 +450,7 @@ void WritePlanFiles(const PlanReport& r, const std::filesystem::path& out_dir) {
   root.SetAttribute("format", std::string_view("hiq-plan"));
   root.SetAttribute("format_version", int64_t{1});
   root.SetAttribute("fingerprint", std::string_view(r.fingerprint));
+  root.SetAttribute("model_fingerprint", std::string_view(r.model_fingerprint));
   root.SetAttribute("blas_core", std::string_view(r.blas_core));
   root.SetAttribute("cpu_model", std::string_view(r.cpu_model));
   root.SetAttribute("bits_low", int64_t{r.spec.bits_low});
@@ -509,6 +526,13 @@ PlanReport ReadPlan(const std::filesystem::path& out_dir) {
   PlanReport r;
   try {
     r.fingerprint = need(j, "fingerprint").get<std::string>();
+    if (!j.contains("model_fingerprint")) {
+      throw FormatError("ReadPlan: " + path.string() +
+                        ": missing key 'model_fingerprint', so the plan cannot be checked "
+                        "against the model (written before hiq recorded it). HINT: re-run `hiq "
+                        "plan`");
+    }
+    r.model_fingerprint = j.at("model_fingerprint").get<std::string>();
     const auto& spec = need(j, "spec");
     r.spec.bits_low = need(spec, "bits_low").get<int>();
     r.spec.bits_high = need(spec, "bits_high").get<int>();
@@ -537,13 +561,78 @@ PlanReport ReadPlan(const std::filesystem::path& out_dir) {
   return r;
 }
 
-void ApplyPlanRtn(const PlanReport& plan, Stage<float>& stage) {
+void CheckPlanAgainstSpec(const PlanReport& plan, const std::filesystem::path& file,
+                          const LlamaConfig& config) {
+  const std::string where = "plan " + file.string() + ": ";
+  try {
+    ValidateQuantSpec(plan.spec);
+  } catch (const Error& e) {
+    throw FormatError(where + "spec: " + e.what());
+  }
+  const size_t expected = static_cast<size_t>(NumLayers(config));
+  if (plan.layers.size() != expected) {
+    throw FormatError(where + "has " + std::to_string(plan.layers.size()) + " layers, the model " +
+                      std::to_string(expected));
+  }
+  for (int l = 0; l < static_cast<int>(expected); ++l) {
+    const PlanLayerRow& row = plan.layers[static_cast<size_t>(l)];
+    const auto [n_out, n_in] = LinearShape(config, kLinears[static_cast<size_t>(l) % kNumLinears]);
+    const std::string layer = where + "layer " + std::to_string(l) + " '" + row.name + "' ";
+    if (row.name != LayerName(l) || row.n_out != n_out || row.n_in != n_in) {
+      throw FormatError(layer + "[" + std::to_string(row.n_out) + ", " + std::to_string(row.n_in) +
+                        "] is not the model's '" + LayerName(l) + "' [" + std::to_string(n_out) +
+                        ", " + std::to_string(n_in) + "]");
+    }
+    if (row.candidate < 0 || static_cast<size_t>(row.candidate) >= plan.ratios.size()) {
+      throw FormatError(layer + "has candidate " + std::to_string(row.candidate) +
+                        ", expected one of the plan's " + std::to_string(plan.ratios.size()) +
+                        " ratios, 0.." + std::to_string(plan.ratios.size() - 1));
+    }
+    const double ratio = plan.ratios[static_cast<size_t>(row.candidate)];
+    if (row.ratio != ratio) {
+      throw FormatError(layer + "has ratio " + FormatG(row.ratio) + " but its candidate " +
+                        std::to_string(row.candidate) + " is ratio " + FormatG(ratio));
+    }
+    const int64_t n_high = HighCount(ratio, n_in);
+    if (static_cast<int64_t>(row.channels.size()) != n_high) {
+      throw FormatError(layer + "has " + std::to_string(row.channels.size()) +
+                        " channels, expected ceil(" + FormatG(ratio) + " * " +
+                        std::to_string(n_in) + ") = " + std::to_string(n_high));
+    }
+    for (size_t i = 0; i < row.channels.size(); ++i) {
+      const int32_t c = row.channels[i];
+      if (c < 0 || c >= n_in || (i > 0 && c <= row.channels[i - 1])) {
+        throw FormatError(
+            layer + "channel " + std::to_string(c) + " at position " + std::to_string(i) +
+            " breaks the rule: channels ascending, unique, in [0, " + std::to_string(n_in) + ")");
+      }
+    }
+    const int64_t bits = LayerBits(n_out, n_in, n_high, plan.spec);
+    if (row.bits != static_cast<double>(bits)) {
+      throw FormatError(layer + "has bits " + FormatG(row.bits) +
+                        ", expected LayerBits = " + std::to_string(bits) + " for " +
+                        std::to_string(n_high) + " channels at the plan's spec");
+    }
+  }
+}
+
+void CheckPlanModel(const PlanReport& plan, const std::filesystem::path& file,
+                    const std::string& model_fingerprint, const std::filesystem::path& model) {
+  if (plan.model_fingerprint != model_fingerprint) {
+    throw FormatError("plan " + file.string() + " was made for the model with fingerprint " +
+                      plan.model_fingerprint + ", not for " + model.string() + " (fingerprint " +
+                      model_fingerprint + ")");
+  }
+}
+
+AppliedBits ApplyPlanRtn(const PlanReport& plan, Stage<float>& stage) {
   ValidateQuantSpec(plan.spec);
   const size_t expected = static_cast<size_t>(NumLayers(stage.config));
   if (plan.layers.size() != expected) {
     throw FormatError("ApplyPlanRtn: the plan has " + std::to_string(plan.layers.size()) +
                       " layers, the model " + std::to_string(expected));
   }
+  AppliedBits applied;
   for (size_t b = 0; b < stage.blocks.size(); ++b) {
     for (Linear kind : kLinears) {
       const int l = LayerIndex(stage.block_begin + static_cast<int>(b), kind);
@@ -556,8 +645,12 @@ void ApplyPlanRtn(const PlanReport& plan, Stage<float>& stage) {
                           ", " + std::to_string(w.cols()) + "]");
       }
       QuantizeCandidate(w.data(), w.rows(), w.cols(), row.channels, plan.spec, w.data());
+      applied.bits += static_cast<double>(
+          LayerBits(w.rows(), w.cols(), static_cast<int64_t>(row.channels.size()), plan.spec));
+      applied.weights += static_cast<double>(w.rows() * w.cols());
     }
   }
+  return applied;
 }
 
 }  // namespace hiq

@@ -183,8 +183,9 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   // 2. Block inputs, cached on the rank that owns each block.
   SetStage("quantize: block inputs");
   t0 = Clock::now();
-  const std::vector<Sequence> seqs = BuildSampleSet(
-      config.calibration.reconstruction, "reconstruction", pipeline, config.model.tokenizer);
+  const std::vector<Sequence> seqs =
+      BuildSampleSet(config.calibration.reconstruction, "reconstruction", pipeline,
+                     config.model.tokenizer, ReadModelVocab(checkpoint.dir() / "config.json"));
   const int64_t seq_len = static_cast<int64_t>(seqs.front().tokens.size());
   const size_t n_local = stage.blocks.size();
   std::vector<BlockWeights<float>> quantized(n_local);  // dequantized, for quantized inputs

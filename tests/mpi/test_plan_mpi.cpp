@@ -26,9 +26,11 @@ RunConfig SmallConfig() {
 struct StageRun {
   explicit StageRun(const Comm& comm, const RunConfig& config)
       : checkpoint(config.model.path), pipeline(LoadPipeline(comm, checkpoint)) {
-    fisher_set =
-        BuildSampleSet(config.calibration.fisher, "fisher", pipeline, config.model.tokenizer);
-    cost_set = BuildSampleSet(config.calibration.cost, "cost", pipeline, config.model.tokenizer);
+    const ModelVocab vocab = ReadModelVocab(config.model.path / "config.json");
+    fisher_set = BuildSampleSet(config.calibration.fisher, "fisher", pipeline,
+                                config.model.tokenizer, vocab);
+    cost_set =
+        BuildSampleSet(config.calibration.cost, "cost", pipeline, config.model.tokenizer, vocab);
     fisher = ComputeFisher(pipeline, fisher_set);
     model = std::make_unique<CostModel>(
         pipeline, QuantSpec{config.quant.bits_low, config.quant.bits_high, config.quant.group_size},

@@ -183,9 +183,9 @@ const int kRegistered = RegisterCases({
                                        for (float& x : v) x = 3e38f;
                                    }}));
          },
-     .message =
-         "hiq: error: rank 0: forward: the output of block 1 (model.layers.1) is inf on sequence "
-         "0, position 0: an activation overflowed (weights far beyond the usual scale?)"},
+     .message = "hiq: error: rank 0: during eval: forward: the output of block 1 (model.layers.1) "
+                "is inf on sequence "
+                "0, position 0: an activation overflowed (weights far beyond the usual scale?)"},
     {.name = "WeightThatOverflowsTheFisherPass",
      .area = "checkpoint",
      .what = "a finite weight of 3e38: the plan's Fisher pass meets NaN",
@@ -199,9 +199,9 @@ const int kRegistered = RegisterCases({
            return s.Hiq(2) + " plan " + s.PlanConfig("").string() +
                   " --set model.path=" + model.string();
          },
-     .message =
-         "hiq: error: rank 0: forward: the output of block 1 (model.layers.1) is -inf on sequence "
-         "0, position 0: an activation overflowed (weights far beyond the usual scale?)"},
+     .message = "hiq: error: rank 0: during plan: fisher: forward: the output of block 1 "
+                "(model.layers.1) is -inf on sequence "
+                "0, position 0: an activation overflowed (weights far beyond the usual scale?)"},
     {.name = "MoreRanksThanBlocks",
      .area = "ranks",
      .what = "6 ranks for a model of 5 blocks",

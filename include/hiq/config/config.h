@@ -26,6 +26,8 @@
 #include <string_view>
 #include <vector>
 
+#include "hiq/base/text.h"  // Newlines
+
 namespace hiq {
 
 // Choice-valued keys. The YAML spelling of each value is Name(value) (lower case, as listed).
@@ -57,7 +59,8 @@ std::string_view Name(ConfigStage value);
 // zero initialisers below are placeholders; RunConfig() sets the documented defaults.
 struct SampleSetConfig {  // calibration.fisher / .cost / .check
   SampleSource source = SampleSource::kGenerate;
-  std::filesystem::path path;  // text or token file; empty for kGenerate
+  std::filesystem::path path;         // text or token file; empty for kGenerate
+  Newlines newlines = Newlines::kLf;  // how a text file's CRLF / CR are read (kText only)
   int n_sequences = 0;
   int seq_len = 0;
   uint64_t seed = 0;

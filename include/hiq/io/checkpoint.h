@@ -27,6 +27,7 @@
 #include "hiq/dist/mpi.h"        // Comm
 #include "hiq/dist/pipeline.h"   // Pipeline
 #include "hiq/io/safetensors.h"  // DType, TensorInfo, SafetensorsFile
+#include "hiq/io/tokenizer.h"    // ModelVocab
 #include "hiq/model/llama.h"     // Stage
 #include "hiq/model/tensors.h"   // LlamaConfig, ModelTensors
 
@@ -39,6 +40,10 @@ namespace hiq {
 // divisible by num_attention_heads, heads not divisible by num_key_value_heads, a head_dim field
 // other than hidden_size / num_attention_heads, an odd head_dim (RoPE rotates pairs).
 LlamaConfig ReadLlamaConfig(const std::filesystem::path& config_json);
+// What a tokenizer and token ids must agree with (ReadLlamaConfig's vocab_size, and the
+// optional bos_token_id / eos_token_id, an integer, a list of them for eos, or null). FormatError
+// naming the file for a BOS/EOS id that is not a non-negative integer.
+ModelVocab ReadModelVocab(const std::filesystem::path& config_json);
 // The same validation on parsed JSON; `source_name` names it in messages.
 LlamaConfig LlamaConfigFromJson(const nlohmann::json& json, const std::string& source_name);
 // A config.json transformers can load; LlamaConfigFromJson(ToJson(c), ...) == c.

@@ -16,16 +16,21 @@
 //      source           string  file name of the text (no directory)
 //      text_sha256      string  SHA-256 of the text file's bytes (64 lowercase hex)
 //      tokenizer_sha256 string  SHA-256 of the tokenizer.model file
+//      newlines         string  "lf" (CRLF and CR were read as LF) or "keep" (bytes as they
+//                               are); absent in files written before it, which were "keep"
 // Written atomically (temporary name, then rename) so a token file that exists is complete.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "hiq/base/text.h"  // Newlines
 
 namespace sentencepiece {
 class SentencePieceProcessor;
@@ -62,10 +67,27 @@ class Tokenizer {
   std::string sha256_;
 };
 
-// The whole of `text_file` as one text: [BOS] + Encode(contents). IoError naming the file if it
-// cannot be read.
+// The bytes of a text file as evaluators read them: IoError naming the file if it cannot be
+// read, FormatError naming the file and the byte offset of the first ill-formed UTF-8 sequence;
+// with Newlines::kLf every CRLF and lone CR becomes LF.
+std::string ReadTextFile(const std::filesystem::path& file, Newlines newlines);
+
+// The whole of `text_file` as one text: [BOS] + Encode(ReadTextFile(text_file, newlines)).
 std::vector<int32_t> TokenizeFile(const Tokenizer& tokenizer,
-                                  const std::filesystem::path& text_file);
+                                  const std::filesystem::path& text_file, Newlines newlines);
+
+// What the tokenizer and the token ids must agree with: the model's config.json (or whatever
+// file holds the model's config), its vocabulary size and the BOS/EOS ids it declares.
+struct ModelVocab {
+  std::string config_file;  // named in messages
+  int64_t vocab_size = 0;
+  std::optional<int64_t> bos_token_id;  // absent when the config does not say
+  std::vector<int64_t> eos_token_ids;   // empty when the config does not say; several allowed
+};
+
+// FormatError naming the tokenizer.model and the config file and both values unless the
+// tokenizer's piece count is vocab_size and its BOS/EOS ids are the ones the config declares.
+void CheckTokenizerMatchesModel(const Tokenizer& tokenizer, const ModelVocab& model);
 
 // Provenance written with the ids (see the format above); count is tokens.size() on write.
 struct TokenFileInfo {
@@ -73,6 +95,7 @@ struct TokenFileInfo {
   std::string text_sha256;
   int32_t bos = -1;
   std::string source;
+  std::string newlines;  // "lf" | "keep"; "" when read from a file written before the attribute
 };
 
 struct TokenFile {
@@ -80,10 +103,11 @@ struct TokenFile {
   TokenFileInfo info;
 };
 
-// Info for `tokens` made from `text_file` by `tokenizer`: hashes the text file (IoError if it
-// cannot be read); bos is the tokenizer's BOS id when tokens start with it, else -1.
+// Info for `tokens` made from `text_file` by `tokenizer` reading it with `newlines`: hashes the
+// text file's bytes (IoError if it cannot be read); bos is the tokenizer's BOS id when tokens
+// start with it, else -1.
 TokenFileInfo MakeTokenFileInfo(const Tokenizer& tokenizer, const std::filesystem::path& text_file,
-                                std::span<const int32_t> tokens);
+                                std::span<const int32_t> tokens, Newlines newlines);
 
 // Writes a token file atomically. IoError if it cannot be written.
 void WriteTokenFile(const std::filesystem::path& file, std::span<const int32_t> tokens,
@@ -93,5 +117,12 @@ void WriteTokenFile(const std::filesystem::path& file, std::span<const int32_t> 
 // and the problem if it is not HDF5, `format` is not "hiq-tokens", format_version is not 1,
 // /tokens is not 1-D int32, or `count` disagrees with it.
 TokenFile ReadTokenFile(const std::filesystem::path& file);
+
+// A token file read from `file` belongs to the model: FormatError naming both files and both
+// hashes unless it was made by `tokenizer` (the model's tokenizer.model), and naming the file,
+// the index and the id of the first id outside [0, vocab_size) - checked for the whole stream,
+// so the outcome never depends on which windows are drawn.
+void CheckTokenFileMatchesModel(const TokenFile& tokens, const std::filesystem::path& file,
+                                const Tokenizer& tokenizer, const ModelVocab& model);
 
 }  // namespace hiq

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "hiq/dist/pipeline.h"  // Pipeline, Sequence
+#include "hiq/io/tokenizer.h"   // Tokenizer, ModelVocab, Newlines
 
 namespace hiq {
 
@@ -36,9 +37,18 @@ std::vector<Sequence> PerplexityWindows(const std::vector<int32_t>& tokens, int6
 PerplexityResult Perplexity(Pipeline& pipeline, const std::vector<Sequence>& windows,
                             int micro_batch);
 
-// Token ids of an evaluation or calibration file: an HDF5 token file written by `hiq tokenize`
-// (recognised by its signature) or plain text tokenized with `tokenizer_model` (one BOS first).
-std::vector<int32_t> LoadTokens(const std::filesystem::path& file,
-                                const std::filesystem::path& tokenizer_model);
+// ConfigError naming `option` (e.g. "--seq-len") and both numbers if seq_len is longer than the
+// model's context (max_position_embeddings of `config_file`): positions past it were never
+// trained, and RoPE tables end there.
+void CheckSeqLenFitsContext(int64_t seq_len, int64_t context, const std::string& option,
+                            const std::string& config_file);
+
+// Token ids of an evaluation or calibration file, checked against the model before anything is
+// computed: `tokenizer` must match the model (CheckTokenizerMatchesModel), and the file is
+// either an HDF5 token file written by `hiq tokenize` (recognised by its signature; its
+// tokenizer and every id checked, CheckTokenFileMatchesModel; `newlines` is the file's own) or
+// text read with `newlines` and tokenized by `tokenizer` (one BOS first).
+std::vector<int32_t> LoadTokens(const std::filesystem::path& file, const Tokenizer& tokenizer,
+                                Newlines newlines, const ModelVocab& model);
 
 }  // namespace hiq

@@ -56,6 +56,7 @@ struct PlanReport {
   bool fell_back = false;   // the plan measured worse than the fixed ratio: the fixed ratio is kept
   std::string log;          // human-readable lines: rounds, fallback reason
   std::string fingerprint;  // PlanFingerprint
+  std::string model_fingerprint;     // ModelFingerprint of the model the plan was made for
   std::string blas_core, cpu_model;  // where it ran (hiq/model/blas.h): results per kernel family
   std::string cost_mode, cost_center;
   // The fixed ratio at the same budget, as a plan of its own (written to OUT/fixed/).
@@ -102,8 +103,27 @@ void WritePlan(const PlanReport& report, const std::filesystem::path& out_dir);
 // the key for anything missing or inconsistent.
 PlanReport ReadPlan(const std::filesystem::path& out_dir);
 
+// A plan read from `file` is what its spec allows for the model of `config`, layer by layer:
+// FormatError naming the file and the layer unless the spec is valid, the layers are the model's
+// (names and shapes), each candidate indexes the plan's ratios and its ratio is that one, the
+// channels are HighCount(ratio, n_in) many (as the cost model builds candidates), ascending,
+// unique and in [0, n_in), and bits equal LayerBits. Needs no weights: run it before loading.
+void CheckPlanAgainstSpec(const PlanReport& plan, const std::filesystem::path& file,
+                          const LlamaConfig& config);
+// FormatError naming the plan file and `model` unless the plan was made for the model whose
+// ModelFingerprint is `model_fingerprint`.
+void CheckPlanModel(const PlanReport& plan, const std::filesystem::path& file,
+                    const std::string& model_fingerprint, const std::filesystem::path& model);
+
+// What ApplyPlanRtn applied on this rank: the stored bits (LayerBits) of its layers and their
+// weight count, so that the average printed is recomputed from what was applied (sum over the
+// ranks), never copied from plan.json.
+struct AppliedBits {
+  double bits = 0, weights = 0;
+};
+
 // Round-to-nearest with the plan's channels and spec, applied in place to this stage's blocks
 // (hiq eval --plan). FormatError if the plan's layers do not match the model.
-void ApplyPlanRtn(const PlanReport& plan, Stage<float>& stage);
+AppliedBits ApplyPlanRtn(const PlanReport& plan, Stage<float>& stage);
 
 }  // namespace hiq
