@@ -2,6 +2,7 @@
 // messages, and rank-count invariance of `hiq eval` under a real mpirun.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -393,6 +394,41 @@ TEST(Cli, ExportRefusesAnUnknownDtypeAndAMissingModel) {
   EXPECT_NE(missing.output.find((dir / "none" / "model.h5").string()), std::string::npos)
       << missing.output;
   EXPECT_FALSE(std::filesystem::exists(dir / "hf" / "config.json"));
+}
+
+// Export is staged like plan and quantize: a re-export with another sharding leaves only its own
+// files, and one that cannot finish (a file size limit) leaves the previous export as it was.
+// (Under a file size limit Open MPI cannot make its shared-memory files: tcp and a hash store.)
+TEST(Cli, ExportReplacesItsPreviousExportWholeOrNotAtAll) {
+  test::TempDir dir("hiq-export");
+  const std::string q = (dir / "q").string(), hf = (dir / "hf").string();
+  const test::CommandResult quantized = test::RunCommand(Mpirun(2) + SmallQuantize(q, "rtn"));
+  ASSERT_EQ(quantized.exit_code, 0) << quantized.output;
+  const test::CommandResult sharded =
+      test::RunCommand(Hiq() + " export " + q + " --out " + hf + " --max-shard-mib 0.25");
+  ASSERT_EQ(sharded.exit_code, 0) << sharded.output;
+  EXPECT_TRUE(std::filesystem::exists(dir / "hf" / "model.safetensors.index.json"));
+  const test::CommandResult whole = test::RunCommand(Hiq() + " export " + q + " --out " + hf);
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir / "hf")) {
+    files.push_back(e.path().filename().string());
+  }
+  std::sort(files.begin(), files.end());
+  EXPECT_EQ(files,
+            (std::vector<std::string>{"config.json", "model.safetensors", "tokenizer.model"}));
+  const std::string before = ReadFile(dir / "hf" / "model.safetensors");
+  const test::CommandResult limited =
+      test::RunCommand("env PMIX_MCA_gds=hash OMPI_MCA_btl=self,tcp prlimit --fsize=65536 " +
+                       Hiq() + " export " + q + " --out " + hf);
+  EXPECT_EQ(limited.exit_code, 1) << limited.output;
+  EXPECT_NE(limited.output.find("File too large"), std::string::npos) << limited.output;
+  EXPECT_EQ(ReadFile(dir / "hf" / "model.safetensors"), before);
+  EXPECT_TRUE(std::filesystem::exists(dir / "hf" / "config.json"));
+  const test::CommandResult into_itself = test::RunCommand(Hiq() + " export " + q + " --out " + q);
+  EXPECT_EQ(into_itself.exit_code, 1);
+  EXPECT_NE(into_itself.output.find("is the quantized output"), std::string::npos)
+      << into_itself.output;
 }
 
 }  // namespace

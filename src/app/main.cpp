@@ -223,7 +223,8 @@ int RunPlan(const Comm& comm, const RunConfig& config, bool json) {
   SetStage("plan: write");
   if (Speaks(comm)) WritePlan(report, out.staging());
   SetStage("plan: commit");
-  out.Commit(kPlanMarkers);  // the plan is in place before any rank reports success
+  out.Commit(kPlanMarkers,
+             ManagedOutputFiles);  // the plan is in place before any rank reports success
   SetStage("plan: done");
   if (Speaks(comm) && json) {
     std::printf("%s\n", report.Json().c_str());
@@ -250,7 +251,7 @@ int RunQuantize(const Comm& comm, const RunConfig& config) {
   const QuantizeReport report =
       RunQuantizeStage(config, pipeline, checkpoint, out.staging(), log, stderr);
   SetStage("quantize: commit");
-  out.Commit(kQuantizeMarkers);
+  out.Commit(kQuantizeMarkers, ManagedOutputFiles);
   SetStage("quantize: done");
   if (Speaks(comm)) std::printf("%s\n", report.KeyValues(config.output).c_str());
   return 0;
@@ -370,8 +371,19 @@ int Run(const Comm& comm, int argc, char** argv) {
     if (!dtype || !(*dtype == DType::kF32 || *dtype == DType::kF16 || *dtype == DType::kBF16)) {
       throw ConfigError("hiq export: --dtype " + export_dtype + ", expected F32, F16 or BF16");
     }
-    const int files = ExportQuantized(export_in, export_out, *dtype,
+    std::error_code ec;
+    if (fs::equivalent(export_in, export_out, ec)) {
+      throw ConfigError("hiq export: --out " + export_out.string() + " is the quantized output " +
+                        export_in.string() + " itself; export into another directory");
+    }
+    // Staged and committed like plan and quantize: config.json appears last, with every weight.
+    SetStage("export: output directory");
+    OutputDir out = OutputDir::Open(export_out, comm, stdout);
+    SetStage("export: write");
+    const int files = ExportQuantized(export_in, out.staging(), *dtype,
                                       static_cast<uint64_t>(export_shard_mib * 1048576.0));
+    SetStage("export: commit");
+    out.Commit(kExportMarkers, ManagedExportFiles);
     std::printf("out=%s files=%d dtype=%s\n", export_out.c_str(), files, export_dtype.c_str());
     return 0;
   }

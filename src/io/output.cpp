@@ -154,10 +154,17 @@ void Rename(const fs::path& from, const fs::path& to) {
 }
 
 void CommitOnRankZero(const fs::path& dir, const fs::path& staging,
-                      const std::vector<std::string>& markers) {
+                      const std::vector<std::string>& markers, ManagedFiles managed) {
   const std::vector<std::string> staged = FilesUnder(staging);
   const std::set<std::string> staged_set(staged.begin(), staged.end());
-  std::set<std::string> all_markers(kQuantizeMarkers.begin(), kQuantizeMarkers.end());
+  // Every marker of this kind that is there goes first, also one this run does not write (a
+  // plan re-run removes the model.h5 of an earlier quantize run, whose plan it replaces).
+  std::set<std::string> all_markers;
+  for (const std::string& f : managed(dir)) {
+    for (const auto* kind : {&kQuantizeMarkers, &kExportMarkers}) {
+      if (std::find(kind->begin(), kind->end(), f) != kind->end()) all_markers.insert(f);
+    }
+  }
   for (const std::string& m : markers) {
     if (!staged_set.contains(m)) {
       throw IoError("output directory " + Quote(dir) + ": the staged output " + Quote(staging) +
@@ -174,7 +181,7 @@ void CommitOnRankZero(const fs::path& dir, const fs::path& staging,
     }
   }
   // 3. What the previous run wrote and this one does not have.
-  for (const std::string& f : ManagedOutputFiles(dir)) {
+  for (const std::string& f : managed(dir)) {
     if (!staged_set.contains(f)) RemoveIfThere(dir / f);
   }
   for (const char* sub : {"shards", "fixed"}) {  // emptied by step 3
@@ -247,13 +254,13 @@ OutputDir::~OutputDir() {
   SetInterruptOutput(nullptr, nullptr);
 }
 
-void OutputDir::Commit(const std::vector<std::string>& markers) {
+void OutputDir::Commit(const std::vector<std::string>& markers, ManagedFiles managed) {
   // Every rank's files are staged before rank 0 publishes them.
   comm_->Barrier();
   std::string error;
   if (comm_->rank() == 0) {
     try {
-      CommitOnRankZero(dir_, staging_, markers);
+      CommitOnRankZero(dir_, staging_, markers, managed);
     } catch (const IoError& e) {
       error = e.what();
     } catch (const fs::filesystem_error& e) {
@@ -313,6 +320,23 @@ void WriteWholeFile(const fs::path& path, std::string_view bytes, const std::str
     left -= static_cast<size_t>(put);
   }
   if (::close(fd) != 0) fail(errno);
+}
+
+std::vector<std::string> ManagedExportFiles(const fs::path& dir) {
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const bool shard = name.starts_with("model-") && name.ends_with(".safetensors") &&
+                       name.find("-of-") != std::string::npos;
+    if (e.is_regular_file(ec) &&
+        (shard || name == "config.json" || name == "tokenizer.model" ||
+         name == "model.safetensors" || name == "model.safetensors.index.json")) {
+      files.push_back(name);
+    }
+  }
+  std::sort(files.begin(), files.end());
+  return files;
 }
 
 }  // namespace hiq

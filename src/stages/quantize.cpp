@@ -436,11 +436,9 @@ int ExportQuantized(const fs::path& out_dir, const fs::path& dir, DType dtype,
     }
     WriteSafetensors(dir / name, tensors, {{"format", "pt"}, {"generator", "hiq export"}});
   }
+  // `dir` is the staging directory of hiq/io/output.h: nothing here is visible before the commit.
   auto write_text = [&](const fs::path& path, const std::string& text) {
-    const fs::path tmp = path.string() + ".tmp";
-    WriteWholeFile(tmp, text, "export");
-    fs::rename(tmp, path, ec);
-    if (ec) throw IoError("export: cannot rename '" + tmp.string() + "': " + ec.message());
+    WriteWholeFile(path, text, "export");
   };
   if (n_files > 1) {
     nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
@@ -454,7 +452,6 @@ int ExportQuantized(const fs::path& out_dir, const fs::path& dir, DType dtype,
     write_text(dir / "tokenizer.model",
                std::string(info.tokenizer_model.begin(), info.tokenizer_model.end()));
   }
-  // config.json last: a directory with it is complete.
   write_text(dir / "config.json", config.dump(2) + "\n");
   return n_files;
 }

@@ -178,7 +178,7 @@ TEST(OutputMpi, CommitPublishesEveryRanksFilesAndRemovesWhatThePreviousRunLeft) 
       Write(out.staging() / f, std::string("new ") + f);
     }
   }
-  out.Commit(kQuantizeMarkers);
+  out.Commit(kQuantizeMarkers, ManagedOutputFiles);
   comm.Barrier();
   std::snprintf(shard, sizeof shard, "shards/rank-%05d-of-%05d.h5", comm.rank(), comm.size());
   EXPECT_EQ(Read(dir / shard), "new shard " + std::to_string(comm.rank()));
@@ -220,7 +220,7 @@ TEST(OutputMpi, ACommitWithoutItsMarkerStagedFailsOnEveryRankAndPublishesNothing
   if (comm.rank() == 0) Write(out.staging() / "plan.h5", "h5 without its plan.json");
   std::string message;
   try {
-    out.Commit(kPlanMarkers);
+    out.Commit(kPlanMarkers, ManagedOutputFiles);
   } catch (const IoError& e) {
     message = e.what();
   }

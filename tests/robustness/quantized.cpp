@@ -1,6 +1,7 @@
 // Robustness cases of a `hiq quantize` output read back: `hiq eval --quantized` and `hiq export`
 // of directories that are incomplete, damaged or not what the command line says they are.
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "robustness.h"
@@ -95,6 +96,42 @@ const int kRegistered = RegisterCases({
      .message =
          "hiq: error: ReadModelFile: $TMP/q/model.h5 does not exist: $TMP/q is not a complete `hiq "
          "quantize` output (model.h5 is written last, so a run that did not finish leaves none)"},
+    {.name = "ExportIntoItsOwnInput",
+     .area = "quantized output",
+     .what = "export --out naming the quantized output itself",
+     .command =
+         [](Sandbox& s) {
+           fs::create_directories(s / "q");
+           return s.Hiq(1) + " export " + (s / "q").string() + " --out " + (s / "q").string() +
+                  "/.";
+         },
+     .message = "hiq: error: hiq export: --out $TMP/q/. is the quantized output $TMP/q itself; "
+                "export into another directory"},
+    {.name = "ExportPastTheFileSizeLimit",
+     .area = "disk",
+     .what = "RLIMIT_FSIZE 64 KiB on a re-export: EFBIG in the safetensors writer; the previous "
+             "export stays byte for byte",
+     .command =
+         [](Sandbox& s) {
+           const std::string exporter =
+               " export " + Quantized(s).string() + " --out " + s.Out().string();
+           return s.Hiq(1) + exporter + " > " + (s / "first.log").string() + " 2>&1 && cp -a " +
+                  s.Out().string() + " " + (s / "before").string() +
+                  " && env PMIX_MCA_gds=hash OMPI_MCA_btl=self,tcp prlimit --fsize=65536 " +
+                  s.Hiq(1) + exporter;
+         },
+     .message = "hiq: error: WriteSafetensors: cannot write "
+                "$TMP/out/.staging-$PID/.model.safetensors.tmp-XXXXXX (for "
+                "$TMP/out/.staging-$PID/model.safetensors): File too large",
+     .check =
+         [](Sandbox& s, const CommandResult&) {
+           for (const char* f : {"config.json", "model.safetensors", "tokenizer.model"}) {
+             std::ifstream a(s.Out() / f, std::ios::binary), b(s / "before" / f, std::ios::binary);
+             const std::string x((std::istreambuf_iterator<char>(a)), {});
+             const std::string y((std::istreambuf_iterator<char>(b)), {});
+             EXPECT_TRUE(!y.empty() && x == y) << f << " changed or is gone";
+           }
+         }},
 });
 
 }  // namespace

@@ -122,7 +122,10 @@ std::string Normalize(const std::string& text, const Sandbox& sandbox) {
   }
   // Hashes change with every change to what a file holds; the message's point is where they are.
   static const std::regex sha256("\\b[0-9a-f]{64}\\b");
-  return std::regex_replace(out, sha256, "<sha256>");
+  out = std::regex_replace(out, sha256, "<sha256>");
+  // mkstemp's six random characters (the safetensors writer's temporary file).
+  static const std::regex mkstemp(R"(\.tmp-[A-Za-z0-9]{6}\b)");
+  return std::regex_replace(out, mkstemp, ".tmp-XXXXXX");
 }
 
 namespace {

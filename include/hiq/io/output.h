@@ -1,6 +1,6 @@
-// hiq/io/output.h - the output directory protocol of `hiq plan` and `hiq quantize`: an output
-// directory never shows a mix of two runs nor a half-written result (docs/FORMATS.md, "The
-// output directory").
+// hiq/io/output.h - the output directory protocol of `hiq plan`, `hiq quantize` and `hiq export`:
+// an output directory never shows a mix of two runs nor a half-written result (docs/FORMATS.md,
+// "The output directory").
 //
 //  - One run at a time: OUT/.hiq.lock (created atomically, holding "host=H pid=P") is taken by
 //    rank 0 before any computation. A second run is refused at once naming the holder; a lock of
@@ -43,6 +43,11 @@ bool ParseLockText(std::string_view text, LockHolder* holder);
 inline const std::vector<std::string> kPlanMarkers = {"fixed/plan.json", "plan.json"};
 inline const std::vector<std::string> kQuantizeMarkers = {"fixed/plan.json", "plan.json",
                                                           "model.h5"};
+// `hiq export`'s Hugging Face directory: transformers reads config.json first.
+inline const std::vector<std::string> kExportMarkers = {"config.json"};
+
+// The files of one kind of output that a commit may remove as stale (relative, sorted).
+using ManagedFiles = std::vector<std::string> (*)(const std::filesystem::path& dir);
 
 class OutputDir {
  public:
@@ -65,7 +70,9 @@ class OutputDir {
   // Collective: publishes the staging directory's files in OUT under the protocol above, with
   // `markers` (paths relative to OUT, each staged) renamed last in order; then removes the
   // staging directory and releases the lock. IoError naming the file and the cause.
-  void Commit(const std::vector<std::string>& markers);
+  // `managed`: which files of OUT are of this kind (ManagedOutputFiles for plan and quantize,
+  // ManagedExportFiles for export); only those are ever removed, markers among them first.
+  void Commit(const std::vector<std::string>& markers, ManagedFiles managed);
 
  private:
   OutputDir(const Comm& comm, std::filesystem::path dir, std::filesystem::path staging);
@@ -77,6 +84,9 @@ class OutputDir {
 // The files of an output directory that hiq wrote (markers, plan.h5, shards): the ones a Commit
 // may remove as stale, relative to OUT, sorted. Other files are never touched.
 std::vector<std::string> ManagedOutputFiles(const std::filesystem::path& dir);
+// The same for `hiq export`'s directory: config.json, tokenizer.model, model.safetensors, its
+// index and model-NNNNN-of-NNNNN.safetensors (another run's sharding is stale).
+std::vector<std::string> ManagedExportFiles(const std::filesystem::path& dir);
 
 // Writes `bytes` to `path` (created or truncated) with write(2) and closes it; IoError naming
 // `what: cannot write 'path'` and the errno text (ENOSPC, EFBIG, ...) on any failure, after

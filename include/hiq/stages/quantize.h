@@ -67,7 +67,9 @@ double StoredAverageBits(const std::filesystem::path& out_dir);
 // `hiq export`: OUT dequantized into a Hugging Face directory `dir` (config.json,
 // tokenizer.model, model.safetensors, or model-0000k-of-0000n.safetensors with
 // model.safetensors.index.json when the tensors exceed max_shard_bytes), weights in `dtype`
-// (F32, F16 or BF16). Serial. Returns the number of safetensors files written.
+// (F32, F16 or BF16). Serial. `dir` is written in place: `hiq export` passes an OutputDir's
+// staging directory and commits it (hiq/io/output.h), config.json last. Returns the number of
+// safetensors files written.
 int ExportQuantized(const std::filesystem::path& out_dir, const std::filesystem::path& dir,
                     DType dtype, uint64_t max_shard_bytes);
 
