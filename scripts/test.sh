@@ -10,12 +10,13 @@ ctest --test-dir "${HIQ_BUILD:-build}" --output-on-failure --no-tests=error \
   -j "${HIQ_TEST_JOBS:-2}" "$@"
 
 # The unit tests again, built Debug (at -O1, so that the numerics finish) with AddressSanitizer
-# and UndefinedBehaviorSanitizer; any report fails the test. The CLI tests run the binary under
-# mpirun, where Open MPI's own allocations would be reported: they run in the Release stage only.
+# and UndefinedBehaviorSanitizer; any report fails the test. The CLI tests (label cli:
+# tests/test_cli*.cpp and tests/robustness/) run the binary under mpirun, where Open MPI's own
+# allocations would be reported: they run in the Release stage only.
 echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)"
 HIQ_BUILD=build-asan HIQ_BUILD_TYPE=Debug \
   HIQ_CMAKE_ARGS="-Dhiq_SANITIZE=ON -Dhiq_BENCH=OFF" \
   scripts/build.sh
 UBSAN_OPTIONS=print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
   ctest --test-dir build-asan --output-on-failure --no-tests=error -j "${HIQ_TEST_JOBS:-2}" \
-  -L unit -E "^Cli\." "$@"
+  -L unit "$@"

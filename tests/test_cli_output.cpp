@@ -15,7 +15,6 @@
 #include <sstream>
 #include <thread>
 
-#include "hiq/base/sha256.h"
 #include "test_util.h"
 
 namespace hiq {
@@ -50,17 +49,6 @@ std::string ReadFile(const fs::path& path) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
-}
-
-// Every file under `dir` (relative path -> sha256), the lock and staging directories included.
-std::map<std::string, std::string> Hashes(const fs::path& dir) {
-  std::map<std::string, std::string> hashes;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file()) {
-      hashes[fs::relative(e.path(), dir).string()] = Sha256HexOfFile(e.path());
-    }
-  }
-  return hashes;
 }
 
 int CountOf(const std::string& text, const std::string& what) {
@@ -119,13 +107,13 @@ TEST(CliOutput, AReRunThatFailsLateLeavesThePreviousPlanByteForByte) {
   const std::string out = dir.path().string();
   const test::CommandResult first = test::RunCommand(Mpirun(2) + SmallPlan(out));
   ASSERT_EQ(first.exit_code, 0) << first.output;
-  const auto before = Hashes(dir.path());
+  const auto before = test::FileHashes(dir.path());
   ASSERT_EQ(before.size(), 4u) << "plan.json, plan.h5, fixed/plan.json, fixed/plan.h5";
   const test::CommandResult failed = test::RunCommand(
       Mpirun(2) + SmallPlan(out) + " --set quant.budget_ratio=0 --set quant.budget_bits=2.6");
   ASSERT_NE(failed.exit_code, 0) << failed.output;
   EXPECT_NE(failed.output.find("bits/weight is infeasible"), std::string::npos) << failed.output;
-  auto after = Hashes(dir.path());
+  auto after = test::FileHashes(dir.path());
   after.erase(".hiq.lock");  // a rank 0 killed by the other rank's abort may leave its lock
   for (auto it = after.begin(); it != after.end();) {
     it = it->first.starts_with(".staging-") ? after.erase(it) : std::next(it);
@@ -133,7 +121,7 @@ TEST(CliOutput, AReRunThatFailsLateLeavesThePreviousPlanByteForByte) {
   EXPECT_EQ(after, before);
   const test::CommandResult again = test::RunCommand(Mpirun(2) + SmallPlan(out));
   ASSERT_EQ(again.exit_code, 0) << again.output;
-  EXPECT_EQ(Hashes(dir.path()), before) << "the same plan again, nothing else left";
+  EXPECT_EQ(test::FileHashes(dir.path()), before) << "the same plan again, nothing else left";
 }
 
 // A file size limit below what WritePlan writes: the write fails with EFBIG (SIGXFSZ is
@@ -147,7 +135,7 @@ TEST(CliOutput, APlanPastTheFileSizeLimitNamesEfbigAndKeepsThePreviousPlan) {
   const std::string out = dir.path().string();
   const test::CommandResult first = test::RunCommand(Hiq() + SmallPlan(out));
   ASSERT_EQ(first.exit_code, 0) << first.output;
-  const auto before = Hashes(dir.path());
+  const auto before = test::FileHashes(dir.path());
   const std::pair<int, std::string> cases[] = {
       {2048, "hiq: error: WritePlan: cannot write '" + out +
                  "/.staging-PID/fixed/plan.json.tmp': " + "File too large"},
@@ -155,15 +143,14 @@ TEST(CliOutput, APlanPastTheFileSizeLimitNamesEfbigAndKeepsThePreviousPlan) {
                   "/.staging-PID/fixed/plan.h5.tmp-PID': H5FD__sec2_write(): file write failed: "
                   "File too large"}};
   for (const auto& [limit, message] : cases) {
-    const test::CommandResult r = test::RunCommand(
-        "env PMIX_MCA_gds=hash OMPI_MCA_btl=self,tcp prlimit --fsize=" + std::to_string(limit) +
-        " " + Hiq() + SmallPlan(out));
+    const test::CommandResult r =
+        test::RunCommand(test::UnderFileSizeLimit(limit) + " " + Hiq() + SmallPlan(out));
     EXPECT_EQ(r.exit_code, 1) << r.output;
     const std::string text =
         std::regex_replace(r.output, std::regex("(staging-|tmp-)[0-9]+"), "$1PID");
     EXPECT_NE(text.find(message), std::string::npos) << r.output;
     EXPECT_EQ(CountOf(r.output, "hiq: "), 1) << r.output;
-    EXPECT_EQ(Hashes(dir.path()), before) << "nothing else left, not even the lock";
+    EXPECT_EQ(test::FileHashes(dir.path()), before) << "nothing else left, not even the lock";
   }
 }
 

@@ -7,7 +7,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <string>
+
+#include "hiq/base/sha256.h"  // Sha256HexOfFile
 
 namespace hiq::test {
 
@@ -60,6 +63,25 @@ inline CommandResult RunCommand(const std::string& command) {
   const int status = pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+// Every file under `dir` (relative path -> SHA-256), for "left byte for byte as it was".
+inline std::map<std::string, std::string> FileHashes(const std::filesystem::path& dir) {
+  std::map<std::string, std::string> hashes;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) {
+      hashes[std::filesystem::relative(e.path(), dir).string()] = Sha256HexOfFile(e.path());
+    }
+  }
+  return hashes;
+}
+
+// The prefix that runs a command under RLIMIT_FSIZE = `bytes`, so that a write past it fails
+// with EFBIG. Open MPI cannot make its shared-memory files under such a limit: tcp and PMIx's
+// hash store instead.
+inline std::string UnderFileSizeLimit(long bytes) {
+  return "env PMIX_MCA_gds=hash OMPI_MCA_btl=self,tcp prlimit --fsize=" + std::to_string(bytes) +
+         " ";
 }
 
 // Expect `statement` to throw `exception_type` whose what() contains `substring`.

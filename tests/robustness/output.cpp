@@ -2,10 +2,10 @@
 // cannot be an output, locks of live, foreign, garbled and dead runs, what a run leaves of the
 // previous one, file size limits, and SIGTERM/SIGINT under mpirun and alone.
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <sstream>
 
-#include "hiq/base/sha256.h"  // Sha256HexOfFile
 #include "robustness.h"
 
 namespace hiq::test {
@@ -22,15 +22,6 @@ std::string Read(const fs::path& path) {
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
-}
-
-std::map<std::string, std::string> Hashes(const fs::path& dir) {
-  std::map<std::string, std::string> hashes;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file())
-      hashes[fs::relative(e.path(), dir).string()] = Sha256HexOfFile(e.path());
-  }
-  return hashes;
 }
 
 // A previous complete plan output at $TMP/out (as hiq wrote it), and its hashes at $TMP/before.
@@ -192,59 +183,74 @@ const int kRegistered = RegisterCases({
                 "at least 2.86423 bits/weight",
      .check =
          [](Sandbox& s, const CommandResult&) {
-           auto after = Hashes(s.Out());
+           auto after = FileHashes(s.Out());
            std::erase_if(after, [](const auto& kv) {  // a rank 0 killed by the abort keeps these
              return kv.first == ".hiq.lock" || kv.first.starts_with(".staging-");
            });
-           EXPECT_EQ(after, Hashes(s / "before"));
+           EXPECT_EQ(after, FileHashes(s / "before"));
          }},
     {.name = "FileSizeLimitAtThePlanJson",
      .area = "disk",
      .what = "RLIMIT_FSIZE 2 KiB (prlimit --fsize): the plan writer's write(2) fails with EFBIG",
      .command =
          [](Sandbox& s) {
-           return PreviousPlanThen(s, "cp -a " + s.Out().string() + " " + (s / "before").string() +
-                                          " && env PMIX_MCA_gds=hash OMPI_MCA_btl=self,tcp "
-                                          "prlimit --fsize=2048 " +
-                                          Plan(s, 1));
+           return AgainUnderFileSizeLimit(s, " plan " + s.PlanConfig().string(), 2048);
          },
      .message = "hiq: error: WritePlan: cannot write '$TMP/out/.staging-$PID/fixed/plan.json.tmp': "
                 "File too large",
-     .check = [](Sandbox& s,
-                 const CommandResult&) { EXPECT_EQ(Hashes(s.Out()), Hashes(s / "before")); }},
+     .check =
+         [](Sandbox& s, const CommandResult&) {
+           EXPECT_EQ(FileHashes(s.Out()), FileHashes(s / "before"));
+         }},
     {.name = "FileSizeLimitInHdf5",
      .area = "disk",
      .what = "RLIMIT_FSIZE 16 KiB: HDF5's write of plan.h5 fails with EFBIG at close",
      .command =
          [](Sandbox& s) {
-           return PreviousPlanThen(s, "cp -a " + s.Out().string() + " " + (s / "before").string() +
-                                          " && env PMIX_MCA_gds=hash OMPI_MCA_btl=self,tcp "
-                                          "prlimit --fsize=16384 " +
-                                          Plan(s, 1));
+           return AgainUnderFileSizeLimit(s, " plan " + s.PlanConfig().string(), 16384);
          },
      .message = "hiq: error: H5File::Commit: cannot close "
                 "'$TMP/out/.staging-$PID/fixed/plan.h5.tmp-$PID': H5FD__sec2_write(): file write "
                 "failed: File too large",
-     .check = [](Sandbox& s,
-                 const CommandResult&) { EXPECT_EQ(Hashes(s.Out()), Hashes(s / "before")); }},
+     .check =
+         [](Sandbox& s, const CommandResult&) {
+           EXPECT_EQ(FileHashes(s.Out()), FileHashes(s / "before"));
+         }},
     {.name = "FileSizeLimitInAShard",
      .area = "disk",
      .what = "RLIMIT_FSIZE 64 KiB on a quantize re-run: the shard's HDF5 write fails with EFBIG; "
              "the previous model stays byte for byte",
      .command =
          [](Sandbox& s) {
-           const std::string quantize = " quantize " + s.PlanConfig().string();
-           return s.Hiq(1) + quantize + " > " + (s / "first.log").string() + " 2>&1 && cp -a " +
-                  s.Out().string() + " " + (s / "before").string() +
-                  " && env PMIX_MCA_gds=hash OMPI_MCA_btl=self,tcp prlimit --fsize=65536 " +
-                  s.Hiq(1) + quantize;
+           return AgainUnderFileSizeLimit(s, " quantize " + s.PlanConfig().string(), 65536);
          },
      .message = "hiq: error: H5Group::WriteDataset: cannot write dataset "
                 "'/tensors/model.embed_tokens.weight/data' in "
                 "'$TMP/out/.staging-$PID/shards/rank-00000-of-00001.h5': H5FD__sec2_write(): file "
                 "write failed: File too large",
-     .check = [](Sandbox& s,
-                 const CommandResult&) { EXPECT_EQ(Hashes(s.Out()), Hashes(s / "before")); }},
+     .check =
+         [](Sandbox& s, const CommandResult&) {
+           EXPECT_EQ(FileHashes(s.Out()), FileHashes(s / "before"));
+         }},
+    {.name = "DiskFullDuringThePlanWrite",
+     .area = "disk",
+     .what = "the output on a 48 KiB tmpfs (mounted by the test, as root): a write fails with "
+             "ENOSPC, and nothing of the plan is published",
+     .command =
+         [](Sandbox& s) {
+           const std::string small = (s / "small").string();
+           return "mkdir " + small + " && mount -t tmpfs -o size=48k tmpfs " + small + " && { " +
+                  Plan(s, 1, " --output " + small + "/out") + "; rc=$?; ls -A " + small +
+                  "/out > " + (s / "left.txt").string() + "; umount " + small + "; exit $rc; }";
+         },
+     .message = "hiq: error: WritePlan: cannot write '$TMP/small/out/.staging-$PID/plan.json.tmp': "
+                "No space left on device",
+     .check =
+         [](Sandbox& s, const CommandResult&) {
+           std::ifstream in(s / "left.txt");
+           const std::string left((std::istreambuf_iterator<char>(in)), {});
+           EXPECT_EQ(left, "") << "left in the full output directory:\n" << left;
+         }},
     {.name = "SigtermToMpirun",
      .area = "signal",
      .what = "SIGTERM to mpirun -np 2 during the cost terms (as Slurm at the time limit)",

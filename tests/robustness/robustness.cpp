@@ -80,6 +80,12 @@ fs::path Sandbox::PlanConfig(const std::string& extra, const std::string& name) 
                          (dir_ / "out").string() + "\n" + extra);
 }
 
+std::string AgainUnderFileSizeLimit(const Sandbox& s, const std::string& args, long bytes) {
+  return s.Hiq(1) + args + " > " + (s / "first.log").string() + " 2>&1 && cp -a " +
+         s.Out().string() + " " + (s / "before").string() + " && " + UnderFileSizeLimit(bytes) +
+         s.Hiq(1) + args;
+}
+
 void ExpectNothingComplete(const fs::path& dir) {
   if (!fs::exists(dir)) return;
   for (const auto& entry : fs::recursive_directory_iterator(dir)) {

@@ -64,6 +64,11 @@ inline void PrintTo(const RobustCase& c, std::ostream* os) { *os << c.name; }
 int RegisterCases(std::vector<RobustCase> cases);
 const std::vector<RobustCase>& RegisteredCases();
 
+// `hiq ARGS` once (its output, complete, at $TMP/out; a copy at $TMP/before), then `hiq ARGS`
+// again under RLIMIT_FSIZE = `bytes`: the command line of a case whose check is that the second
+// run's EFBIG leaves $TMP/out as $TMP/before.
+std::string AgainUnderFileSizeLimit(const Sandbox& s, const std::string& args, long bytes);
+
 // No completion marker (plan.json, model.h5) anywhere under `dir`.
 void ExpectNothingComplete(const std::filesystem::path& dir);
 
