@@ -1,6 +1,7 @@
 #include "hiq/stages/calibration.h"
 
 #include <cmath>
+#include <optional>
 
 #include "hiq/base/error.h"    // ConfigError
 #include "hiq/base/rng.h"      // RandomStream
@@ -83,9 +84,15 @@ std::vector<std::vector<int32_t>> Generate(const SampleSetConfig& set, const std
   return seqs;
 }
 
-}  // namespace
-
-namespace {
+// The model's tokenizer, checked against it, when it has one (a generate set needs none: BOS is
+// LLaMA's <s> then).
+std::optional<Tokenizer> CheckedTokenizer(const std::filesystem::path& tokenizer_model,
+                                          const ModelVocab& model) {
+  if (!std::filesystem::exists(tokenizer_model)) return std::nullopt;
+  std::optional<Tokenizer> tokenizer(std::in_place, tokenizer_model);
+  CheckTokenizerMatchesModel(*tokenizer, model);
+  return tokenizer;
+}
 
 // The tokens of a text or token set, checked against the model.
 std::vector<int32_t> SetTokens(const SampleSetConfig& set,
@@ -102,9 +109,7 @@ void CheckSampleSet(const SampleSetConfig& set, const std::string& name,
   CheckSeqLenFitsContext(set.seq_len, context, "calibration." + name + ".seq_len",
                          model.config_file);
   if (set.source == SampleSource::kGenerate) {
-    if (std::filesystem::exists(tokenizer_model)) {
-      CheckTokenizerMatchesModel(Tokenizer(tokenizer_model), model);
-    }
+    CheckedTokenizer(tokenizer_model, model);
     return;
   }
   // Drawing the windows (cheap next to any pass) is what checks that the file has enough.
@@ -130,13 +135,8 @@ std::vector<Sequence> BuildSampleSet(const SampleSetConfig& set, const std::stri
   std::vector<std::vector<int32_t>> windows;
   if (set.source == SampleSource::kGenerate) {
     // LLaMA's <s> is 1; a model with its own tokenizer says so.
-    int32_t bos = 1;
-    if (std::filesystem::exists(tokenizer_model)) {
-      const Tokenizer tokenizer(tokenizer_model);
-      CheckTokenizerMatchesModel(tokenizer, model);
-      bos = tokenizer.bos_id();
-    }
-    windows = Generate(set, name, pipeline, bos);
+    const std::optional<Tokenizer> tokenizer = CheckedTokenizer(tokenizer_model, model);
+    windows = Generate(set, name, pipeline, tokenizer ? tokenizer->bos_id() : 1);
   } else {
     const std::vector<int32_t> tokens = SetTokens(set, tokenizer_model, model);
     windows =

@@ -437,22 +437,19 @@ int ExportQuantized(const fs::path& out_dir, const fs::path& dir, DType dtype,
     WriteSafetensors(dir / name, tensors, {{"format", "pt"}, {"generator", "hiq export"}});
   }
   // `dir` is the staging directory of hiq/io/output.h: nothing here is visible before the commit.
-  auto write_text = [&](const fs::path& path, const std::string& text) {
-    WriteWholeFile(path, text, "export");
-  };
   if (n_files > 1) {
     nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-    write_text(dir / "model.safetensors.index.json", index.dump(2) + "\n");
+    WriteWholeFile(dir / "model.safetensors.index.json", index.dump(2) + "\n", "export");
   }
   nlohmann::json config = nlohmann::json::parse(info.model_config);
   config["torch_dtype"] = dtype == DType::kF32   ? "float32"
                           : dtype == DType::kF16 ? "float16"
                                                  : "bfloat16";
   if (!info.tokenizer_model.empty()) {
-    write_text(dir / "tokenizer.model",
-               std::string(info.tokenizer_model.begin(), info.tokenizer_model.end()));
+    WriteWholeFile(dir / "tokenizer.model",
+                   std::string(info.tokenizer_model.begin(), info.tokenizer_model.end()), "export");
   }
-  write_text(dir / "config.json", config.dump(2) + "\n");
+  WriteWholeFile(dir / "config.json", config.dump(2) + "\n", "export");
   return n_files;
 }
 

@@ -198,10 +198,7 @@ const int kRegistered = RegisterCases({
          },
      .message = "hiq: error: WritePlan: cannot write '$TMP/out/.staging-$PID/fixed/plan.json.tmp': "
                 "File too large",
-     .check =
-         [](Sandbox& s, const CommandResult&) {
-           EXPECT_EQ(FileHashes(s.Out()), FileHashes(s / "before"));
-         }},
+     .check = ExpectOutputAsBefore},
     {.name = "FileSizeLimitInHdf5",
      .area = "disk",
      .what = "RLIMIT_FSIZE 16 KiB: HDF5's write of plan.h5 fails with EFBIG at close",
@@ -212,10 +209,7 @@ const int kRegistered = RegisterCases({
      .message = "hiq: error: H5File::Commit: cannot close "
                 "'$TMP/out/.staging-$PID/fixed/plan.h5.tmp-$PID': H5FD__sec2_write(): file write "
                 "failed: File too large",
-     .check =
-         [](Sandbox& s, const CommandResult&) {
-           EXPECT_EQ(FileHashes(s.Out()), FileHashes(s / "before"));
-         }},
+     .check = ExpectOutputAsBefore},
     {.name = "FileSizeLimitInAShard",
      .area = "disk",
      .what = "RLIMIT_FSIZE 64 KiB on a quantize re-run: the shard's HDF5 write fails with EFBIG; "
@@ -228,10 +222,7 @@ const int kRegistered = RegisterCases({
                 "'/tensors/model.embed_tokens.weight/data' in "
                 "'$TMP/out/.staging-$PID/shards/rank-00000-of-00001.h5': H5FD__sec2_write(): file "
                 "write failed: File too large",
-     .check =
-         [](Sandbox& s, const CommandResult&) {
-           EXPECT_EQ(FileHashes(s.Out()), FileHashes(s / "before"));
-         }},
+     .check = ExpectOutputAsBefore},
     {.name = "DiskFullDuringThePlanWrite",
      .area = "disk",
      .what = "the output on a 48 KiB tmpfs (mounted by the test, as root): a write fails with "

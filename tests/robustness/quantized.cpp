@@ -118,10 +118,7 @@ const int kRegistered = RegisterCases({
      .message = "hiq: error: WriteSafetensors: cannot write "
                 "$TMP/out/.staging-$PID/.model.safetensors.tmp-XXXXXX (for "
                 "$TMP/out/.staging-$PID/model.safetensors): File too large",
-     .check =
-         [](Sandbox& s, const CommandResult&) {
-           EXPECT_EQ(FileHashes(s.Out()), FileHashes(s / "before"));
-         }},
+     .check = ExpectOutputAsBefore},
 });
 
 }  // namespace

@@ -86,6 +86,10 @@ std::string AgainUnderFileSizeLimit(const Sandbox& s, const std::string& args, l
          s.Hiq(1) + args;
 }
 
+void ExpectOutputAsBefore(Sandbox& s, const CommandResult&) {
+  EXPECT_EQ(FileHashes(s.Out()), FileHashes(s / "before"));
+}
+
 void ExpectNothingComplete(const fs::path& dir) {
   if (!fs::exists(dir)) return;
   for (const auto& entry : fs::recursive_directory_iterator(dir)) {

@@ -68,6 +68,8 @@ const std::vector<RobustCase>& RegisteredCases();
 // again under RLIMIT_FSIZE = `bytes`: the command line of a case whose check is that the second
 // run's EFBIG leaves $TMP/out as $TMP/before.
 std::string AgainUnderFileSizeLimit(const Sandbox& s, const std::string& args, long bytes);
+// The check of such a case: $TMP/out holds what $TMP/before holds, byte for byte.
+void ExpectOutputAsBefore(Sandbox& s, const CommandResult& result);
 
 // No completion marker (plan.json, model.h5) anywhere under `dir`.
 void ExpectNothingComplete(const std::filesystem::path& dir);
