@@ -121,9 +121,13 @@ std::string Normalize(const std::string& text, const Sandbox& sandbox) {
   std::sort(paths.begin(), paths.end(),
             [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   for (const auto& [from, to] : paths) ReplaceAll(out, from, to);
+  // mkstemp's six random characters, in the safetensors writer's hidden temporary file
+  // (".model.safetensors.tmp-a1B2c3"): first, since they may begin with digits like a pid.
+  static const std::regex mkstemp(R"((/\.[^/\s]*\.tmp-)[A-Za-z0-9]{6}\b)");
+  out = std::regex_replace(out, mkstemp, "$1XXXXXX");
   // What differs from run to run or machine to machine in the output directory's messages: the
   // pid in a staging, temporary or private lock name, and this host's name.
-  static const std::regex pid(R"((\.staging-|\.tmp-|\.hiq\.lock\.)[0-9]+)");
+  static const std::regex pid(R"((\.staging-|\.tmp-|\.hiq\.lock\.)[0-9]+\b)");
   out = std::regex_replace(out, pid, "$1$$PID");
   char host[256] = {};
   if (gethostname(host, sizeof host - 1) == 0 && host[0] != '\0') {
@@ -132,10 +136,7 @@ std::string Normalize(const std::string& text, const Sandbox& sandbox) {
   }
   // Hashes change with every change to what a file holds; the message's point is where they are.
   static const std::regex sha256("\\b[0-9a-f]{64}\\b");
-  out = std::regex_replace(out, sha256, "<sha256>");
-  // mkstemp's six random characters (the safetensors writer's temporary file).
-  static const std::regex mkstemp(R"(\.tmp-[A-Za-z0-9]{6}\b)");
-  return std::regex_replace(out, mkstemp, ".tmp-XXXXXX");
+  return std::regex_replace(out, sha256, "<sha256>");
 }
 
 namespace {
@@ -207,6 +208,15 @@ TEST(RobustnessDocs, NamesAreUniqueAndEveryRowSaysWhatAndWhere) {
     EXPECT_FALSE(c.message.empty()) << c.name;
     EXPECT_TRUE(c.command) << c.name;
   }
+}
+
+TEST(RobustnessNormalize, TellsAMkstempSuffixThatStartsWithDigitsFromAPid) {
+  const Sandbox s;
+  const std::string dir = s.path().string();
+  EXPECT_EQ(Normalize(dir + "/out/.staging-4242/.model.safetensors.tmp-12abCD", s),
+            "$TMP/out/.staging-$PID/.model.safetensors.tmp-XXXXXX");
+  EXPECT_EQ(Normalize(dir + "/out/.staging-4242/fixed/plan.h5.tmp-123456", s),
+            "$TMP/out/.staging-$PID/fixed/plan.h5.tmp-$PID");
 }
 
 TEST(RobustnessDocs, TableIsCurrent) {
