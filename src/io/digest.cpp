@@ -85,8 +85,8 @@ std::string ModelDigest(std::span<const DigestEntry> entries) {
   std::string text;
   for (size_t i = 0; i < entries.size(); ++i) {
     if (i > 0 && !(entries[i - 1].name < entries[i].name)) {
-      throw FormatError("ModelDigest: '" + entries[i].name + "' follows '" +
-                        entries[i - 1].name + "', expected names sorted and unique");
+      throw FormatError("ModelDigest: '" + entries[i].name + "' follows '" + entries[i - 1].name +
+                        "', expected names sorted and unique");
     }
     text += entries[i].sha256 + "  " + entries[i].name + "\n";
   }
@@ -157,15 +157,15 @@ std::string DescribeOutput(const std::filesystem::path& out_dir, const ModelFile
   s += "  hiq              " + (recorded ? info.hiq_version : std::string("(not recorded)")) +
        ", git " + OrUnknown(info.git_revision) + "\n";
   s += "  run config hash  " + info.run_config_hash + "\n";
-  s += "  model            " +
-       (recorded ? info.model_fingerprint : std::string("(not recorded)")) + "\n";
+  s += "  model            " + (recorded ? info.model_fingerprint : std::string("(not recorded)")) +
+       "\n";
   s += "  avg_bits         " + Fixed(info.avg_bits, 6) + " (budget " +
        Fixed(info.budget_avg_bits, 6) + ")\n";
   double peak_mib = 0;
   if (recorded) {
     s += "  stage seconds    plan " + Fixed(info.seconds.plan, 1) + ", inputs " +
-         Fixed(info.seconds.inputs, 1) + ", blocks " + Fixed(info.seconds.blocks, 1) +
-         ", write " + Fixed(info.seconds.write, 1) + "\n";
+         Fixed(info.seconds.inputs, 1) + ", blocks " + Fixed(info.seconds.blocks, 1) + ", write " +
+         Fixed(info.seconds.write, 1) + "\n";
     s += "  rank  host                  threads  blas_core    peak_rss_mib  blocks_s  cpu_model\n";
     for (size_t r = 0; r < info.ranks.size(); ++r) {
       const RankProvenance& p = info.ranks[r];
