@@ -112,9 +112,10 @@ TEST(CliDigest, QuantizeGivesOneDigestOnOneToFourRanksAndOneOrTwoThreads) {
     }
     const test::CommandResult text = test::RunCommand(Hiq() + " inspect " + out);
     ASSERT_EQ(text.exit_code, 0) << text.output;
-    EXPECT_NE(LastLine(text.output).find("format=hiq-model ranks=" + std::to_string(run.np) +
-                                         " layers=35 avg_bits="),
-              std::string::npos)
+    EXPECT_NE(
+        LastLine(text.output)
+            .find("format=hiq-model ranks=" + std::to_string(run.np) + " layers=35 avg_bits="),
+        std::string::npos)
         << text.output;
     EXPECT_NE(text.output.find("stage seconds    plan "), std::string::npos) << text.output;
   }
@@ -140,7 +141,8 @@ TEST(CliDigest, QuantizeGivesOneDigestOnOneToFourRanksAndOneOrTwoThreads) {
   // A shard changed after the run: refused by name before any layer is read.
   const fs::path shard = dir / "np2-t1" / "shards" / "rank-00001-of-00002.h5";
   std::ofstream(shard, std::ios::binary | std::ios::app) << 'x';
-  const test::CommandResult changed = test::RunCommand(Hiq() + " digest " + (dir / "np2-t1").string());
+  const test::CommandResult changed =
+      test::RunCommand(Hiq() + " digest " + (dir / "np2-t1").string());
   EXPECT_EQ(changed.exit_code, 1);
   EXPECT_NE(changed.output.find(shard.string() + " has SHA-256"), std::string::npos)
       << changed.output;

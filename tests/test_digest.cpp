@@ -140,8 +140,8 @@ class OutputDigestTest : public ::testing::Test {
     int64_t bits = 0, weights = 0;
     for (const ShardLayer& l : layers_) {
       const int64_t b = LayerBits(l.layer.n_out, l.layer.n_in, l.layer.n_high(), l.layer.spec);
-      info.plan.push_back({l.name, static_cast<double>(l.layer.n_high()) / kIn, l.layer.n_high(),
-                           b});
+      info.plan.push_back(
+          {l.name, static_cast<double>(l.layer.n_high()) / kIn, l.layer.n_high(), b});
       bits += b;
       weights += l.layer.n_out * l.layer.n_in;
     }
@@ -191,8 +191,7 @@ TEST_F(OutputDigestTest, RefusesAChangedShardBeforeReadingIt) {
   std::ofstream(dir / "two" / ShardRelativePath(1, 2), std::ios::binary | std::ios::app) << 'x';
   EXPECT_THROW_WITH(DigestOutput(dir / "two"), FormatError,
                     "the shard was changed, cut short or copied from another run");
-  EXPECT_THROW_WITH(DigestOutput(dir / "none"), IoError,
-                    "is not a complete `hiq quantize` output");
+  EXPECT_THROW_WITH(DigestOutput(dir / "none"), IoError, "is not a complete `hiq quantize` output");
 }
 
 TEST(Digest, ModelDigestRefusesUnsortedOrRepeatedNames) {

@@ -55,6 +55,9 @@ int RunInspect(const fs::path& dir, bool json) {
     }
     return 0;
   }
+  if (!fs::is_directory(dir, ec)) {
+    throw IoError("hiq inspect: " + dir.string() + " is not a directory (or does not exist)");
+  }
   if (!fs::exists(dir / "config.json", ec)) {
     throw ConfigError("hiq inspect: " + dir.string() +
                       " holds neither config.json (a Hugging Face model) nor model.h5 (a `hiq "
