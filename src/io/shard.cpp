@@ -292,7 +292,7 @@ bool IsInteger(const nlohmann::json& j) { return j.is_number_integer(); }
 bool IsNumber(const nlohmann::json& j) { return j.is_number(); }
 
 void ReadProvenance(const H5Group& root, const std::filesystem::path& file, ModelFileInfo& info) {
-  const char* kFn = "ReadModelFile";
+  constexpr const char* kFn = "ReadModelFile";
   const std::string where = std::string(kFn) + ": " + file.string();
   const std::vector<std::string> keys = {"hiq_version", "model_fingerprint", "stage_seconds",
                                          "ranks"};
