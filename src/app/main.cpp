@@ -11,10 +11,12 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <new>
 #include <optional>
 #include <thread>
 
 #include "hiq/base/error.h"          // hiq::Error
+#include "hiq/base/fault.h"          // ArmFaultFromEnvironment
 #include "hiq/base/interrupt.h"      // InstallInterruptHandlers, SetStage
 #include "hiq/config/config.h"       // LoadConfig, ToYaml
 #include "hiq/dist/mpi.h"            // MpiSession, Comm
@@ -413,6 +415,7 @@ int main(int argc, char** argv) {
     rank = world.rank();
     size = world.size();
     hiq::SetInterruptRank(rank, size);
+    hiq::ArmFaultFromEnvironment(rank);
     return hiq::Run(world, argc, argv);
   } catch (const std::exception& e) {
     hiq::SilenceInterrupts();  // this error line is the one line of this rank
@@ -422,12 +425,19 @@ int main(int argc, char** argv) {
     if (dynamic_cast<const hiq::NumericalError*>(&e) != nullptr) {
       during = "during " + hiq::CurrentStage() + ": ";
     }
+    // std::bad_alloc's what() says nothing a user can act on; the step says what needed memory.
+    std::string what = e.what();
+    if (dynamic_cast<const std::bad_alloc*>(&e) != nullptr) {
+      const std::string stage = hiq::CurrentStage();
+      what = "out of memory during " + (stage.empty() ? std::string("startup") : stage) +
+             " (HINT: fewer calibration sequences, or more ranks so that each holds fewer blocks)";
+    }
     if (size > 1) {
-      std::fprintf(stderr, "hiq: error: rank %d: %s%s\n", rank, during.c_str(), e.what());
+      std::fprintf(stderr, "hiq: error: rank %d: %s%s\n", rank, during.c_str(), what.c_str());
       std::fflush(stderr);
       hiq::Comm::AbortWorld(1);
     }
-    std::fprintf(stderr, "hiq: error: %s%s\n", during.c_str(), e.what());
+    std::fprintf(stderr, "hiq: error: %s%s\n", during.c_str(), what.c_str());
     if (hiq::H5LibraryStateBroken()) {
       std::fflush(nullptr);
       _exit(1);  // MPI_Finalize would run HDF5's termination over a file that failed to close
