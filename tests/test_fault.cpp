@@ -14,6 +14,7 @@
 #include "hiq/base/error.h"
 #include "hiq/base/fault.h"
 #include "hiq/base/interrupt.h"
+#include "hiq/base/watchdog.h"
 #include "test_util.h"
 
 namespace hiq {
@@ -120,6 +121,38 @@ TEST(FaultDeathTest, StopRaisesSigstop) {
         std::_Exit(5);
       },
       testing::ExitedWithCode(5), "");
+}
+
+TEST(WatchdogDeathTest, AWaitOnAPeerPastTheTimeoutEndsTheProcessNamingThePeerAndTheStep) {
+  EXPECT_EXIT(
+      {
+        SetStage("plan: fisher");
+        StartWatchdog(0.5, 0);
+        const PeerWait wait(1, "MPI_Recv");
+        std::this_thread::sleep_for(std::chrono::seconds(10));
+        std::_Exit(0);
+      },
+      testing::ExitedWithCode(1),
+      "hiq: error: rank 0: no progress from rank 1 for 0\\.[5-9] s \\(rank 0 waited in MPI_Recv "
+      "during plan: fisher; --stall-timeout 0\\.5\\)");
+}
+
+TEST(Watchdog, WaitsShorterThanTheTimeoutAndComputationDoNotEndTheProcess) {
+  SetStage("plan: fisher");
+  StartWatchdog(0.6, 0);
+  for (int i = 0; i < 4; ++i) {
+    const PeerWait wait(1, "MPI_Recv");
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // no wait: computing
+  StopWatchdog();
+  SUCCEED();
+}
+
+TEST(Watchdog, AWaitOnNoKnownRankReportsTheOtherRanks) {
+  EXPECT_EQ(StallMessage(2, -1, "MPI_Allreduce", "quantize: shards", 12.7, 5),
+            "hiq: error: rank 2: no progress from the other ranks for 12.7 s (rank 2 waited in "
+            "MPI_Allreduce during quantize: shards; --stall-timeout 5)");
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "hiq/base/error.h"          // hiq::Error
 #include "hiq/base/fault.h"          // ArmFaultFromEnvironment
 #include "hiq/base/interrupt.h"      // InstallInterruptHandlers, SetStage
+#include "hiq/base/watchdog.h"       // StartWatchdog, StopWatchdog
 #include "hiq/config/config.h"       // LoadConfig, ToYaml
 #include "hiq/dist/mpi.h"            // MpiSession, Comm
 #include "hiq/dist/pipeline.h"       // Pipeline
@@ -264,6 +265,10 @@ int Run(const Comm& comm, int argc, char** argv) {
   app.require_subcommand(1);
   int threads = 0;
   app.add_option("--threads", threads, "OpenBLAS threads per rank (default: cores / local ranks)");
+  double stall_timeout = 600;
+  app.add_option("--stall-timeout", stall_timeout,
+                 "Seconds a rank may wait on another before the job ends, naming it (0: never)")
+      ->check(CLI::NonNegativeNumber);
 
   auto* inspect = app.add_subcommand("inspect", "Print a checkpoint's config and tensor table");
   fs::path inspect_dir;
@@ -352,6 +357,7 @@ int Run(const Comm& comm, int argc, char** argv) {
     return app.exit(e);
   }
   SetBlasThreads(threads);
+  if (comm.size() > 1) StartWatchdog(stall_timeout, comm.rank());
   for (const auto* command : app.get_subcommands()) SetStage(command->get_name().c_str());
   if (*inspect) return RunInspect(inspect_dir, inspect_json);
   if (*tokenize) return RunTokenize(tok_model, tok_text, tok_out, tok_keep_cr, tok_json);
@@ -407,6 +413,10 @@ int main(int argc, char** argv) {
   std::signal(SIGXFSZ, SIG_IGN);
   hiq::PinBlasCore(argv);
   hiq::KeepActivationMemory();
+  // Destroyed after MpiSession: the watchdog also sees a rank that never reaches MPI_Finalize.
+  struct WatchdogStop {
+    ~WatchdogStop() { hiq::StopWatchdog(); }
+  } watchdog_stop;
   hiq::MpiSession mpi(&argc, &argv);
   hiq::InstallInterruptHandlers();  // after MPI_Init, so that no handler of its replaces ours
   int rank = 0, size = 1;
