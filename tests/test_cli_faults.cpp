@@ -101,9 +101,8 @@ void ExpectEndedCleanly(const FaultRun& run, const fs::path& out) {
 }
 
 void ExpectLine(const FaultRun& run, const std::string& text) {
-  EXPECT_NE(run.result.output.find(text), std::string::npos)
-      << "expected: " << text << "\nin:\n"
-      << run.result.output;
+  EXPECT_NE(run.result.output.find(text), std::string::npos) << "expected: " << text << "\nin:\n"
+                                                             << run.result.output;
 }
 
 void ExpectMatch(const FaultRun& run, const std::string& pattern) {
@@ -142,8 +141,9 @@ TEST(CliFaults, AKilledRankEndsTheJobAndMpirunNamesIt) {
   const fs::path out = dir / "out";
   const FaultRun run = RunWithFault(2, "kill:1:plan: cost terms", SmallPlan(out), out);
   ExpectEndedCleanly(run, out);
-  ExpectMatch(run, "mpirun noticed that process rank 1 with PID [0-9]+ on node .* exited on "
-                   "signal 9 \\(Killed\\)");
+  ExpectMatch(run,
+              "mpirun noticed that process rank 1 with PID [0-9]+ on node .* exited on "
+              "signal 9 \\(Killed\\)");
 }
 
 // RLIMIT_AS of 1 GiB on each rank (a normal run of this plan fits in it) bounds what the fault
@@ -166,8 +166,9 @@ TEST(CliFaults, AStoppedRankIsReportedByItsPeerAfterTheStallTimeout) {
       RunWithFault(2, "stop:1:plan: fisher",
                    "--stall-timeout " + std::to_string(kStallTimeout) + SmallPlan(out), out);
   ExpectEndedCleanly(run, out);
-  ExpectMatch(run, "hiq: error: rank 0: no progress from rank 1 for [5-9]\\.[0-9] s \\(rank 0 "
-                   "waited in MPI_[A-Za-z]+ during plan: fisher; --stall-timeout 5\\)");
+  ExpectMatch(run,
+              "hiq: error: rank 0: no progress from rank 1 for [5-9]\\.[0-9] s \\(rank 0 "
+              "waited in MPI_[A-Za-z]+ during plan: fisher; --stall-timeout 5\\)");
   ExpectLine(run, "hiq: interrupted by SIGTERM during plan: fisher (rank 1)");
 }
 
@@ -178,8 +179,9 @@ TEST(CliFaults, AHangingRankIsReportedByItsPeerAfterTheStallTimeout) {
       RunWithFault(2, "hang:1:plan: cost terms",
                    "--stall-timeout " + std::to_string(kStallTimeout) + SmallPlan(out), out);
   ExpectEndedCleanly(run, out);
-  ExpectMatch(run, "hiq: error: rank 0: no progress from rank 1 for [5-9]\\.[0-9] s \\(rank 0 "
-                   "waited in MPI_[A-Za-z ()]+ during plan: cost terms; --stall-timeout 5\\)");
+  ExpectMatch(run,
+              "hiq: error: rank 0: no progress from rank 1 for [5-9]\\.[0-9] s \\(rank 0 "
+              "waited in MPI_[A-Za-z ()]+ during plan: cost terms; --stall-timeout 5\\)");
 }
 
 // Three ranks: a block's reconstruction killed on the middle rank (which owns blocks 2 and 3).
@@ -188,8 +190,9 @@ TEST(CliFaults, ARankKilledInItsBlockEndsAThreeRankQuantize) {
   const fs::path out = dir / "out";
   const FaultRun run = RunWithFault(3, "kill:1:quantize: block 2", SmallQuantize(out), out);
   ExpectEndedCleanly(run, out);
-  ExpectMatch(run, "mpirun noticed that process rank 1 with PID [0-9]+ on node .* exited on "
-                   "signal 9 \\(Killed\\)");
+  ExpectMatch(run,
+              "mpirun noticed that process rank 1 with PID [0-9]+ on node .* exited on "
+              "signal 9 \\(Killed\\)");
   EXPECT_FALSE(fs::exists(out / "shards")) << "a failed run published shards";
 }
 

@@ -2,9 +2,9 @@
 #include "hiq/base/watchdog.h"
 
 #include <algorithm>
-#include <cmath>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
@@ -35,7 +35,13 @@ struct Watcher {
 };
 Watcher g_watcher;
 
-std::string Seconds(double s) {
+// Tenths, cut down, for the time waited ("5.1"); the timeout as given ("5", "0.5").
+std::string Tenths(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", std::floor(s * 10) / 10);
+  return buf;
+}
+std::string Shortest(double s) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", s);
   return buf;
@@ -53,8 +59,7 @@ void Watch(double timeout, int rank) {
     const double waited = static_cast<double>(NowNs() - start) * 1e-9;
     if (waited < timeout + (peer < 0 ? grace : 0.0)) continue;
     if (g_start.load() != start) continue;  // that wait ended while we looked
-    const std::string line =
-        StallMessage(rank, peer, op, CurrentStage(), waited, timeout) + "\n";
+    const std::string line = StallMessage(rank, peer, op, CurrentStage(), waited, timeout) + "\n";
     EndProcessWithLine(line.c_str(), 1);
   }
 }
@@ -96,9 +101,9 @@ std::string StallMessage(int rank, int peer, const char* op, const std::string& 
   const std::string r = std::to_string(rank);
   std::string line = "hiq: error: rank " + r + ": no progress from ";
   line += peer >= 0 ? "rank " + std::to_string(peer) : std::string("the other ranks");
-  line += " for " + Seconds(std::floor(waited_seconds * 10) / 10) + " s (rank " + r + " waited in " +
+  line += " for " + Tenths(waited_seconds) + " s (rank " + r + " waited in " +
           (op != nullptr ? op : "MPI") + " during " + (stage.empty() ? "startup" : stage) +
-          "; --stall-timeout " + Seconds(timeout_seconds) + ")";
+          "; --stall-timeout " + Shortest(timeout_seconds) + ")";
   return line;
 }
 

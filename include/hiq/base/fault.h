@@ -33,7 +33,8 @@ struct FaultSpec {
 FaultSpec ParseFault(const std::string& text);
 
 // Arms the fault HIQ_FAULT names for this process (rank `rank`), or disarms if it is unset,
-// empty or for another rank. A malformed value is a ConfigError at start-up, not a fault that silently never fires.
+// empty or for another rank. A malformed value is a ConfigError at start-up, not a fault that
+// silently never fires.
 void ArmFaultFromEnvironment(int rank);
 
 // Fires the armed fault if `stage` is its step (called by SetStage).
