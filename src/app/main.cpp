@@ -10,12 +10,15 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <new>
 #include <optional>
 #include <thread>
 
 #include "hiq/base/error.h"          // hiq::Error
+#include "hiq/base/fault.h"          // ArmFaultFromEnvironment
 #include "hiq/base/interrupt.h"      // InstallInterruptHandlers, SetStage
 #include "hiq/base/sysinfo.h"        // PeakRssBytes
+#include "hiq/base/watchdog.h"       // StartWatchdog, StopWatchdog
 #include "hiq/config/config.h"       // LoadConfig, ToYaml
 #include "hiq/dist/mpi.h"            // MpiSession, Comm
 #include "hiq/dist/pipeline.h"       // Pipeline
@@ -278,6 +281,10 @@ int Run(const Comm& comm, int argc, char** argv) {
   app.require_subcommand(1);
   int threads = 0;
   app.add_option("--threads", threads, "OpenBLAS threads per rank (default: cores / local ranks)");
+  double stall_timeout = 600;
+  app.add_option("--stall-timeout", stall_timeout,
+                 "Seconds a rank may wait on another before the job ends, naming it (0: never)")
+      ->check(CLI::NonNegativeNumber);
 
   auto* inspect = app.add_subcommand(
       "inspect",
@@ -378,6 +385,7 @@ int Run(const Comm& comm, int argc, char** argv) {
     return app.exit(e);
   }
   SetBlasThreads(threads);
+  if (comm.size() > 1) StartWatchdog(stall_timeout, comm.rank());
   for (const auto* command : app.get_subcommands()) SetStage(command->get_name().c_str());
   if (*inspect) return RunInspect(inspect_dir, inspect_json);
   if (*digest) {
@@ -438,6 +446,10 @@ int main(int argc, char** argv) {
   std::signal(SIGXFSZ, SIG_IGN);
   hiq::PinBlasCore(argv);
   hiq::KeepActivationMemory();
+  // Destroyed after MpiSession: the watchdog also sees a rank that never reaches MPI_Finalize.
+  struct WatchdogStop {
+    ~WatchdogStop() { hiq::StopWatchdog(); }
+  } watchdog_stop;
   hiq::MpiSession mpi(&argc, &argv);
   hiq::InstallInterruptHandlers();  // after MPI_Init, so that no handler of its replaces ours
   int rank = 0, size = 1;
@@ -446,6 +458,7 @@ int main(int argc, char** argv) {
     rank = world.rank();
     size = world.size();
     hiq::SetInterruptRank(rank, size);
+    hiq::ArmFaultFromEnvironment(rank);
     return hiq::Run(world, argc, argv);
   } catch (const std::exception& e) {
     hiq::SilenceInterrupts();  // this error line is the one line of this rank
@@ -455,12 +468,19 @@ int main(int argc, char** argv) {
     if (dynamic_cast<const hiq::NumericalError*>(&e) != nullptr) {
       during = "during " + hiq::CurrentStage() + ": ";
     }
+    // std::bad_alloc's what() says nothing a user can act on; the step says what needed memory.
+    std::string what = e.what();
+    if (dynamic_cast<const std::bad_alloc*>(&e) != nullptr) {
+      const std::string stage = hiq::CurrentStage();
+      what = "out of memory during " + (stage.empty() ? std::string("startup") : stage) +
+             " (HINT: fewer calibration sequences, or more ranks so that each holds fewer blocks)";
+    }
     if (size > 1) {
-      std::fprintf(stderr, "hiq: error: rank %d: %s%s\n", rank, during.c_str(), e.what());
+      std::fprintf(stderr, "hiq: error: rank %d: %s%s\n", rank, during.c_str(), what.c_str());
       std::fflush(stderr);
       hiq::Comm::AbortWorld(1);
     }
-    std::fprintf(stderr, "hiq: error: %s%s\n", during.c_str(), e.what());
+    std::fprintf(stderr, "hiq: error: %s%s\n", during.c_str(), what.c_str());
     if (hiq::H5LibraryStateBroken()) {
       std::fflush(nullptr);
       _exit(1);  // MPI_Finalize would run HDF5's termination over a file that failed to close

@@ -7,6 +7,8 @@
 #include <csignal>
 #include <cstring>
 
+#include "hiq/base/fault.h"  // FireFaultAt
+
 namespace hiq {
 namespace {
 
@@ -97,7 +99,10 @@ void OnSignal(int signo) {
 
 }  // namespace
 
-void SetStage(const char* name) { g_stage.Set(name, kStageBytes); }
+void SetStage(const char* name) {
+  g_stage.Set(name, kStageBytes);
+  FireFaultAt(name);  // HIQ_FAULT's step, for tests (hiq/base/fault.h)
+}
 
 std::string CurrentStage() { return g_stage.Get(); }
 
@@ -112,6 +117,15 @@ void SetInterruptOutput(const char* out_dir, const char* lock_file) {
 }
 
 void SilenceInterrupts() { g_silent.store(true); }
+
+void EndProcessWithLine(const char* line, int code) {
+  g_silent.store(true);
+  ssize_t ignored = ::write(STDERR_FILENO, line, std::strlen(line));
+  (void)ignored;
+  const char* lock = g_lock.Get();
+  if (*lock != '\0') ::unlink(lock);
+  ::_exit(code);
+}
 
 void InstallInterruptHandlers() {
   struct sigaction action {};

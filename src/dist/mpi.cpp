@@ -4,7 +4,8 @@
 #include <limits>
 #include <memory>
 
-#include "hiq/base/error.h"  // MpiError
+#include "hiq/base/error.h"     // MpiError
+#include "hiq/base/watchdog.h"  // PeerWait
 
 namespace hiq {
 namespace {
@@ -65,6 +66,9 @@ void BroadcastSized(MPI_Comm comm, Container& values, int root) {
 template <typename T>
 std::vector<T> GatherConcat(MPI_Comm comm, int rank, int size, std::span<const T> local, int root,
                             std::vector<int>& counts) {
+  // The root waits for every rank, the others for the root (the other one of two ranks).
+  const PeerWait wait(size == 2 ? 1 - rank : (root < 0 || rank == root ? -1 : root),
+                      root < 0 ? "MPI_Allgather" : "MPI_Gather");
   const int n = CountOf(local.size(), "MPI_Gatherv");
   counts.assign(static_cast<size_t>(size), 0);
   if (root < 0) {
@@ -134,6 +138,7 @@ std::vector<Part> GatherParts(MPI_Comm comm, int rank, int size, const std::vect
 
 template <typename T>
 void RecvExact(MPI_Comm comm, std::span<T> data, int source, int tag) {
+  const PeerWait wait(source, "MPI_Recv");
   MPI_Status status;
   Check(
       MPI_Recv(data.data(), static_cast<int>(data.size()), TypeOf<T>(), source, tag, comm, &status),
@@ -157,32 +162,48 @@ MpiSession::MpiSession(int* argc, char*** argv) {
 MpiSession::~MpiSession() {
   int finalized = 0;
   MPI_Finalized(&finalized);
+  const PeerWait wait(-1, "MPI_Finalize");  // every rank takes part
   if (!finalized) MPI_Finalize();
 }
 
-SendRequest::SendRequest(SendRequest&& other) noexcept : request_(other.request_) {
+SendRequest::SendRequest(SendRequest&& other) noexcept
+    : request_(other.request_), peer_(other.peer_) {
   other.request_ = MPI_REQUEST_NULL;
 }
 
 SendRequest& SendRequest::operator=(SendRequest&& other) noexcept {
   if (this != &other) {
-    if (request_ != MPI_REQUEST_NULL) MPI_Wait(&request_, MPI_STATUS_IGNORE);
+    if (request_ != MPI_REQUEST_NULL) {
+      const PeerWait wait(peer_, "MPI_Wait (a send)");
+      MPI_Wait(&request_, MPI_STATUS_IGNORE);
+    }
     request_ = other.request_;
+    peer_ = other.peer_;
     other.request_ = MPI_REQUEST_NULL;
   }
   return *this;
 }
 
 SendRequest::~SendRequest() {
-  if (request_ != MPI_REQUEST_NULL) MPI_Wait(&request_, MPI_STATUS_IGNORE);
+  if (request_ != MPI_REQUEST_NULL) {
+    const PeerWait wait(peer_, "MPI_Wait (a send)");
+    MPI_Wait(&request_, MPI_STATUS_IGNORE);
+  }
 }
 
 void SendRequest::Wait() {
-  if (request_ != MPI_REQUEST_NULL) Check(MPI_Wait(&request_, MPI_STATUS_IGNORE), "MPI_Wait");
+  if (request_ == MPI_REQUEST_NULL) return;
+  const PeerWait wait(peer_, "MPI_Wait (a send)");
+  Check(MPI_Wait(&request_, MPI_STATUS_IGNORE), "MPI_Wait", peer_);
 }
 
 Comm::Comm(MPI_Comm comm, int rank, int size)
     : comm_(comm), rank_(rank), size_(size), bytes_sent_(std::make_shared<uint64_t>(0)) {}
+
+int Comm::CollectivePeer(int root) const {
+  if (size_ == 2) return 1 - rank_;
+  return root >= 0 && root != rank_ ? root : -1;
+}
 
 Comm Comm::World() {
   int initialized = 0;
@@ -209,6 +230,7 @@ Comm Comm::Self() {
 }
 
 void Comm::Send(std::span<const float> data, int dest, int tag) const {
+  const PeerWait wait(dest, "MPI_Send");
   Check(MPI_Send(data.data(), static_cast<int>(data.size()), MPI_FLOAT, dest, tag, comm_),
         "MPI_Send", dest);
   *bytes_sent_ += data.size_bytes();
@@ -220,7 +242,7 @@ SendRequest Comm::Isend(std::span<const float> data, int dest, int tag) const {
       MPI_Isend(data.data(), static_cast<int>(data.size()), MPI_FLOAT, dest, tag, comm_, &request),
       "MPI_Isend", dest);
   *bytes_sent_ += data.size_bytes();
-  return SendRequest(request);
+  return SendRequest(request, dest);
 }
 
 void Comm::Recv(std::span<float> data, int source, int tag) const {
@@ -228,6 +250,7 @@ void Comm::Recv(std::span<float> data, int source, int tag) const {
 }
 
 void Comm::Send(std::span<const double> data, int dest, int tag) const {
+  const PeerWait wait(dest, "MPI_Send");
   Check(MPI_Send(data.data(), static_cast<int>(data.size()), MPI_DOUBLE, dest, tag, comm_),
         "MPI_Send", dest);
   *bytes_sent_ += data.size_bytes();
@@ -237,33 +260,45 @@ void Comm::Recv(std::span<double> data, int source, int tag) const {
   RecvExact(comm_, data, source, tag);
 }
 
-void Comm::Barrier() const { Check(MPI_Barrier(comm_), "MPI_Barrier"); }
+void Comm::Barrier() const {
+  const PeerWait wait(CollectivePeer(-1), "MPI_Barrier");
+  Check(MPI_Barrier(comm_), "MPI_Barrier");
+}
 
 void Comm::Broadcast(std::span<double> data, int root) const {
+  const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   Check(MPI_Bcast(data.data(), static_cast<int>(data.size()), MPI_DOUBLE, root, comm_), "MPI_Bcast",
         root);
 }
 
 void Comm::Broadcast(std::span<int32_t> data, int root) const {
+  const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   Check(MPI_Bcast(data.data(), static_cast<int>(data.size()), MPI_INT32_T, root, comm_),
         "MPI_Bcast", root);
 }
 
-void Comm::Broadcast(std::string& text, int root) const { BroadcastSized(comm_, text, root); }
+void Comm::Broadcast(std::string& text, int root) const {
+  const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
+  BroadcastSized(comm_, text, root);
+}
 
 void Comm::Broadcast(std::vector<double>& values, int root) const {
+  const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   BroadcastSized(comm_, values, root);
 }
 
 void Comm::Broadcast(std::vector<int32_t>& values, int root) const {
+  const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   BroadcastSized(comm_, values, root);
 }
 
 void Comm::Broadcast(double& value, int root) const {
+  const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   Check(MPI_Bcast(&value, 1, MPI_DOUBLE, root, comm_), "MPI_Bcast", root);
 }
 
 void Comm::Broadcast(int& value, int root) const {
+  const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   Check(MPI_Bcast(&value, 1, MPI_INT, root, comm_), "MPI_Bcast", root);
 }
 
@@ -297,18 +332,21 @@ std::vector<std::vector<int32_t>> Comm::AllGather(
 }
 
 bool Comm::AllTrue(bool local) const {
+  const PeerWait wait(CollectivePeer(-1), "MPI_Allreduce");
   int in = local ? 1 : 0, out = 0;
   Check(MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
   return out == 1;
 }
 
 double Comm::AllMax(double local) const {
+  const PeerWait wait(CollectivePeer(-1), "MPI_Allreduce");
   double out = 0;
   Check(MPI_Allreduce(&local, &out, 1, MPI_DOUBLE, MPI_MAX, comm_), "MPI_Allreduce");
   return out;
 }
 
 double Comm::AllSum(double local) const {
+  const PeerWait wait(CollectivePeer(-1), "MPI_Allreduce");
   double out = 0;
   Check(MPI_Allreduce(&local, &out, 1, MPI_DOUBLE, MPI_SUM, comm_), "MPI_Allreduce");
   return out;

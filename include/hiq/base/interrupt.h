@@ -14,7 +14,8 @@
 
 namespace hiq {
 
-// The step now running, e.g. "plan: cost terms" (at most 127 bytes are kept).
+// The step now running, e.g. "plan: cost terms" (at most 127 bytes are kept). Fires the fault
+// HIQ_FAULT arms for this step, if any (hiq/base/fault.h), so it may throw or not return.
 void SetStage(const char* name);
 std::string CurrentStage();
 
@@ -27,6 +28,11 @@ void SetInterruptOutput(const char* out_dir, const char* lock_file);
 // The process is already ending with an error (main's catch): a signal from now on, such as
 // the SIGTERM that Open MPI's MPI_Abort delivers to every rank, ends it without a second line.
 void SilenceInterrupts();
+
+// Writes `line` to stderr with write(2), removes the output lock this process holds and ends the
+// process with _exit(code), as the handler does (the stall watchdog's end, hiq/base/watchdog.h).
+// Signals are silenced first, so the SIGTERM that mpirun sends next prints nothing more.
+[[noreturn]] void EndProcessWithLine(const char* line, int code);
 
 // Installs the handler for SIGTERM and SIGINT.
 void InstallInterruptHandlers();

@@ -8,7 +8,9 @@
 // do.
 //
 // Ownership: Comm does not own MPI_COMM_WORLD; MpiSession (one per process, in main) owns
-// MPI_Init/MPI_Finalize. Not thread-safe: one thread per rank talks to MPI.
+// MPI_Init/MPI_Finalize. Not thread-safe: one thread per rank talks to MPI. Every blocking call
+// is a PeerWait naming the rank it waits for, which the stall watchdog reports when the wait
+// outlasts --stall-timeout (hiq/base/watchdog.h).
 #pragma once
 
 #include <mpi.h>
@@ -35,7 +37,8 @@ class MpiSession {
 class SendRequest {
  public:
   SendRequest() = default;
-  explicit SendRequest(MPI_Request request) : request_(request) {}
+  // `peer` is the destination, the rank a wait on this send waits for (hiq/base/watchdog.h).
+  SendRequest(MPI_Request request, int peer) : request_(request), peer_(peer) {}
   SendRequest(SendRequest&& other) noexcept;
   SendRequest& operator=(SendRequest&& other) noexcept;
   ~SendRequest();
@@ -43,6 +46,7 @@ class SendRequest {
 
  private:
   MPI_Request request_ = MPI_REQUEST_NULL;
+  int peer_ = -1;
 };
 
 class Comm {
@@ -103,6 +107,8 @@ class Comm {
 
  private:
   Comm(MPI_Comm comm, int rank, int size);
+  // The rank a collective with `root` (-1: none) waits for, as far as this rank can tell.
+  int CollectivePeer(int root) const;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   std::shared_ptr<uint64_t> bytes_sent_;
