@@ -70,9 +70,14 @@ struct PlanReport {
   std::string Json() const;   // what plan.json holds
 };
 
+struct ResumeStore;  // hiq/stages/resume.h
+
 // Runs the whole stage. Collective; `log` (rank 0 only, may be null) receives progress lines.
+// `store` (may be null): with store->reuse a valid plan entry is returned instead of computing
+// (logged "resume: plan from PATH"; another config, model, build or CPU kind is a ConfigError on
+// every rank); a computed plan is written to the store by rank 0.
 PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Checkpoint& checkpoint,
-                        std::FILE* log);
+                        std::FILE* log, const ResumeStore* store = nullptr);
 
 // Pieces of the stage that studies (bench/bench_plan_study.cpp) reuse:
 // the solver's problem from measured terms and the budget;
