@@ -1,13 +1,12 @@
 // The resume store's entry files (hiq/io/stagestore.h): what is written reads back whole, a file
 // that is not a complete entry is refused naming it, and a difference names the component and,
 // for the config, the keys.
-#include "hiq/io/stagestore.h"
-
 #include <gtest/gtest.h>
 
 #include <fstream>
 
 #include "hiq/base/error.h"
+#include "hiq/io/stagestore.h"
 #include "test_util.h"
 
 namespace hiq {
@@ -18,10 +17,11 @@ namespace fs = std::filesystem;
 StoreEntry Sample() {
   StoreEntry e;
   e.kind = "block";
-  e.components = {{"config", "hiq-config-v2 stage quantize\nquantize.steps: 40\nquant.bits_low: 2\n"},
-                  {"model", "aaaaaaaaaaaaaaaaaaaa"},
-                  {"build", "git 123, gcc 12, Release"},
-                  {"cpu", "Some CPU, OpenBLAS Haswell"}};
+  e.components = {
+      {"config", "hiq-config-v2 stage quantize\nquantize.steps: 40\nquant.bits_low: 2\n"},
+      {"model", "aaaaaaaaaaaaaaaaaaaa"},
+      {"build", "git 123, gcc 12, Release"},
+      {"cpu", "Some CPU, OpenBLAS Haswell"}};
   e.payload = std::string("\0\1binary\n\xff payload", 18);
   return e;
 }
@@ -58,19 +58,13 @@ TEST(StageStore, ACutShortOrAlteredFileIsRefusedNamingIt) {
     std::ifstream in(path, std::ios::binary);
     bytes.assign(std::istreambuf_iterator<char>(in), {});
   }
-  {
-    std::ofstream(path, std::ios::binary) << bytes.substr(0, bytes.size() - 3);
-  }
+  { std::ofstream(path, std::ios::binary) << bytes.substr(0, bytes.size() - 3); }
   EXPECT_THROW_WITH(ReadStoreEntry(path), FormatError,
                     path.string() + " is not a complete hiq-resume-entry: the payload has");
   bytes[bytes.size() - 1] ^= 1;
-  {
-    std::ofstream(path, std::ios::binary) << bytes;
-  }
+  { std::ofstream(path, std::ios::binary) << bytes; }
   EXPECT_THROW_WITH(ReadStoreEntry(path), FormatError, "the payload's SHA-256 differs");
-  {
-    std::ofstream(path, std::ios::binary) << "something else\n";
-  }
+  { std::ofstream(path, std::ios::binary) << "something else\n"; }
   EXPECT_THROW_WITH(ReadStoreEntry(path), FormatError, "does not start with 'hiq-resume-entry 1'");
 }
 

@@ -258,6 +258,10 @@ int RunPlan(const Comm& comm, const RunConfig& config, bool json, RerunFlags fla
   const PlanReport report = RunPlanStage(config, pipeline, checkpoint, log, &store);
   SetStage("plan: write");
   if (Speaks(comm)) WritePlan(report, out.staging());
+  if (Speaks(comm) && !report.resumed) {
+    SetStage("plan: store");
+    SavePlan(store, PlanComponents(config, report.model_fingerprint), report);
+  }
   SetStage("plan: commit");
   out.Commit(kPlanMarkers,
              ManagedOutputFiles);  // the plan is in place before any rank reports success

@@ -86,8 +86,8 @@ std::string ConfigDifference(const std::string& found, const std::string& expect
   const auto b = parse(expected, &expected_header);
   // "hiq-config-v2 stage quantize" -> "quantize"
   const size_t at = expected_header.rfind(' ');
-  const std::string stage = at == std::string::npos ? expected_header
-                                                    : expected_header.substr(at + 1);
+  const std::string stage =
+      at == std::string::npos ? expected_header : expected_header.substr(at + 1);
   std::vector<std::string> diffs;
   if (found_header != expected_header) {
     diffs.push_back("its config text is '" + found_header + "', this build writes '" +
@@ -115,8 +115,7 @@ void WriteStoreEntry(const fs::path& path, const StoreEntry& entry) {
   std::error_code ec;
   fs::create_directories(path.parent_path(), ec);
   if (ec) {
-    throw IoError("resume store: cannot create " + Quote(path.parent_path()) + ": " +
-                  ec.message());
+    throw IoError("resume store: cannot create " + Quote(path.parent_path()) + ": " + ec.message());
   }
   nlohmann::json header;
   header["kind"] = entry.kind;

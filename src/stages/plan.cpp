@@ -21,7 +21,7 @@
 #include "hiq/solve/solver.h"        // SolvePareto, SolveMilp
 #include "hiq/stages/calibration.h"  // BuildSampleSet
 #include "hiq/stages/fisher.h"       // ComputeFisher
-#include "hiq/stages/resume.h"       // ResumePlan, SavePlan
+#include "hiq/stages/resume.h"       // ResumePlan
 
 namespace hiq {
 namespace {
@@ -349,11 +349,12 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   const StageClock since;
   SetStage("plan: model fingerprint");
   PlanReport report = NewReport(config, pipeline, checkpoint);
-  const Components components = PlanComponents(config, report.model_fingerprint);
   if (store != nullptr) {
     SetStage("plan: resume");
+    const Components components = PlanComponents(config, report.model_fingerprint);
     if (std::optional<PlanReport> stored = ResumePlan(*store, components, comm)) {
       Log(log, "[%.1fs] resume: plan from %s\n", since(), PlanEntryPath(*store).c_str());
+      stored->resumed = true;
       return *stored;
     }
   }
@@ -399,10 +400,6 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   report.layers = LayerRows(cm, s.best, s.best_terms, comm);
   report.fixed_layers = LayerRows(cm, fixed, std::vector<double>(s.best_terms.size(), 0.0), comm);
   report.fixed_avg_bits = cm.PlanBits(fixed) / cm.n_weights();
-  if (store != nullptr && comm.rank() == 0) {
-    SetStage("plan: store");
-    SavePlan(*store, components, report);
-  }
   return report;
 }
 

@@ -169,6 +169,11 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   report.plan = RunPlanStage(config, pipeline, checkpoint, log, store);
   SetStage("quantize: write plan");
   if (comm.rank() == 0) WritePlan(report.plan, write_dir);
+  const Components plan_components = PlanComponents(config, report.plan.model_fingerprint);
+  if (store != nullptr && !report.plan.resumed && comm.rank() == 0) {
+    SetStage("quantize: store plan");
+    SavePlan(*store, plan_components, report.plan);
+  }
   report.plan_seconds = Since(t0);
   const bool optimised = config.quantize.method == QuantizeMethod::kHiq;
   const std::vector<PlanLayerRow>& rows = optimised ? report.plan.layers : report.plan.fixed_layers;
@@ -180,8 +185,8 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   // The blocks already in the store (--resume), each read by the rank that owns it now.
   SetStage("quantize: resume blocks");
   const size_t n_local = stage.blocks.size();
-  const Components block_components = BlockComponents(
-      config, report.plan.model_fingerprint, PlanComponents(config, report.plan.model_fingerprint));
+  const Components block_components =
+      BlockComponents(config, report.plan.model_fingerprint, plan_components);
   std::vector<std::optional<BlockResult>> stored(n_local);
   bool local_all_stored = true;
   for (size_t b = 0; b < n_local; ++b) {

@@ -4,10 +4,11 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include "hiq/base/error.h"      // ConfigError, FormatError
-#include "hiq/dist/mpi.h"        // Comm
-#include "hiq/io/stagestore.h"   // StoreEntry, WriteStoreEntry, ReadStoreEntry
-#include "hiq/model/blas.h"      // CurrentBlasInfo
+#include "hiq/base/error.h"     // ConfigError, FormatError
+#include "hiq/dist/mpi.h"       // Comm
+#include "hiq/io/stagestore.h"  // StoreEntry, WriteStoreEntry, ReadStoreEntry
+#include "hiq/model/blas.h"     // CurrentBlasInfo
+#include "hiq/quant/pack.h"     // PackCodes, UnpackCodes
 
 #ifndef HIQ_BUILD_TYPE
 #define HIQ_BUILD_TYPE "unknown"
@@ -18,8 +19,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string Refusal(const ResumeStore& store, const fs::path& path,
-                    const std::string& difference) {
+std::string Refusal(const ResumeStore& store, const fs::path& path, const std::string& difference) {
   return "--resume: " + path.string() + " was made with " + difference +
          "; it is not reused. Pass --overwrite to discard the store (" + store.dir.string() +
          ") and compute everything again";
@@ -138,8 +138,8 @@ PlanReport PlanFromPayload(const std::string& payload, const fs::path& path) {
     r.fixed_layers = RowsFromJson(j.at("fixed_layers"));
     r.fixed_avg_bits = j.at("fixed_avg_bits").get<double>();
   } catch (const nlohmann::json::exception& e) {
-    throw FormatError("resume store: " + path.string() + ": the plan does not read back: " +
-                      e.what());
+    throw FormatError("resume store: " + path.string() +
+                      ": the plan does not read back: " + e.what());
   }
   return r;
 }
@@ -155,6 +155,12 @@ struct Writer {
   void PutVector(const std::vector<T>& v) {
     Put(static_cast<uint64_t>(v.size()));
     bytes.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+  }
+  // Codes bit-packed as in the shards (hiq/quant/pack.h): an entry is no larger than its shard.
+  void PutCodes(const std::vector<uint8_t>& codes, int bits) {
+    Put(static_cast<uint64_t>(codes.size()));
+    if (codes.empty()) return;
+    PutVector(PackCodes(codes, bits));
   }
 };
 
@@ -184,9 +190,23 @@ struct Reader {
     at += v.size() * sizeof(T);
     return v;
   }
+  std::vector<uint8_t> GetCodes(int bits) {
+    const uint64_t n = Get<uint64_t>();
+    if (n == 0) return {};
+    const std::vector<uint8_t> packed = GetVector<uint8_t>();
+    if (bits < 1 || bits > 8 ||
+        static_cast<int64_t>(packed.size()) != PackedBytes(static_cast<int64_t>(n), bits)) {
+      throw FormatError("resume store: " + path.string() + ": " + std::to_string(n) + " codes of " +
+                        std::to_string(bits) + " bits in " + std::to_string(packed.size()) +
+                        " bytes");
+    }
+    std::vector<uint8_t> codes(static_cast<size_t>(n));
+    UnpackCodes(packed, bits, codes);
+    return codes;
+  }
 };
 
-constexpr uint32_t kBlockPayloadVersion = 1;
+constexpr uint32_t kBlockPayloadVersion = 1;  // bump when the layout below changes
 
 std::string BlockPayload(const BlockResult& r, int block) {
   Writer w;
@@ -200,9 +220,9 @@ std::string BlockPayload(const BlockResult& r, int block) {
     w.Put(static_cast<int32_t>(q.spec.bits_high));
     w.Put(q.spec.group_size);
     w.PutVector(q.high_cols);
-    w.PutVector(q.low_codes);
+    w.PutCodes(q.low_codes, q.spec.bits_low);
     w.PutVector(q.low_params);
-    w.PutVector(q.high_codes);
+    w.PutCodes(q.high_codes, q.spec.bits_high);
     w.PutVector(q.high_params);
     w.PutVector(q.high_fp16);
   }
@@ -228,9 +248,9 @@ BlockResult BlockFromPayload(const std::string& payload, int block, const fs::pa
     q.spec.bits_high = in.Get<int32_t>();
     q.spec.group_size = in.Get<int64_t>();
     q.high_cols = in.GetVector<int32_t>();
-    q.low_codes = in.GetVector<uint8_t>();
+    q.low_codes = in.GetCodes(q.spec.bits_low);
     q.low_params = in.GetVector<GroupParams>();
-    q.high_codes = in.GetVector<uint8_t>();
+    q.high_codes = in.GetCodes(q.spec.bits_high);
     q.high_params = in.GetVector<GroupParams>();
     q.high_fp16 = in.GetVector<float>();
   }
