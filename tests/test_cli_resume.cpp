@@ -236,6 +236,33 @@ TEST_F(CliResume, AKillDuringTheBlocksResumesOnThreeRanksToTheSameModelAndOnTwoT
   EXPECT_EQ(ShardHashes(out), shards_);
 }
 
+// With quantize.inputs: quantized a block's inputs come through the quantized blocks before it:
+// the stored blocks feed them as computed ones would, and only the missing blocks' inputs are
+// recomputed, so a resume on 3 ranks gives the uninterrupted 2-rank run's model.
+TEST_F(CliResume, AKillWithQuantizedInputsResumesOnThreeRanksToTheSameModel) {
+  test::TempDir dir("hiq-resume");
+  const std::string inputs = " --set quantize.inputs=quantized";
+  const test::CommandResult whole = test::RunCommand(Mpirun(2) + Quantize(dir / "whole") + inputs);
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  const fs::path out = dir / "out";
+  {
+    Job job(Mpirun(2) + Quantize(out) + inputs, dir / "killed.txt");
+    // Blocks go one after the other: block 1 is stored, block 2 is being computed.
+    ASSERT_TRUE(job.WaitFor(std::regex("\\[rank 0\\] block 1: "))) << job.Log();
+    const pid_t rank0 = job.Rank(0);
+    ASSERT_GT(rank0, 0) << job.Log();
+    kill(rank0, SIGKILL);
+    job.Wait();
+  }
+  const std::set<std::string> stored = StoredBlocks(out);
+  ASSERT_GE(stored.size(), 2u);
+  ASSERT_LT(stored.size(), 5u) << "the kill came after every block";
+  const test::CommandResult r = test::RunCommand(Mpirun(3) + Quantize(out) + inputs + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(CountOf(r.output, "] resume: block "), static_cast<int>(stored.size())) << r.output;
+  EXPECT_EQ(ExportHash(out, dir / "export"), ExportHash(dir / "whole", dir / "whole-export"));
+}
+
 TEST_F(CliResume, AKillDuringThePlanResumesToTheSameShards) {
   test::TempDir dir("hiq-resume");
   const fs::path out = dir / "out";
