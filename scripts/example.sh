@@ -34,10 +34,11 @@ if [[ -n "${HIQ_MODEL:-}" ]]; then  # a model of your own: the configs name stor
 fi
 echo
 echo "== mpirun -np $ranks hiq quantize $config   (the plan, then the hybrid reconstruction)"
-run quantize "$config" --output "$out/hiq"
+# --overwrite: a re-run of this script replaces its previous models (hiq refuses otherwise).
+run quantize "$config" --output "$out/hiq" --overwrite
 echo
 echo "== mpirun -np $ranks hiq quantize $config --set quantize.method=fixed_ratio   (the baseline)"
-run quantize "$config" --output "$out/fixed_ratio" --set quantize.method=fixed_ratio
+run quantize "$config" --output "$out/fixed_ratio" --overwrite --set quantize.method=fixed_ratio
 echo
 echo "== hiq export $out/hiq --out $out/hiq-hf   (a dequantized Hugging Face directory)"
 $hiq export "$out/hiq" --out "$out/hiq-hf"

@@ -100,7 +100,7 @@ for config in "${configs[@]}"; do
   for s in $seeds; do
     dir=$out/$tag-s$s
     echo "plan_seeds.sh: $name seed $s: hiq plan (log $dir.plan.log)" >&2
-    mpirun -np "$ranks" "$hiq" plan "$config" --output "$dir" \
+    mpirun -np "$ranks" "$hiq" plan "$config" --output "$dir" --overwrite \
       --set calibration.fisher.seed="$s" --set calibration.cost.seed=$((100 + s)) \
       --set calibration.check.seed=$((200 + s)) ${sets[@]+"${sets[@]}"} \
       > "$dir.plan.log" 2>&1 || { cat "$dir.plan.log" >&2; exit 1; }

@@ -107,21 +107,22 @@ TEST(CliOutput, AReRunThatFailsLateLeavesThePreviousPlanByteForByte) {
   const std::string out = dir.path().string();
   const test::CommandResult first = test::RunCommand(Mpirun(2) + SmallPlan(out));
   ASSERT_EQ(first.exit_code, 0) << first.output;
-  const auto before = test::FileHashes(dir.path());
+  const auto before = test::OutputHashes(dir.path());
   ASSERT_EQ(before.size(), 4u) << "plan.json, plan.h5, fixed/plan.json, fixed/plan.h5";
-  const test::CommandResult failed = test::RunCommand(
-      Mpirun(2) + SmallPlan(out) + " --set quant.budget_ratio=0 --set quant.budget_bits=2.6");
+  const test::CommandResult failed =
+      test::RunCommand(Mpirun(2) + SmallPlan(out) +
+                       " --overwrite --set quant.budget_ratio=0 --set quant.budget_bits=2.6");
   ASSERT_NE(failed.exit_code, 0) << failed.output;
   EXPECT_NE(failed.output.find("bits/weight is infeasible"), std::string::npos) << failed.output;
-  auto after = test::FileHashes(dir.path());
+  auto after = test::OutputHashes(dir.path());
   after.erase(".hiq.lock");  // a rank 0 killed by the other rank's abort may leave its lock
   for (auto it = after.begin(); it != after.end();) {
     it = it->first.starts_with(".staging-") ? after.erase(it) : std::next(it);
   }
   EXPECT_EQ(after, before);
-  const test::CommandResult again = test::RunCommand(Mpirun(2) + SmallPlan(out));
+  const test::CommandResult again = test::RunCommand(Mpirun(2) + SmallPlan(out) + " --overwrite");
   ASSERT_EQ(again.exit_code, 0) << again.output;
-  EXPECT_EQ(test::FileHashes(dir.path()), before) << "the same plan again, nothing else left";
+  EXPECT_EQ(test::OutputHashes(dir.path()), before) << "the same plan again, nothing else left";
 }
 
 // A file size limit below what WritePlan writes: the write fails with EFBIG (SIGXFSZ is
@@ -135,7 +136,7 @@ TEST(CliOutput, APlanPastTheFileSizeLimitNamesEfbigAndKeepsThePreviousPlan) {
   const std::string out = dir.path().string();
   const test::CommandResult first = test::RunCommand(Hiq() + SmallPlan(out));
   ASSERT_EQ(first.exit_code, 0) << first.output;
-  const auto before = test::FileHashes(dir.path());
+  const auto before = test::OutputHashes(dir.path());
   const std::pair<int, std::string> cases[] = {
       {2048, "hiq: error: WritePlan: cannot write '" + out +
                  "/.staging-PID/fixed/plan.json.tmp': " + "File too large"},
@@ -143,14 +144,14 @@ TEST(CliOutput, APlanPastTheFileSizeLimitNamesEfbigAndKeepsThePreviousPlan) {
                   "/.staging-PID/fixed/plan.h5.tmp-PID': H5FD__sec2_write(): file write failed: "
                   "File too large"}};
   for (const auto& [limit, message] : cases) {
-    const test::CommandResult r =
-        test::RunCommand(test::UnderFileSizeLimit(limit) + " " + Hiq() + SmallPlan(out));
+    const test::CommandResult r = test::RunCommand(test::UnderFileSizeLimit(limit) + " " + Hiq() +
+                                                   SmallPlan(out) + " --overwrite");
     EXPECT_EQ(r.exit_code, 1) << r.output;
     const std::string text =
         std::regex_replace(r.output, std::regex("(staging-|tmp-)[0-9]+"), "$1PID");
     EXPECT_NE(text.find(message), std::string::npos) << r.output;
     EXPECT_EQ(CountOf(r.output, "hiq: "), 1) << r.output;
-    EXPECT_EQ(test::FileHashes(dir.path()), before) << "nothing else left, not even the lock";
+    EXPECT_EQ(test::OutputHashes(dir.path()), before) << "nothing else left, not even the lock";
   }
 }
 
@@ -167,7 +168,7 @@ TEST(CliOutput, AQuantizeReRunOnFewerRanksLeavesOnlyItsOwnShards) {
   const test::CommandResult three = test::RunCommand(Mpirun(3) + args);
   ASSERT_EQ(three.exit_code, 0) << three.output;
   EXPECT_TRUE(fs::exists(dir / "shards/rank-00002-of-00003.h5"));
-  const test::CommandResult two = test::RunCommand(Mpirun(2) + args);
+  const test::CommandResult two = test::RunCommand(Mpirun(2) + args + " --overwrite");
   ASSERT_EQ(two.exit_code, 0) << two.output;
   std::vector<std::string> shards;
   for (const auto& e : fs::directory_iterator(dir / "shards")) {
@@ -179,7 +180,8 @@ TEST(CliOutput, AQuantizeReRunOnFewerRanksLeavesOnlyItsOwnShards) {
   for (const auto& e : fs::directory_iterator(dir.path()))
     top.push_back(e.path().filename().string());
   std::sort(top.begin(), top.end());
-  EXPECT_EQ(top, (std::vector<std::string>{"fixed", "model.h5", "plan.h5", "plan.json", "shards"}));
+  EXPECT_EQ(top, (std::vector<std::string>{".resume", "fixed", "model.h5", "plan.h5", "plan.json",
+                                           "shards"}));
   const test::CommandResult eval = test::RunCommand(
       Mpirun(2) + " eval --quantized " + out + " --max-windows 2 --seq-len 64 --text " +
       (test::DataDir() / "text/tinystories/sample.txt").string());

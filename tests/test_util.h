@@ -76,6 +76,15 @@ inline std::map<std::string, std::string> FileHashes(const std::filesystem::path
   return hashes;
 }
 
+// FileHashes without the resume store (OUT/.resume/, docs/OPERATIONS.md): what a run publishes.
+// --overwrite discards the store at once, and its entries hold timings, so "the output as it was"
+// is about the published files.
+inline std::map<std::string, std::string> OutputHashes(const std::filesystem::path& dir) {
+  std::map<std::string, std::string> hashes = FileHashes(dir);
+  std::erase_if(hashes, [](const auto& kv) { return kv.first.starts_with(".resume/"); });
+  return hashes;
+}
+
 // The prefix that runs a command under RLIMIT_FSIZE = `bytes`, so that a write past it fails
 // with EFBIG. Open MPI cannot make its shared-memory files under such a limit: tcp and PMIx's
 // hash store instead.

@@ -26,6 +26,7 @@
 #include "hiq/io/digest.h"           // DigestOutput, DescribeOutput
 #include "hiq/io/h5.h"               // H5LibraryStateBroken
 #include "hiq/io/output.h"           // OutputDir
+#include "hiq/io/stagestore.h"       // RemoveStoreTemporaries
 #include "hiq/io/synth.h"            // WriteSyntheticModel
 #include "hiq/io/tokenizer.h"        // Tokenizer, WriteTokenFile
 #include "hiq/model/blas.h"          // PinBlasCore, SetBlasThreads, CurrentBlasInfo
@@ -34,6 +35,7 @@
 #include "hiq/stages/eval.h"         // Perplexity
 #include "hiq/stages/plan.h"         // RunPlanStage, WritePlan, ReadPlan, ApplyPlanRtn
 #include "hiq/stages/quantize.h"     // RunQuantizeStage, LoadQuantizedPipeline, ExportQuantized
+#include "hiq/stages/resume.h"       // ResumeStore, PlanEntryPath
 
 namespace hiq {
 namespace {
@@ -225,22 +227,60 @@ int RunEval(const Comm& comm, const EvalArgs& args) {
   return 0;
 }
 
+// --resume and --overwrite.
+struct RerunFlags {
+  bool resume = false, overwrite = false;
+};
+
+// What a run may do with what OUT already holds, decided on rank 0 under the lock and thrown
+// alike on every rank: a complete output (`marker`) or an unfinished run's store is refused
+// unless --resume reuses it or --overwrite replaces it (the store is then discarded at once;
+// the previous output stays until the commit replaces it).
+ResumeStore PrepareStore(const OutputDir& out, const Comm& comm, RerunFlags flags,
+                         const char* marker, const char* what) {
+  ResumeStore store{out.dir() / kResumeDirName, flags.resume};
+  std::string error;
+  if (comm.rank() == 0) {
+    std::error_code ec;
+    if (flags.overwrite) {
+      fs::remove_all(store.dir, ec);
+      if (ec) error = "--overwrite: cannot remove " + store.dir.string() + ": " + ec.message();
+    } else if (flags.resume) {
+      RemoveStoreTemporaries(store.dir);
+    } else if (fs::exists(out.dir() / marker, ec)) {
+      error = out.dir().string() + " already holds " + what + " (" + (out.dir() / marker).string() +
+              "); pass --resume to reuse it or --overwrite to replace it";
+    } else if (fs::exists(PlanEntryPath(store), ec)) {
+      error = out.dir().string() + " holds the resume store of an unfinished run (" +
+              store.dir.string() + "); pass --resume to continue it or --overwrite to start again";
+    }
+  }
+  comm.Broadcast(error, 0);
+  if (!error.empty()) throw ConfigError(error);
+  return store;
+}
+
 // plan and quantize: the output directory is checked and locked before anything is computed,
 // and published complete at the end (hiq/io/output.h).
-int RunPlan(const Comm& comm, const RunConfig& config, bool json) {
+int RunPlan(const Comm& comm, const RunConfig& config, bool json, RerunFlags flags) {
   if (config.threads > 0) SetBlasThreads(config.threads);
   std::FILE* log = Speaks(comm) ? (json ? stderr : stdout) : nullptr;
   SetStage("plan: output directory");
   OutputDir out = OutputDir::Open(config.output, comm, log);
+  const ResumeStore store = PrepareStore(out, comm, flags, "plan.json", "a complete plan");
   SetStage("plan: load model");
   Checkpoint checkpoint(config.model.path);
   CheckCalibrationSets(config, ConfigStage::kPlan,
                        ReadModelVocab(config.model.path / "config.json"),
                        checkpoint.config().max_position_embeddings);
   Pipeline pipeline = LoadPipeline(comm, checkpoint);
-  const PlanReport report = RunPlanStage(config, pipeline, checkpoint, log);
+  const PlanReport report = RunPlanStage(config, pipeline, checkpoint, log, &store);
   SetStage("plan: write");
   if (Speaks(comm)) WritePlan(report, out.staging());
+  if (Speaks(comm) && !report.resumed) {
+    SetStage("plan: store");
+    SavePlan(store, PlanComponents(config, report.model_fingerprint), report);
+  }
   SetStage("plan: commit");
   out.Commit(kPlanMarkers,
              ManagedOutputFiles);  // the plan is in place before any rank reports success
@@ -256,11 +296,12 @@ int RunPlan(const Comm& comm, const RunConfig& config, bool json) {
   return 0;
 }
 
-int RunQuantize(const Comm& comm, const RunConfig& config) {
+int RunQuantize(const Comm& comm, const RunConfig& config, RerunFlags flags) {
   if (config.threads > 0) SetBlasThreads(config.threads);
   std::FILE* log = Speaks(comm) ? stdout : nullptr;
   SetStage("quantize: output directory");
   OutputDir out = OutputDir::Open(config.output, comm, log);
+  const ResumeStore store = PrepareStore(out, comm, flags, "model.h5", "a complete model");
   SetStage("quantize: load model");
   Checkpoint checkpoint(config.model.path);
   CheckCalibrationSets(config, ConfigStage::kQuantize,
@@ -268,7 +309,7 @@ int RunQuantize(const Comm& comm, const RunConfig& config) {
                        checkpoint.config().max_position_embeddings);
   Pipeline pipeline = LoadPipeline(comm, checkpoint);
   const QuantizeReport report =
-      RunQuantizeStage(config, pipeline, checkpoint, out.staging(), log, stderr);
+      RunQuantizeStage(config, pipeline, checkpoint, out.staging(), log, stderr, &store);
   SetStage("quantize: commit");
   out.Commit(kQuantizeMarkers, ManagedOutputFiles);
   SetStage("quantize: done");
@@ -346,6 +387,12 @@ int Run(const Comm& comm, int argc, char** argv) {
   plan->add_option("--set", plan_sets, "Override a key: --set cost.mode=local");
   bool plan_json = false;
   plan->add_flag("--json", plan_json, "Print the plan as JSON (progress goes to stderr)");
+  RerunFlags plan_flags;
+  plan->add_flag("--resume", plan_flags.resume,
+                 "Reuse the plan of OUT/.resume if it was made for this config, model and build");
+  plan->add_flag("--overwrite", plan_flags.overwrite,
+                 "Replace a complete plan in OUT and discard its resume store")
+      ->excludes("--resume");
 
   auto* quantize = app.add_subcommand(
       "quantize", "Plan, reconstruct every rank's blocks, write the shards and model.h5");
@@ -355,6 +402,14 @@ int Run(const Comm& comm, int argc, char** argv) {
   quantize->add_option("--output", quantize_output,
                        "Output directory (overrides the config's output)");
   quantize->add_option("--set", quantize_sets, "Override a key: --set quantize.method=gptq");
+  RerunFlags quantize_flags;
+  quantize->add_flag("--resume", quantize_flags.resume,
+                     "Continue or redo from OUT/.resume: skip the plan and every block stored "
+                     "for this config, model and build; refuse entries of another");
+  quantize
+      ->add_flag("--overwrite", quantize_flags.overwrite,
+                 "Replace a complete model in OUT and discard its resume store")
+      ->excludes("--resume");
 
   auto* exporter =
       app.add_subcommand("export", "Write a quantized model as a dequantized Hugging Face model");
@@ -401,11 +456,11 @@ int Run(const Comm& comm, int argc, char** argv) {
   if (*eval) return RunEval(comm, eval_args);
   if (*plan) {
     if (!plan_output.empty()) plan_sets.push_back("output=" + plan_output.string());
-    return RunPlan(comm, LoadConfig(plan_config, plan_sets), plan_json);
+    return RunPlan(comm, LoadConfig(plan_config, plan_sets), plan_json, plan_flags);
   }
   if (*quantize) {
     if (!quantize_output.empty()) quantize_sets.push_back("output=" + quantize_output.string());
-    return RunQuantize(comm, LoadConfig(quantize_config, quantize_sets));
+    return RunQuantize(comm, LoadConfig(quantize_config, quantize_sets), quantize_flags);
   }
   if (*exporter) {
     const std::optional<DType> dtype = DTypeFromName(export_dtype);

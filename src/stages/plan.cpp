@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "hiq/base/error.h"          // FormatError, IoError
@@ -20,6 +21,7 @@
 #include "hiq/solve/solver.h"        // SolvePareto, SolveMilp
 #include "hiq/stages/calibration.h"  // BuildSampleSet
 #include "hiq/stages/fisher.h"       // ComputeFisher
+#include "hiq/stages/resume.h"       // ResumePlan
 
 namespace hiq {
 namespace {
@@ -342,11 +344,20 @@ void CheckAgainstFixed(CostModel& cm, const std::vector<Sequence>& check_set, co
 }  // namespace
 
 PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Checkpoint& checkpoint,
-                        std::FILE* log) {
+                        std::FILE* log, const ResumeStore* store) {
   const Comm& comm = pipeline.comm();
   const StageClock since;
   SetStage("plan: model fingerprint");
   PlanReport report = NewReport(config, pipeline, checkpoint);
+  if (store != nullptr) {
+    SetStage("plan: resume");
+    const Components components = PlanComponents(config, report.model_fingerprint);
+    if (std::optional<PlanReport> stored = ResumePlan(*store, components, comm)) {
+      Log(log, "[%.1fs] resume: plan from %s\n", since(), PlanEntryPath(*store).c_str());
+      stored->resumed = true;
+      return *stored;
+    }
+  }
   const std::filesystem::path& tok = config.model.tokenizer;
   const ModelVocab vocab = ReadModelVocab(checkpoint.dir() / "config.json");
 

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "hiq/base/error.h"          // FormatError, IoError
 #include "hiq/base/interrupt.h"      // SetStage
@@ -20,6 +21,7 @@
 #include "hiq/quant/quant.h"         // QuantizeLayer, Dequantize, StoredBits
 #include "hiq/quant/recon.h"         // ReconstructBlock
 #include "hiq/stages/calibration.h"  // BuildSampleSet
+#include "hiq/stages/resume.h"       // ResumeBlock, SaveBlock, BlockResult
 
 namespace hiq {
 namespace {
@@ -56,11 +58,6 @@ ReconMethod ReconMethodOf(QuantizeMethod method) {
   HIQ_CHECK(false);
   return ReconMethod::kHybrid;
 }
-
-struct BlockResult {
-  std::array<QuantizedLayer, kNumLinears> layers;
-  double rtn_mse = 0, init_mse = 0, final_mse = 0;
-};
 
 // One block by the configured method. x (S * T, C): the block's inputs.
 BlockResult QuantizeBlock(const RunConfig& config, const LlamaConfig& model,
@@ -181,7 +178,7 @@ std::string QuantizeReport::KeyValues(const fs::path& output) const {
 
 QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
                                 const Checkpoint& checkpoint, const fs::path& write_dir,
-                                std::FILE* log, std::FILE* rank_log) {
+                                std::FILE* log, std::FILE* rank_log, const ResumeStore* store) {
   const Comm& comm = pipeline.comm();
   const Stage<float>& stage = pipeline.stage();
   const LlamaConfig& model = stage.config;
@@ -190,9 +187,14 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
 
   // 1. The plan; every method but hiq takes the fixed ratio's channels at the same budget.
   auto t0 = Clock::now();
-  report.plan = RunPlanStage(config, pipeline, checkpoint, log);
+  report.plan = RunPlanStage(config, pipeline, checkpoint, log, store);
   SetStage("quantize: write plan");
   if (comm.rank() == 0) WritePlan(report.plan, write_dir);
+  const Components plan_components = PlanComponents(config, report.plan.model_fingerprint);
+  if (store != nullptr && !report.plan.resumed && comm.rank() == 0) {
+    SetStage("quantize: store plan");
+    SavePlan(*store, plan_components, report.plan);
+  }
   report.plan_seconds = Since(t0);
   const bool optimised = config.quantize.method == QuantizeMethod::kHiq;
   const std::vector<PlanLayerRow>& rows = optimised ? report.plan.layers : report.plan.fixed_layers;
@@ -201,16 +203,55 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
       optimised ? "the plan's" : "the fixed ratio's", report.method.c_str(),
       optimised ? report.plan.avg_bits : report.plan.fixed_avg_bits);
 
-  // 2. Block inputs, cached on the rank that owns each block.
+  // The blocks already in the store (--resume), each read by the rank that owns it now.
+  SetStage("quantize: resume blocks");
+  const size_t n_local = stage.blocks.size();
+  const Components block_components =
+      BlockComponents(config, report.plan.model_fingerprint, plan_components);
+  std::vector<std::optional<BlockResult>> stored(n_local);
+  bool local_all_stored = true;
+  for (size_t b = 0; b < n_local; ++b) {
+    const int block = stage.block_begin + static_cast<int>(b);
+    if (store != nullptr) stored[b] = ResumeBlock(*store, block, block_components);
+    if (!stored[b]) {
+      local_all_stored = false;
+      continue;
+    }
+    for (size_t k = 0; k < kNumLinears; ++k) {
+      const Matrix<float>& wl = stage.blocks[b].linear(kLinears[k]);
+      const QuantizedLayer& q = stored[b]->layers[k];
+      if (q.n_out != wl.rows() || q.n_in != wl.cols()) {
+        throw FormatError("resume store: " + BlockEntryPath(*store, block).string() + ": layer " +
+                          LayerName(LayerIndex(block, kLinears[k])) + " is [" +
+                          std::to_string(q.n_out) + ", " + std::to_string(q.n_in) +
+                          "], the model's [" + std::to_string(wl.rows()) + ", " +
+                          std::to_string(wl.cols()) + "]");
+      }
+    }
+  }
+  const bool all_stored = comm.AllTrue(local_all_stored);
+
+  // 2. Block inputs, cached on the rank that owns each block; none when every block is stored.
   SetStage("quantize: block inputs");
   t0 = Clock::now();
-  const std::vector<Sequence> seqs =
-      BuildSampleSet(config.calibration.reconstruction, "reconstruction", pipeline,
-                     config.model.tokenizer, ReadModelVocab(checkpoint.dir() / "config.json"));
-  const int64_t seq_len = static_cast<int64_t>(seqs.front().tokens.size());
-  const size_t n_local = stage.blocks.size();
+  std::vector<Sequence> seqs;
+  int64_t seq_len = 0;
+  if (!all_stored) {
+    seqs = BuildSampleSet(config.calibration.reconstruction, "reconstruction", pipeline,
+                          config.model.tokenizer, ReadModelVocab(checkpoint.dir() / "config.json"));
+    seq_len = static_cast<int64_t>(seqs.front().tokens.size());
+  }
   std::vector<BlockWeights<float>> quantized(n_local);  // dequantized, for quantized inputs
   std::vector<bool> done(n_local, false);
+  const bool sequential = config.quantize.inputs == ReconInputs::kQuantized;
+  if (sequential) {
+    // A stored block feeds the later blocks' inputs as a computed one would.
+    for (size_t b = 0; b < n_local; ++b) {
+      if (!stored[b]) continue;
+      quantized[b] = DequantizedBlock(stage.blocks[b], stored[b]->layers);
+      done[b] = true;
+    }
+  }
   const JobWeights weights = [&](int) {
     std::vector<const BlockWeights<float>*> w(n_local, nullptr);
     for (size_t b = 0; b < n_local; ++b) {
@@ -219,43 +260,65 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
     return w;
   };
   BlockInputs inputs;
-  pipeline.ForwardJobs(seqs, {0}, weights, nullptr, &inputs, kMicroBatch);
+  if (!all_stored && !sequential) {
+    pipeline.ForwardJobs(seqs, {0}, weights, nullptr, &inputs, kMicroBatch);
+  }
   report.inputs_seconds = Since(t0);
-  Log(log, "[%.1fs] reconstruction set %zu x %lld tokens, block inputs cached (%s)\n",
-      report.plan_seconds + report.inputs_seconds, seqs.size(), static_cast<long long>(seq_len),
-      std::string(Name(config.quantize.inputs)).c_str());
+  if (all_stored) {
+    Log(log, "[%.1fs] resume: every block is in %s, no block inputs computed\n",
+        report.plan_seconds + report.inputs_seconds, (store->dir / "blocks").c_str());
+  } else {
+    Log(log, "[%.1fs] reconstruction set %zu x %lld tokens, block inputs cached (%s)\n",
+        report.plan_seconds + report.inputs_seconds, seqs.size(), static_cast<long long>(seq_len),
+        std::string(Name(config.quantize.inputs)).c_str());
+  }
 
   // 3. Every rank its own blocks, in block order. With quantized inputs the blocks go one after
-  // the other: block i's inputs come from a forward through the quantized blocks before it.
+  // the other: block i's inputs come from a forward through the quantized blocks before it, run
+  // only when block i is not stored (every rank takes part in it, so every rank asks).
   SetStage("quantize: blocks");
   t0 = Clock::now();
-  const bool sequential = config.quantize.inputs == ReconInputs::kQuantized;
   std::vector<ShardLayer> shard_layers;
   double rtn_mse = 0, final_mse = 0;
   const int n_blocks = static_cast<int>(model.num_hidden_layers);
   for (int block = 0; block < n_blocks; ++block) {
-    if (sequential && block > 0) {
+    const bool mine = block >= stage.block_begin && block < stage.block_end;
+    const size_t b = mine ? static_cast<size_t>(block - stage.block_begin) : 0;
+    if (sequential && !comm.AllTrue(mine ? stored[b].has_value() : true)) {
       pipeline.ForwardJobs(seqs, {0}, weights, nullptr, &inputs, kMicroBatch);
     }
-    if (block < stage.block_begin || block >= stage.block_end) continue;
-    const size_t b = static_cast<size_t>(block - stage.block_begin);
-    const std::string step = "quantize: block " + std::to_string(block);
-    SetStage(step.c_str());
+    if (!mine) continue;
     const auto tb = Clock::now();
-    BlockResult r =
-        QuantizeBlock(config, model, stage.blocks[b], block, seq_len, inputs.per_block[b], rows);
+    BlockResult r;
+    if (stored[b]) {
+      const std::string step = "quantize: resume block " + std::to_string(block);
+      SetStage(step.c_str());
+      r = std::move(*stored[b]);
+      if (rank_log != nullptr) {
+        std::fprintf(rank_log,
+                     "[rank %d] resume: block %d from %s (%s mse rtn=%.6g init=%.6g final=%.6g)\n",
+                     comm.rank(), block, BlockEntryPath(*store, block).c_str(),
+                     report.method.c_str(), r.rtn_mse, r.init_mse, r.final_mse);
+        std::fflush(rank_log);
+      }
+    } else {
+      const std::string step = "quantize: block " + std::to_string(block);
+      SetStage(step.c_str());
+      r = QuantizeBlock(config, model, stage.blocks[b], block, seq_len, inputs.per_block[b], rows);
+      if (store != nullptr) SaveBlock(*store, block, block_components, r);
+      if (rank_log != nullptr) {
+        std::fprintf(rank_log, "[rank %d] block %d: %s mse rtn=%.6g init=%.6g final=%.6g (%.1fs)\n",
+                     comm.rank(), block, report.method.c_str(), r.rtn_mse, r.init_mse, r.final_mse,
+                     Since(tb));
+        std::fflush(rank_log);
+      }
+      if (sequential) {
+        quantized[b] = DequantizedBlock(stage.blocks[b], r.layers);
+        done[b] = true;
+      }
+    }
     rtn_mse += r.rtn_mse;
     final_mse += r.final_mse;
-    if (rank_log != nullptr) {
-      std::fprintf(rank_log, "[rank %d] block %d: %s mse rtn=%.6g init=%.6g final=%.6g (%.1fs)\n",
-                   comm.rank(), block, report.method.c_str(), r.rtn_mse, r.init_mse, r.final_mse,
-                   Since(tb));
-      std::fflush(rank_log);
-    }
-    if (sequential) {
-      quantized[b] = DequantizedBlock(stage.blocks[b], r.layers);
-      done[b] = true;
-    }
     for (size_t k = 0; k < kNumLinears; ++k) {
       shard_layers.push_back({LayerName(LayerIndex(block, kLinears[k])), std::move(r.layers[k])});
     }

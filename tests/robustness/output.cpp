@@ -36,7 +36,8 @@ void ExpectCompletePlanOnly(const Sandbox& s) {
   }
   for (const auto& e : fs::directory_iterator(s.Out())) {
     const std::string name = e.path().filename().string();
-    EXPECT_TRUE(name == "plan.json" || name == "plan.h5" || name == "fixed" || name == "notes.txt")
+    EXPECT_TRUE(name == "plan.json" || name == "plan.h5" || name == "fixed" ||
+                name == "notes.txt" || name == ".resume")
         << e.path() << " left beside the plan";
   }
 }
@@ -145,10 +146,74 @@ const int kRegistered = RegisterCases({
      .exit_code = 0,
      .message = "hiq: removing $TMP/out/.staging-$PID, left by an interrupted run",
      .check = [](Sandbox& s, const CommandResult&) { ExpectCompletePlanOnly(s); }},
+    {.name = "QuantizeOverACompleteModel",
+     .area = "output",
+     .what = "quantize into an output that holds model.h5, without --resume or --overwrite",
+     .command =
+         [](Sandbox& s) {
+           s.Write("out/model.h5", "a model");
+           return s.Hiq(2) + " quantize " + s.PlanConfig().string();
+         },
+     .message = "hiq: error: rank *: $TMP/out already holds a complete model ($TMP/out/model.h5); "
+                "pass --resume to reuse it or --overwrite to replace it",
+     .check = [](Sandbox& s,
+                 const CommandResult&) { EXPECT_EQ(Read(s.Out() / "model.h5"), "a model"); }},
+    {.name = "PlanOverACompletePlan",
+     .area = "output",
+     .what = "plan into an output that holds plan.json, without --resume or --overwrite",
+     .command =
+         [](Sandbox& s) {
+           return PreviousPlanThen(s, "cp -a " + s.Out().string() + " " + (s / "before").string() +
+                                          " && " + Plan(s, 1));
+         },
+     .message = "hiq: error: $TMP/out already holds a complete plan ($TMP/out/plan.json); pass "
+                "--resume to reuse it or --overwrite to replace it",
+     .check =
+         [](Sandbox& s, const CommandResult&) {
+           EXPECT_EQ(FileHashes(s.Out()), FileHashes(s / "before"));
+         }},
+    {.name = "UnfinishedResumeStore",
+     .area = "output",
+     .what = "an output holding the resume store of a killed run, without --resume or --overwrite",
+     .command =
+         [](Sandbox& s) {
+           s.Write("out/.resume/plan.entry", "an entry");
+           return Plan(s, 1);
+         },
+     .message = "hiq: error: $TMP/out holds the resume store of an unfinished run "
+                "($TMP/out/.resume); pass --resume to continue it or --overwrite to start again",
+     .check =
+         [](Sandbox& s, const CommandResult&) {
+           EXPECT_EQ(Read(s.Out() / ".resume/plan.entry"), "an entry");
+         }},
+    {.name = "ResumeOfAnotherConfig",
+     .area = "output",
+     .what = "--resume with a plan key changed since the stored plan: refused naming the key",
+     .command =
+         [](Sandbox& s) {
+           return PreviousPlanThen(s, Plan(s, 2, " --resume --set cost.refine=3"));
+         },
+     .message = "hiq: error: rank *: --resume: $TMP/out/.resume/plan.entry was made with another "
+                "config (plan stage: cost.refine is 2 in the entry, 3 now); it is not reused. Pass "
+                "--overwrite to discard the store ($TMP/out/.resume) and compute everything again",
+     .check = [](Sandbox& s, const CommandResult&) { ExpectCompletePlanOnly(s); }},
+    {.name = "ResumeEntryDamaged",
+     .area = "output",
+     .what = "--resume with a plan entry whose first line was overwritten",
+     .command =
+         [](Sandbox& s) {
+           const std::string entry = (s.Out() / ".resume/plan.entry").string();
+           return PreviousPlanThen(
+               s, "sed -i 1s/.*/garbage/ " + entry + " && " + Plan(s, 2, " --resume"));
+         },
+     .message = "hiq: error: rank *: resume store: $TMP/out/.resume/plan.entry is not a complete "
+                "hiq-resume-entry: it does not start with 'hiq-resume-entry 1'; remove it (or pass "
+                "--overwrite) to recompute it",
+     .check = [](Sandbox& s, const CommandResult&) { ExpectCompletePlanOnly(s); }},
     {.name = "OutputOfAnotherRankCountReplaced",
      .area = "output",
-     .what = "a plan into a quantize output of 7 ranks: model.h5 and its shards removed, other "
-             "files kept",
+     .what = "a plan --overwrite into a quantize output of 7 ranks: model.h5 and its shards "
+             "removed, other files kept",
      .command =
          [](Sandbox& s) {
            s.Write("out/model.h5", "old root file");
@@ -157,7 +222,7 @@ const int kRegistered = RegisterCases({
            for (int r = 0; r < 7; ++r) {
              s.Write("out/shards/rank-0000" + std::to_string(r) + "-of-00007.h5", "old shard");
            }
-           return Plan(s, 2);
+           return Plan(s, 2, " --overwrite");
          },
      .exit_code = 0,
      .message = "wrote $TMP/out/plan.json",
@@ -176,25 +241,27 @@ const int kRegistered = RegisterCases({
          [](Sandbox& s) {
            return PreviousPlanThen(
                s, "cp -a " + s.Out().string() + " " + (s / "before").string() + " && " +
-                      Plan(s, 2, " --set quant.budget_ratio=0 --set quant.budget_bits=2.6"));
+                      Plan(s, 2,
+                           " --overwrite --set quant.budget_ratio=0 --set quant.budget_bits=2.6"));
          },
      .message = "hiq: error: rank 0: SolvePareto: budget 2.6 bits/weight is infeasible: "
                 "achievable average bits range from 2.86423 to 3.04767. HINT: raise the budget to "
                 "at least 2.86423 bits/weight",
      .check =
          [](Sandbox& s, const CommandResult&) {
-           auto after = FileHashes(s.Out());
+           auto after = OutputHashes(s.Out());
            std::erase_if(after, [](const auto& kv) {  // a rank 0 killed by the abort keeps these
              return kv.first == ".hiq.lock" || kv.first.starts_with(".staging-");
            });
-           EXPECT_EQ(after, FileHashes(s / "before"));
+           EXPECT_EQ(after, OutputHashes(s / "before"));
          }},
     {.name = "FileSizeLimitAtThePlanJson",
      .area = "disk",
      .what = "RLIMIT_FSIZE 2 KiB (prlimit --fsize): the plan writer's write(2) fails with EFBIG",
      .command =
          [](Sandbox& s) {
-           return AgainUnderFileSizeLimit(s, " plan " + s.PlanConfig().string(), 2048);
+           return AgainUnderFileSizeLimit(s, " plan " + s.PlanConfig().string(), 2048,
+                                          " --overwrite");
          },
      .message = "hiq: error: WritePlan: cannot write '$TMP/out/.staging-$PID/fixed/plan.json.tmp': "
                 "File too large",
@@ -204,7 +271,8 @@ const int kRegistered = RegisterCases({
      .what = "RLIMIT_FSIZE 16 KiB: HDF5's write of plan.h5 fails with EFBIG at close",
      .command =
          [](Sandbox& s) {
-           return AgainUnderFileSizeLimit(s, " plan " + s.PlanConfig().string(), 16384);
+           return AgainUnderFileSizeLimit(s, " plan " + s.PlanConfig().string(), 16384,
+                                          " --overwrite");
          },
      .message = "hiq: error: H5File::Commit: cannot close "
                 "'$TMP/out/.staging-$PID/fixed/plan.h5.tmp-$PID': H5FD__sec2_write(): file write "
@@ -216,7 +284,8 @@ const int kRegistered = RegisterCases({
              "the previous model stays byte for byte",
      .command =
          [](Sandbox& s) {
-           return AgainUnderFileSizeLimit(s, " quantize " + s.PlanConfig().string(), 65536);
+           return AgainUnderFileSizeLimit(s, " quantize " + s.PlanConfig().string(), 65536,
+                                          " --overwrite");
          },
      .message = "hiq: error: H5Group::WriteDataset: cannot write dataset "
                 "'/tensors/model.embed_tokens.weight/data' in "

@@ -80,14 +80,15 @@ fs::path Sandbox::PlanConfig(const std::string& extra, const std::string& name) 
                          (dir_ / "out").string() + "\n" + extra);
 }
 
-std::string AgainUnderFileSizeLimit(const Sandbox& s, const std::string& args, long bytes) {
+std::string AgainUnderFileSizeLimit(const Sandbox& s, const std::string& args, long bytes,
+                                    const std::string& again) {
   return s.Hiq(1) + args + " > " + (s / "first.log").string() + " 2>&1 && cp -a " +
          s.Out().string() + " " + (s / "before").string() + " && " + UnderFileSizeLimit(bytes) +
-         s.Hiq(1) + args;
+         s.Hiq(1) + args + again;
 }
 
 void ExpectOutputAsBefore(Sandbox& s, const CommandResult&) {
-  EXPECT_EQ(FileHashes(s.Out()), FileHashes(s / "before"));
+  EXPECT_EQ(OutputHashes(s.Out()), OutputHashes(s / "before"));
 }
 
 void ExpectNothingComplete(const fs::path& dir) {

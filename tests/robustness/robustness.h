@@ -66,8 +66,10 @@ const std::vector<RobustCase>& RegisteredCases();
 
 // `hiq ARGS` once (its output, complete, at $TMP/out; a copy at $TMP/before), then `hiq ARGS`
 // again under RLIMIT_FSIZE = `bytes`: the command line of a case whose check is that the second
-// run's EFBIG leaves $TMP/out as $TMP/before.
-std::string AgainUnderFileSizeLimit(const Sandbox& s, const std::string& args, long bytes);
+// run's EFBIG leaves $TMP/out as $TMP/before. `again` is added to the second run only (plan and
+// quantize refuse a complete output without --overwrite).
+std::string AgainUnderFileSizeLimit(const Sandbox& s, const std::string& args, long bytes,
+                                    const std::string& again = "");
 // The check of such a case: $TMP/out holds what $TMP/before holds, byte for byte.
 void ExpectOutputAsBefore(Sandbox& s, const CommandResult& result);
 

@@ -62,6 +62,7 @@ struct PlanReport {
   // The fixed ratio at the same budget, as a plan of its own (written to OUT/fixed/).
   std::vector<PlanLayerRow> fixed_layers;
   double fixed_avg_bits = 0;
+  bool resumed = false;  // taken from the resume store (hiq/stages/resume.h), not computed
 
   // "avg_bits=... budget=... predicted_dloss=... measured_dloss=... fixed_dloss=... solver=...
   //  status=optimal|feasible"
@@ -70,9 +71,15 @@ struct PlanReport {
   std::string Json() const;   // what plan.json holds
 };
 
+struct ResumeStore;  // hiq/stages/resume.h
+
 // Runs the whole stage. Collective; `log` (rank 0 only, may be null) receives progress lines.
+// `store` (may be null): with store->reuse a valid plan entry is returned instead of computing
+// (logged "resume: plan from PATH"; another config, model, build or CPU kind is a ConfigError on
+// every rank). The caller stores a computed plan (SavePlan, hiq/stages/resume.h) once it has
+// written its plan files, so that the published files fail first on a full disk.
 PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Checkpoint& checkpoint,
-                        std::FILE* log);
+                        std::FILE* log, const ResumeStore* store = nullptr);
 
 // Pieces of the stage that studies (bench/bench_plan_study.cpp) reuse:
 // the solver's problem from measured terms and the budget;

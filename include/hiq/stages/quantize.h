@@ -30,7 +30,7 @@
 #include "hiq/dist/pipeline.h"  // Pipeline
 #include "hiq/io/checkpoint.h"  // Checkpoint
 #include "hiq/io/shard.h"       // ModelFileInfo
-#include "hiq/stages/plan.h"    // PlanReport
+#include "hiq/stages/plan.h"    // PlanReport, ResumeStore
 
 namespace hiq {
 
@@ -49,11 +49,14 @@ struct QuantizeReport {
 // Runs the whole stage and writes the output of config.output (plan files, shards, model.h5)
 // into `write_dir`: the staging directory of an OutputDir (hiq/io/output.h), which publishes
 // it. `log` (rank 0 only, may be null) receives the stage lines, `rank_log` (every rank, may be
-// null) the per-block lines.
+// null) the per-block lines. `store` (may be null, hiq/stages/resume.h): the plan and every block
+// computed are written to it; with store->reuse, the ones it holds are taken instead of computed
+// ("[rank r] resume: block b from PATH"), and when it holds every block no block input is
+// computed.
 QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
                                 const Checkpoint& checkpoint,
                                 const std::filesystem::path& write_dir, std::FILE* log,
-                                std::FILE* rank_log);
+                                std::FILE* rank_log, const ResumeStore* store = nullptr);
 
 // The quantized model of OUT pipelined over `comm`'s ranks: each rank reads and dequantizes only
 // its own slice from OUT/model.h5's links. `info` receives the root file's contents.
