@@ -29,6 +29,7 @@ running_pid() {
   pid=$(cat "$dir/$1.pid" 2>/dev/null) || return 1
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$1" ]] || return 1
+  [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] || return 1
   echo "$pid"
 }
 
@@ -37,12 +38,17 @@ print_env() {
 }
 
 node_state() {
-  SLURM_CONF=$dir/slurm.conf sinfo --noheader --node "$node" --format=%T 2>/dev/null | head -1
+  # (timeout: without munged, sinfo retries for minutes)
+  SLURM_CONF=$dir/slurm.conf timeout 10 sinfo --noheader --node "$node" --format=%T 2>/dev/null | head -1
 }
 
 write_config() {
   mkdir -p "$dir"/{state,spool,log}
   chmod 700 "$dir"
+  if [[ -s "$dir/slurm.conf" ]]; then  # a second start: the daemons may be reading it
+    node=$(sed -n 's/^NodeName=\([^ ]*\).*/\1/p' "$dir/slurm.conf")
+    return 0
+  fi
   # What slurmd itself finds on this machine: NodeName, CPUs, boards/sockets/cores/threads,
   # RealMemory. The node is then configured exactly as it is, and slurmd accepts it.
   local hw
@@ -119,7 +125,7 @@ wait_for() {  # wait_for SECONDS COMMAND...: until COMMAND succeeds, at most SEC
 }
 
 node_is_idle() {
-  [[ "$(node_state)" == idle* ]]
+  [[ "$(node_state)" == idle ]]  # not idle* (not responding) nor idle~ (powered down)
 }
 
 start() {
