@@ -44,7 +44,7 @@ node_state() {
 
 write_config() {
   mkdir -p "$dir"/{state,spool,log}
-  chmod 700 "$dir"
+  chmod 755 "$dir"  # munged wants its socket's directory reachable by every user
   if [[ -s "$dir/slurm.conf" ]]; then  # a second start: the daemons may be reading it
     node=$(sed -n 's/^NodeName=\([^ ]*\).*/\1/p' "$dir/slurm.conf")
     return 0
