@@ -132,12 +132,12 @@ $(digest "$work/out-mpi")"
     ;;
 
   timelimit)
-    # A job with a 1-minute limit (Slurm's smallest) and a run of a minute or more (on an idle
-    # machine; longer under load).
+    # A job with a 1-minute limit (Slurm's smallest) and a run of 75 s on an idle machine here
+    # (longer under load), well past the last moment the warning can come.
     # Slurm checks limits every 30 s; --signal=TERM@20 makes the first warning come 10 to 40 s
     # after the start (late enough that hiq is past its start-up, early enough to land inside
     # the run), the scale of quantize.sbatch's TERM@120 for 1-hour limits.
-    steps=24000
+    steps=36000
     job=$(submit --ntasks=2 --time=1 --signal=TERM@20 jobs/quantize.sbatch "$config" \
       --output "$work/out-slurm" $(small $steps))
     # The reference runs alongside (the job's results do not depend on the machine's load).
