@@ -14,6 +14,8 @@ packages=(
   libgtest-dev libbenchmark-dev         # tests and benchmarks
   clang-format                          # the style check (scripts/format.sh)
   python3 python3-h5py python3-numpy    # format checks from Python, bench tables
+  slurmctld slurmd slurm-client munge   # a real single-node Slurm (scripts/slurm-local.sh);
+  slurm-wlm-basic-plugins               # its mpi_pmix plugin: srun --mpi=pmix for Open MPI
 )
 missing=()
 for p in "${packages[@]}"; do
