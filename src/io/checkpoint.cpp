@@ -454,6 +454,17 @@ std::vector<std::string> Checkpoint::MappedFiles() const {
   return files;
 }
 
+std::vector<std::string> Checkpoint::TouchedTensors() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  std::vector<std::string> names;
+  for (const State::Shard& shard : state_->shards) {
+    if (!shard.mapped) continue;
+    for (std::string& name : shard.mapped->TouchedTensors()) names.push_back(std::move(name));
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
 void Checkpoint::CheckLlamaTensors() const {
   const std::vector<ModelTensor> expected = ModelTensors(config());
   const std::string where = "Checkpoint::CheckLlamaTensors: " + dir().string() + ": tensor '";

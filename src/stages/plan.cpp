@@ -354,8 +354,11 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   SetStage("plan: fisher");
   const std::vector<Sequence> fisher_set =
       BuildSampleSet(config.calibration.fisher, "fisher", pipeline, tok, vocab);
-  const FisherBlocks fisher = ComputeFisher(pipeline, fisher_set);
+  FisherBlocks fisher = ComputeFisher(pipeline, fisher_set);
   CostModel cm(pipeline, report.spec, config.quant.ratios, config.quant.score, fisher);
+  // The candidates hold what the stages after this need of F; its n_out x n_in accumulators, as
+  // large as the rank's weights, go before the cost terms allocate their own.
+  FisherBlocks().swap(fisher);
   Log(log, "[%.1fs] fisher: %zu sequences of %d tokens\n", since(), fisher_set.size(),
       config.calibration.fisher.seq_len);
 
