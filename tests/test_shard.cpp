@@ -21,6 +21,7 @@
 #include "hiq/base/error.h"      // FormatError, ConfigError
 #include "hiq/base/sha256.h"     // Sha256HexOfFile
 #include "hiq/io/checkpoint.h"   // Checkpoint, LoadStage
+#include "hiq/io/digest.h"       // DigestOutput: recomputed by check_shards.py
 #include "hiq/io/h5.h"           // H5File: damaged files by hand
 #include "hiq/io/safetensors.h"  // WriteSafetensors, DType
 #include "hiq/io/shard.h"        // the module under test
@@ -230,6 +231,49 @@ TEST_F(ShardTest, EveryLayerRoundTripsThroughTheRootFileAndTheShards) {
   for (int r = 0; r < expected.n_ranks; ++r) EXPECT_NO_THROW(VerifyShard(out.path(), read, r));
 }
 
+// Root file item 5: what is written is read back exactly; a file without it (written before
+// provenance was recorded) reads as not recorded; half of it, or a ranks list of another rank
+// count, is refused by name.
+TEST_F(ShardTest, ProvenanceRoundTripsAndIsAllOrNone) {
+  TempDir out("hiq-shard");
+  WriteModel(out.path());  // without provenance
+  EXPECT_TRUE(ReadModelFile(out / "model.h5").ranks.empty());
+  ModelFileInfo info = Info();
+  info.hiq_version = "0.1.0";
+  info.model_fingerprint = std::string(64, 'f');
+  info.seconds = {12.25, 0.5, 1.0 / 3, 0.125};
+  info.ranks = {{"node1", "AMD EPYC", "SkylakeX", 2, int64_t{123} << 20, 0.75},
+                {"node2", "", "Haswell", 1, 5, 1e-3}};
+  WriteModelFile(out.path(), info);
+  ModelFileInfo read = ReadModelFile(out / "model.h5");
+  EXPECT_EQ(read.shard_sha256.size(), 2u);
+  info.shard_sha256 = read.shard_sha256;
+  EXPECT_EQ(read, info);
+
+  ModelFileInfo one_rank = info;
+  one_rank.ranks.pop_back();
+  EXPECT_THROW_WITH(WriteModelFile(out.path(), one_rank), FormatError,
+                    "provenance of 1 ranks, expected none or 2");
+  {
+    H5File file = H5File::Open(out / "model.h5", H5Mode::kReadWrite);
+    file.root().SetAttribute("ranks", std::string_view("[{\"host\": \"node1\"}]"));
+  }
+  EXPECT_THROW_WITH(ReadModelFile(out / "model.h5"), FormatError,
+                    "ranks is not a JSON array of 2 objects (one per rank)");
+  {
+    H5File file = H5File::Open(out / "model.h5", H5Mode::kReadWrite);
+    file.root().SetAttribute("ranks", std::string_view("[{\"host\": 1}, {}]"));
+  }
+  EXPECT_THROW_WITH(ReadModelFile(out / "model.h5"), FormatError, "has no host string");
+  WriteModelFile(out.path(), Info());
+  {
+    H5File file = H5File::Open(out / "model.h5", H5Mode::kReadWrite);
+    file.root().SetAttribute("hiq_version", std::string_view("0.1.0"));
+  }
+  EXPECT_THROW_WITH(ReadModelFile(out / "model.h5"), FormatError,
+                    "has 1 of the provenance attributes");
+}
+
 TEST_F(ShardTest, VerifyShardRefusesAShardThatChangedOrIsGone) {
   TempDir out("hiq-shard");
   WriteModel(out.path());
@@ -276,10 +320,15 @@ TEST_F(ShardTest, PythonDequantizesTheLayoutToHiqsWeightsBitForBit) {
         {names[i], DType::kF32, shapes[i], std::as_bytes(std::span<const float>(weights[i]))});
   }
   WriteSafetensors(out / "dequantized.safetensors", expected);
+  // The digest too, recomputed by docs/FORMATS.md's example from h5py alone (every spec here,
+  // the FP16 high part and F16 tensors among them).
+  std::ofstream(out / "digest.txt") << DigestOutput(out.path()).Text();
   const test::CommandResult check = test::RunCommand(
       "/usr/bin/python3 " + (test::SourceDir() / "tests/formats/check_shards.py").string() + " " +
-      out.path().string() + " " + (out / "dequantized.safetensors").string());
+      out.path().string() + " " + (out / "dequantized.safetensors").string() + " " +
+      (out / "digest.txt").string());
   EXPECT_EQ(check.exit_code, 0) << check.output;
+  EXPECT_NE(check.output.find("digest OK"), std::string::npos) << check.output;
   EXPECT_NE(check.output.find("shards OK: 35 layers, 12 tensors, 2 shards"), std::string::npos)
       << check.output;
   std::printf("%s", check.output.c_str());

@@ -1,7 +1,6 @@
 // hiq - the command line. The one place that catches: every error is printed once as
 // "hiq: error: ..." (with the rank when several run) and, under MPI, takes the whole job down
 // with Comm::AbortWorld (MPI_Abort) so that no rank is left waiting in a collective.
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -16,10 +15,12 @@
 
 #include "hiq/base/error.h"          // hiq::Error
 #include "hiq/base/interrupt.h"      // InstallInterruptHandlers, SetStage
+#include "hiq/base/sysinfo.h"        // PeakRssBytes
 #include "hiq/config/config.h"       // LoadConfig, ToYaml
 #include "hiq/dist/mpi.h"            // MpiSession, Comm
 #include "hiq/dist/pipeline.h"       // Pipeline
 #include "hiq/io/checkpoint.h"       // Checkpoint, PrintInspect
+#include "hiq/io/digest.h"           // DigestOutput, DescribeOutput
 #include "hiq/io/h5.h"               // H5LibraryStateBroken
 #include "hiq/io/output.h"           // OutputDir
 #include "hiq/io/synth.h"            // WriteSyntheticModel
@@ -37,16 +38,31 @@ namespace {
 namespace fs = std::filesystem;
 
 // Peak resident set of this process, from the kernel's own accounting.
-double PeakRssMiB() {
-  struct rusage usage {};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
-}
+double PeakRssMiB() { return static_cast<double>(PeakRssBytes()) / 1048576.0; }
 
 // Only rank 0 talks to stdout; the other ranks compute silently.
 bool Speaks(const Comm& comm) { return comm.rank() == 0; }
 
+// A `hiq quantize` output (model.h5) is described by its provenance, a checkpoint by its table.
 int RunInspect(const fs::path& dir, bool json) {
+  std::error_code ec;
+  if (fs::exists(dir / "model.h5", ec)) {
+    const ModelFileInfo info = ReadModelFile(dir / "model.h5");
+    if (json) {
+      std::cout << DescribeOutputJson(dir, info).dump(2) << "\n";
+    } else {
+      std::cout << DescribeOutput(dir, info);
+    }
+    return 0;
+  }
+  if (!fs::is_directory(dir, ec)) {
+    throw IoError("hiq inspect: " + dir.string() + " is not a directory (or does not exist)");
+  }
+  if (!fs::exists(dir / "config.json", ec)) {
+    throw ConfigError("hiq inspect: " + dir.string() +
+                      " holds neither config.json (a Hugging Face model) nor model.h5 (a `hiq "
+                      "quantize` output)");
+  }
   Checkpoint checkpoint(dir);
   checkpoint.CheckLlamaTensors();
   if (json) {
@@ -263,11 +279,23 @@ int Run(const Comm& comm, int argc, char** argv) {
   int threads = 0;
   app.add_option("--threads", threads, "OpenBLAS threads per rank (default: cores / local ranks)");
 
-  auto* inspect = app.add_subcommand("inspect", "Print a checkpoint's config and tensor table");
+  auto* inspect = app.add_subcommand(
+      "inspect",
+      "Print a checkpoint's config and tensor table, or a quantized output's provenance");
   fs::path inspect_dir;
   bool inspect_json = false;
-  inspect->add_option("MODEL_DIR", inspect_dir, "Hugging Face LLaMA model directory")->required();
+  inspect
+      ->add_option("DIR", inspect_dir,
+                   "Hugging Face LLaMA model directory, or a `hiq quantize` output directory")
+      ->required();
   inspect->add_flag("--json", inspect_json, "Print JSON instead of the table");
+
+  auto* digest = app.add_subcommand(
+      "digest", "One SHA-256 per layer and tensor of a quantized output, and one for the model");
+  fs::path digest_dir;
+  bool digest_json = false;
+  digest->add_option("OUT", digest_dir, "A `hiq quantize` output directory")->required();
+  digest->add_flag("--json", digest_json, "Print JSON");
 
   auto* tokenize = app.add_subcommand("tokenize", "Tokenize a text file into an HDF5 token file");
   fs::path tok_model, tok_text, tok_out;
@@ -354,6 +382,11 @@ int Run(const Comm& comm, int argc, char** argv) {
   SetBlasThreads(threads);
   for (const auto* command : app.get_subcommands()) SetStage(command->get_name().c_str());
   if (*inspect) return RunInspect(inspect_dir, inspect_json);
+  if (*digest) {
+    const OutputDigest d = DigestOutput(digest_dir);
+    std::cout << (digest_json ? d.Json().dump(2) + "\n" : d.Text());
+    return 0;
+  }
   if (*tokenize) return RunTokenize(tok_model, tok_text, tok_out, tok_keep_cr, tok_json);
   if (*config) {
     std::cout << ToYaml(LoadConfig(config_file, config_sets));

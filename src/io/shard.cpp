@@ -277,6 +277,61 @@ void CheckRank(const char* function, int rank, int n_ranks) {
   }
 }
 
+// The value of `key` in `object`, of the JSON type `is` checks; FormatError naming the attribute.
+const nlohmann::json& Member(const nlohmann::json& object, const char* key,
+                             bool (*is)(const nlohmann::json&), const std::string& where,
+                             const char* expected) {
+  if (!object.is_object() || !object.contains(key) || !is(object[key])) {
+    throw FormatError(where + ": " + object.dump() + " has no " + key + " " + expected);
+  }
+  return object[key];
+}
+
+bool IsString(const nlohmann::json& j) { return j.is_string(); }
+bool IsInteger(const nlohmann::json& j) { return j.is_number_integer(); }
+bool IsNumber(const nlohmann::json& j) { return j.is_number(); }
+
+void ReadProvenance(const H5Group& root, const std::filesystem::path& file, ModelFileInfo& info) {
+  const char* kFn = "ReadModelFile";
+  const std::string where = std::string(kFn) + ": " + file.string();
+  const std::vector<std::string> keys = {"hiq_version", "model_fingerprint", "stage_seconds",
+                                         "ranks"};
+  int present = 0;
+  for (const std::string& key : keys) present += root.HasAttribute(key) ? 1 : 0;
+  if (present == 0) return;  // written before provenance was recorded
+  if (present != static_cast<int>(keys.size())) {
+    throw FormatError(where + ": has " + std::to_string(present) +
+                      " of the provenance attributes hiq_version, model_fingerprint, "
+                      "stage_seconds, ranks; expected all or none");
+  }
+  info.hiq_version = root.GetAttributeString("hiq_version");
+  info.model_fingerprint = root.GetAttributeString("model_fingerprint");
+  const nlohmann::json seconds = ParseJsonStrict(root.GetAttributeString("stage_seconds"), kFn,
+                                                 file.string(), "stage_seconds");
+  const std::string at_seconds = where + ": stage_seconds";
+  info.seconds.plan = Member(seconds, "plan", IsNumber, at_seconds, "number");
+  info.seconds.inputs = Member(seconds, "inputs", IsNumber, at_seconds, "number");
+  info.seconds.blocks = Member(seconds, "blocks", IsNumber, at_seconds, "number");
+  info.seconds.write = Member(seconds, "write", IsNumber, at_seconds, "number");
+  const nlohmann::json ranks =
+      ParseJsonStrict(root.GetAttributeString("ranks"), kFn, file.string(), "ranks");
+  if (!ranks.is_array() || ranks.size() != static_cast<size_t>(info.n_ranks)) {
+    throw FormatError(where + ": ranks is not a JSON array of " + std::to_string(info.n_ranks) +
+                      " objects (one per rank)");
+  }
+  const std::string at_ranks = where + ": ranks";
+  for (const nlohmann::json& r : ranks) {
+    RankProvenance p;
+    p.host = Member(r, "host", IsString, at_ranks, "string");
+    p.cpu_model = Member(r, "cpu_model", IsString, at_ranks, "string");
+    p.blas_core = Member(r, "blas_core", IsString, at_ranks, "string");
+    p.threads = Member(r, "threads", IsInteger, at_ranks, "integer");
+    p.peak_rss_bytes = Member(r, "peak_rss_bytes", IsInteger, at_ranks, "integer");
+    p.blocks_seconds = Member(r, "blocks_seconds", IsNumber, at_ranks, "number");
+    info.ranks.push_back(std::move(p));
+  }
+}
+
 }  // namespace
 
 std::string ShardFileName(int rank, int n_ranks) {
@@ -473,6 +528,29 @@ StoredTensor ShardReader::ReadTensor(const std::string& name) const {
   return t;
 }
 
+// nlohmann's number output round-trips doubles exactly, so ReadModelFile gives back what was
+// written.
+nlohmann::json ProvenanceJson(const ModelFileInfo& info) {
+  if (info.ranks.empty()) return nullptr;
+  nlohmann::json ranks = nlohmann::json::array();
+  for (const RankProvenance& r : info.ranks) {
+    ranks.push_back({{"host", r.host},
+                     {"cpu_model", r.cpu_model},
+                     {"blas_core", r.blas_core},
+                     {"threads", r.threads},
+                     {"peak_rss_bytes", r.peak_rss_bytes},
+                     {"blocks_seconds", r.blocks_seconds}});
+  }
+  return {{"hiq_version", info.hiq_version},
+          {"model_fingerprint", info.model_fingerprint},
+          {"stage_seconds",
+           {{"plan", info.seconds.plan},
+            {"inputs", info.seconds.inputs},
+            {"blocks", info.seconds.blocks},
+            {"write", info.seconds.write}}},
+          {"ranks", ranks}};
+}
+
 void WriteModelFile(const std::filesystem::path& out_dir, const ModelFileInfo& info) {
   constexpr const char* kFn = "WriteModelFile";
   CheckRank(kFn, 0, info.n_ranks);
@@ -535,6 +613,10 @@ void WriteModelFile(const std::filesystem::path& out_dir, const ModelFileInfo& i
     }
   }
   const double avg = weights > 0 ? static_cast<double>(bits) / static_cast<double>(weights) : 0;
+  if (!info.ranks.empty() && info.ranks.size() != static_cast<size_t>(info.n_ranks)) {
+    throw FormatError(std::string(kFn) + ": provenance of " + std::to_string(info.ranks.size()) +
+                      " ranks, expected none or " + std::to_string(info.n_ranks));
+  }
   if (!(std::fabs(avg - info.avg_bits) <= 1e-12 * std::fabs(avg))) {
     throw FormatError(std::string(kFn) + ": avg_bits " + std::to_string(info.avg_bits) +
                       ", but the shards' layers average " + std::to_string(avg) + " bits");
@@ -554,6 +636,12 @@ void WriteModelFile(const std::filesystem::path& out_dir, const ModelFileInfo& i
   // The shards' own hashes: a shard changed, cut short or copied in from another run is then
   // refused by name when the model is read (VerifyShard), not dequantized into a wrong model.
   root.SetAttribute("shard_sha256", std::string_view(shard_sha256.dump()));
+  if (const nlohmann::json provenance = ProvenanceJson(info); !provenance.is_null()) {
+    root.SetAttribute("hiq_version", std::string_view(info.hiq_version));
+    root.SetAttribute("model_fingerprint", std::string_view(info.model_fingerprint));
+    root.SetAttribute("stage_seconds", std::string_view(provenance["stage_seconds"].dump()));
+    root.SetAttribute("ranks", std::string_view(provenance["ranks"].dump()));
+  }
   // The tokenizer travels with the model, so that eval and export need nothing else.
   if (!info.tokenizer_model.empty()) {
     root.WriteDataset<uint8_t>("tokenizer.model", info.tokenizer_model,
@@ -622,6 +710,7 @@ ModelFileInfo ReadModelFile(const std::filesystem::path& model_h5) {
     }
     info.shard_sha256.push_back(h.get<std::string>());
   }
+  ReadProvenance(root, model_h5, info);
   if (root.Has("tokenizer.model")) {
     info.tokenizer_model = root.ReadDataset<uint8_t>("tokenizer.model").data;
   }

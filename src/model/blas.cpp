@@ -6,8 +6,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <thread>
+
+#include "hiq/base/sysinfo.h"  // CpuModel
 
 extern "C" {
 void openblas_set_num_threads(int num_threads);
@@ -57,14 +58,7 @@ BlasInfo CurrentBlasInfo() {
   info.core = openblas_get_corename();
   info.config = openblas_get_config();
   info.threads = openblas_get_num_threads();
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  for (std::string line; std::getline(cpuinfo, line);) {
-    if (line.starts_with("model name")) {
-      const size_t colon = line.find(':');
-      info.cpu_model = colon == std::string::npos ? line : line.substr(colon + 2);
-      break;
-    }
-  }
+  info.cpu_model = CpuModel();
   return info;
 }
 

@@ -11,8 +11,10 @@
 #include "hiq/base/error.h"          // FormatError, IoError
 #include "hiq/base/interrupt.h"      // SetStage
 #include "hiq/base/log.h"            // Log
+#include "hiq/base/sysinfo.h"        // HostName, PeakRssBytes
 #include "hiq/io/output.h"           // WriteWholeFile
 #include "hiq/io/safetensors.h"      // ConvertToFloat, EncodeFloats, WriteSafetensors
+#include "hiq/model/blas.h"          // CurrentBlasInfo
 #include "hiq/model/tensors.h"       // ModelTensors, LayerIndex, LayerName
 #include "hiq/quant/gptq.h"          // GptqHessian, GptqQuantize
 #include "hiq/quant/quant.h"         // QuantizeLayer, Dequantize, StoredBits
@@ -146,6 +148,25 @@ std::vector<TensorToWrite> OwnUnquantizedTensors(const Stage<float>& stage,
   return tensors;
 }
 
+// Every rank's machine, threads, peak memory and blocks time, on rank 0 (empty elsewhere).
+// Collective.
+std::vector<RankProvenance> GatherProvenance(const Comm& comm, double blocks_seconds) {
+  const BlasInfo blas = CurrentBlasInfo();
+  const std::vector<std::string> hosts = comm.Gather(HostName(), 0);
+  const std::vector<std::string> cpus = comm.Gather(blas.cpu_model, 0);
+  const std::vector<std::string> cores = comm.Gather(blas.core, 0);
+  // Counts below 2^53 travel exactly as doubles.
+  const std::vector<double> numbers = comm.AllGather(std::vector<double>{
+      static_cast<double>(blas.threads), static_cast<double>(PeakRssBytes()), blocks_seconds});
+  std::vector<RankProvenance> ranks;
+  if (comm.rank() != 0) return ranks;
+  for (size_t r = 0; r < hosts.size(); ++r) {
+    ranks.push_back({hosts[r], cpus[r], cores[r], static_cast<int>(numbers[3 * r]),
+                     static_cast<int64_t>(numbers[3 * r + 1]), numbers[3 * r + 2]});
+  }
+  return ranks;
+}
+
 }  // namespace
 
 std::string QuantizeReport::KeyValues(const fs::path& output) const {
@@ -269,7 +290,9 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
              OwnUnquantizedTensors(stage, checkpoint));
   // Every shard is complete before the root file that links them exists.
   if (!comm.AllTrue(true)) throw MpiError("quantize: a rank failed to write its shard");
+  const double shards_seconds = Since(t0);
   SetStage("quantize: model file");
+  const std::vector<RankProvenance> ranks = GatherProvenance(comm, report.quantize_seconds);
   if (comm.rank() == 0) {
     ModelFileInfo info;
     info.n_ranks = comm.size();
@@ -283,6 +306,11 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
     info.plan = PlanEntries(rows, report.plan.spec);
     const std::string tok = ReadBinaryFile(config.model.tokenizer, "tokenizer");
     info.tokenizer_model.assign(tok.begin(), tok.end());
+    info.hiq_version = HIQ_VERSION;
+    info.model_fingerprint = report.plan.model_fingerprint;
+    info.seconds = {report.plan_seconds, report.inputs_seconds, report.quantize_seconds,
+                    shards_seconds};
+    info.ranks = ranks;
     WriteModelFile(write_dir, info);
   }
   comm.Barrier();

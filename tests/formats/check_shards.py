@@ -3,7 +3,9 @@
 (OUT/model.h5, its plan table and its external links into OUT/shards/), and checks the result
 against hiq's own weights bit for bit.
 
-Usage: check_shards.py OUT EXPECTED.safetensors
+Usage: check_shards.py OUT EXPECTED.safetensors [DIGEST.txt]
+DIGEST.txt, if given, is `hiq digest OUT`'s output: the digest recomputed by docs/FORMATS.md's
+example from h5py alone must equal it, line for line.
 EXPECTED holds, as F32, hiq's Dequantize of every layer (named by layer, or by its Hugging Face
 weight name as `hiq export --dtype F32` writes it) and every unquantized tensor (named by tensor). The python examples of docs/FORMATS.md's section run on OUT too.
 Run by tests/test_shard.cpp; exits non-zero with the first mismatch."""
@@ -168,5 +170,10 @@ doc = run_doc_examples(out)
 low = np.setdiff1d(np.arange(doc["n_in"]), doc["cols"])
 reference = expected["model.layers.0.self_attn.q_proj"]
 assert same_bits(np.ascontiguousarray(doc["W"][:, low]), np.ascontiguousarray(reference[:, low]))
+if len(sys.argv) > 3:
+    hiq_digest = open(sys.argv[3]).read()
+    recomputed = doc["digest_text"] + f"{doc['model_digest']}  model\n"
+    assert recomputed == hiq_digest, f"digest differs:\n{recomputed}\nhiq digest:\n{hiq_digest}"
+    print(f"digest OK: model {doc['model_digest']} recomputed from h5py")
 print(f"shards OK: {len(names)} layers, {n_tensors} tensors, {n_ranks} shards, "
       f"avg_bits {avg:.6f}, bit-identical to hiq's Dequantize; docs/FORMATS.md examples run")

@@ -55,6 +55,11 @@
 //      against model.h5's directory, so OUT can be moved as a whole).
 //   4. Optional dataset tokenizer.model (uint8, 1-D): the model's SentencePiece file, byte for
 //      byte, so that OUT alone can be evaluated and exported.
+//   5. Provenance, optional root attributes (files written before 2026-12-02 have none; all four
+//      or none): hiq_version, model_fingerprint (ModelFingerprint of hiq/stages/plan.h),
+//      stage_seconds (a JSON object of float64 plan, inputs, blocks, write: rank 0's wall time
+//      per stage) and ranks (a JSON array of n_ranks objects, in rank order: host, cpu_model,
+//      blas_core (strings), threads, peak_rss_bytes (integers), blocks_seconds (number)).
 //
 // Ownership: the writers take their inputs by const reference and keep nothing; ShardReader owns
 // its open file. Thread-safety: HDF5 is not thread-safe here (hiq/io/h5.h): one thread at a time
@@ -69,6 +74,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <vector>
@@ -155,6 +161,22 @@ struct PlanEntry {
   bool operator==(const PlanEntry&) const = default;
 };
 
+// One rank of the run as it saw itself (root file item 5).
+struct RankProvenance {
+  std::string host, cpu_model, blas_core;  // HostName, CpuModel, OpenBLAS's kernel family
+  int threads = 0;                         // OpenBLAS threads
+  int64_t peak_rss_bytes = 0;              // peak resident memory up to its shard's write
+  double blocks_seconds = 0;               // its own blocks' quantization, wall time
+  bool operator==(const RankProvenance&) const = default;
+};
+
+// Rank 0's wall time per stage of `hiq quantize`, in seconds. write is the shards' (model.h5,
+// which records it, is written after).
+struct StageSeconds {
+  double plan = 0, inputs = 0, blocks = 0, write = 0;
+  bool operator==(const StageSeconds&) const = default;
+};
+
 // What the root file records besides its links.
 struct ModelFileInfo {
   int n_ranks = 0;
@@ -168,8 +190,17 @@ struct ModelFileInfo {
   // Each shard's SHA-256 (64 hex), in rank order: computed by WriteModelFile from the shards it
   // links (the caller's value is ignored), read back by ReadModelFile.
   std::vector<std::string> shard_sha256;
+  // Provenance (item 5): empty ranks = not recorded (WriteModelFile then writes none of it, and
+  // ReadModelFile of a file without it returns these defaults).
+  std::string hiq_version, model_fingerprint;
+  StageSeconds seconds;
+  std::vector<RankProvenance> ranks;  // none, or n_ranks in rank order
   bool operator==(const ModelFileInfo&) const = default;
 };
+
+// Item 5 as one JSON object {hiq_version, model_fingerprint, stage_seconds, ranks} (the
+// attributes hold its members' dumps); null when info.ranks is empty (not recorded).
+nlohmann::json ProvenanceJson(const ModelFileInfo& info);
 
 // Writes out_dir/model.h5 atomically, after reading every shard out_dir/shards/rank-*-of-NNNNN.h5
 // (NNNNN = info.n_ranks; all must exist): links each layer and tensor to the shard holding it.
