@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -22,6 +23,7 @@
 
 #include "hiq/base/error.h"   // FormatError, IoError, HIQ_CHECK
 #include "hiq/base/finite.h"  // FirstNonFinite, ValueName, IndexName
+#include "hiq/base/sha256.h"  // Sha256
 #include "hiq/base/fp16.h"    // F16ToFloat, FloatToF16, BF16ToFloat, FloatToBF16
 
 namespace hiq {
@@ -619,6 +621,40 @@ std::span<const std::byte> SafetensorsFile::Bytes(const TensorInfo& info) const 
   return m.bytes;
 }
 
+void SafetensorsFile::ReadInPieces(
+    const TensorInfo& info, size_t element, const char* function,
+    const std::function<void(std::span<const std::byte>, uint64_t)>& piece) const {
+  {
+    std::lock_guard<std::mutex> lock(lazy_->mu);
+    lazy_->touched[IndexOf(info)] = true;
+  }
+  // Through a small buffer, a whole number of elements at a time: a weight read once into its
+  // float copy (or its hash) leaves no page of the file mapped or resident in this process.
+  const uint64_t size = info.end - info.begin;
+  const uint64_t chunk_bytes = (uint64_t{1} << 22) / element * element;
+  std::vector<std::byte> chunk(static_cast<size_t>(std::min(chunk_bytes, size)));
+  for (uint64_t done = 0; done < size;) {
+    const size_t n = static_cast<size_t>(std::min(size - done, chunk_bytes));
+    errno = 0;
+    if (!PreadAll(fd_, chunk.data(), n, data_begin_ + info.begin + done)) {
+      throw IoError(std::string(function) + ": cannot read tensor " + Quote(info.name) + " of " +
+                    path_.string() + ": " + (errno != 0 ? ErrnoText() : "the file is shorter") +
+                    " (file changed while reading?)");
+    }
+    piece(std::span<const std::byte>(chunk.data(), n), done);
+    done += n;
+  }
+}
+
+std::string SafetensorsFile::Sha256(const TensorInfo& info) const {
+  hiq::Sha256 hash;
+  ReadInPieces(info, 1, "SafetensorsFile::Sha256",
+               [&](std::span<const std::byte> piece, uint64_t) {
+                 hash.Update(piece.data(), piece.size());
+               });
+  return hash.HexDigest();
+}
+
 std::vector<std::string> SafetensorsFile::TouchedTensors() const {
   std::lock_guard<std::mutex> lock(lazy_->mu);
   std::vector<std::string> names;
@@ -657,27 +693,10 @@ void SafetensorsFile::ReadFloatInto(std::string_view name, std::span<float> out)
                       std::to_string(info.numel()) + " elements, but the destination holds " +
                       std::to_string(out.size()));
   }
-  {
-    std::lock_guard<std::mutex> lock(lazy_->mu);
-    lazy_->touched[IndexOf(info)] = true;
-  }
-  // In pieces through a small buffer: a weight read once into its float copy leaves no page of
-  // the file mapped or resident in this process.
   const size_t element = DTypeSize(info.dtype);
-  constexpr size_t kChunkBytes = size_t{1} << 22;
-  std::vector<std::byte> chunk(std::min<size_t>(kChunkBytes, out.size() * element));
-  for (size_t done = 0; done < out.size();) {
-    const size_t n = std::min(out.size() - done, kChunkBytes / element);
-    errno = 0;
-    if (!PreadAll(fd_, chunk.data(), n * element, data_begin_ + info.begin + done * element)) {
-      throw IoError(std::string(kFunction) + ": cannot read tensor " + Quote(name) + " of " +
-                    path_.string() + ": " + (errno != 0 ? ErrnoText() : "the file is shorter") +
-                    " (file changed while reading?)");
-    }
-    ConvertToFloat(info.dtype, std::span<const std::byte>(chunk.data(), n * element),
-                   out.subspan(done, n));
-    done += n;
-  }
+  ReadInPieces(info, element, kFunction, [&](std::span<const std::byte> piece, uint64_t at) {
+    ConvertToFloat(info.dtype, piece, out.subspan(at / element, piece.size() / element));
+  });
   // Checked here, where every weight enters, so that no stage ever computes on a NaN.
   if (const int64_t bad = FirstNonFinite(out); bad >= 0) {
     throw FormatError(std::string(kFunction) + ": " + path_.string() + ": tensor " + Quote(name) +

@@ -156,11 +156,7 @@ std::string ModelFingerprint(const Checkpoint& checkpoint, const Pipeline& pipel
   std::vector<std::string> lines;
   for (const ModelTensor& t : ModelTensors(stage.config, {stage.block_begin, stage.block_end,
                                                           stage.has_embedding, stage.has_head})) {
-    const std::string& name = t.name;
-    const auto bytes = checkpoint.Bytes(name);
-    lines.push_back(
-        name + " " +
-        Sha256Hex(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size())));
+    lines.push_back(t.name + " " + checkpoint.Sha256(t.name));
   }
   std::string result;
   std::vector<std::string> all = pipeline.comm().GatherStrings(lines, 0);

@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
@@ -131,12 +132,17 @@ class SafetensorsFile {
   void ReadFloatInto(std::string_view name, std::span<float> out) const;
   // I32 (or I64 whose values fit) -> int32. FormatError as above.
   std::vector<int32_t> ReadInt32(std::string_view name) const;
+  // SHA-256 (hex) of a tensor's raw bytes, read with pread like ReadFloatInto (nothing mapped).
+  std::string Sha256(const TensorInfo& info) const;
   // The tensors read or mapped so far, in file order.
   std::vector<std::string> TouchedTensors() const;
 
  private:
   const TensorInfo& Require(std::string_view name, const char* function) const;
   size_t IndexOf(const TensorInfo& info) const;
+  // pread of a tensor's bytes in pieces of whole elements: piece(bytes, offset in the tensor).
+  void ReadInPieces(const TensorInfo& info, size_t element, const char* function,
+                    const std::function<void(std::span<const std::byte>, uint64_t)>& piece) const;
 
   struct Lazy;  // the mappings and the touched flags, under a mutex
   std::filesystem::path path_;
