@@ -129,6 +129,13 @@ node_is_idle() {
 }
 
 start() {
+  # The daemons outlive this script: they must not inherit its open files beyond stdio (a lock
+  # held by a caller, e.g. `flock LOCK scripts/slurm-local.sh start`, would be held forever).
+  local fd
+  for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    ((fd > 2)) && eval "exec $fd>&-" 2> /dev/null || true
+  done
   command -v slurmctld > /dev/null && command -v slurmd > /dev/null &&
     command -v munged > /dev/null && command -v sbatch > /dev/null ||
     die "slurmctld, slurmd, munged or sbatch missing: run scripts/deps.sh (Debian packages slurmctld slurmd slurm-client munge)"

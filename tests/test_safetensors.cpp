@@ -144,6 +144,41 @@ TEST(SafetensorsFile, ReadsTheRealModel) {
   EXPECT_EQ(down.back(), -0.0035068716388195753f);
 }
 
+// The lines of /proc/self/maps that map `file`: what this process has of it in its address space.
+int MappingsOf(const std::filesystem::path& file) {
+  std::ifstream maps("/proc/self/maps");
+  const std::string path = std::filesystem::canonical(file).string();
+  int n = 0;
+  for (std::string line; std::getline(maps, line);) {
+    if (line.size() >= path.size() &&
+        line.compare(line.size() - path.size(), path.size(), path) == 0)
+      ++n;
+  }
+  return n;
+}
+
+TEST(SafetensorsFile, ReadsWeightsWithoutMappingTheFileAndMapsOnlyTheTensorAskedFor) {
+  SafetensorsFile file(ModelFile());
+  EXPECT_EQ(MappingsOf(ModelFile()), 0);  // the header is read, nothing is mapped
+  std::vector<float> down(64 * 172);
+  file.ReadFloatInto("model.layers.4.mlp.down_proj.weight", down);
+  EXPECT_EQ(MappingsOf(ModelFile()), 0);
+  EXPECT_EQ(down.back(), -0.0035068716388195753f);
+
+  const TensorInfo* norm = file.Find("model.norm.weight");
+  ASSERT_NE(norm, nullptr);
+  const std::span<const std::byte> bytes = file.Bytes(*norm);
+  EXPECT_EQ(MappingsOf(ModelFile()), 1);
+  EXPECT_EQ(bytes.size(), norm->bytes());
+  EXPECT_EQ(file.Bytes(*norm).data(), bytes.data());  // mapped once, then reused
+  std::vector<float> from_map(64), read(64);
+  ConvertToFloat(norm->dtype, bytes, from_map);
+  file.ReadFloatInto("model.norm.weight", read);
+  EXPECT_EQ(from_map, read);
+  EXPECT_EQ(file.TouchedTensors(),
+            (std::vector<std::string>{"model.layers.4.mlp.down_proj.weight", "model.norm.weight"}));
+}
+
 TEST(SafetensorsFile, HeaderOnlyReadMatchesTheMappedFile) {
   SafetensorsFile file(ModelFile());
   const SafetensorsLayout layout = ReadSafetensorsHeader(ModelFile());

@@ -433,6 +433,8 @@ int Run(const Comm& comm, int argc, char** argv) {
   synth->add_option("--tokenizer-from", synth_opts.tokenizer_from,
                     "Copy tokenizer.model from this model directory");
   synth->add_option("--dtype", synth_opts.dtype, "F32 | F16 | BF16 (default F16)");
+  synth->add_option("--vocab", synth_opts.vocab,
+                    "vocab_size instead of the shape's (e.g. the --tokenizer-from model's)");
 
   try {
     app.parse(argc, argv);

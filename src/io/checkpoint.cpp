@@ -439,6 +439,16 @@ std::span<const std::byte> Checkpoint::Bytes(std::string_view name) const {
   return file.Bytes(*info);
 }
 
+std::string Checkpoint::Sha256(std::string_view name) const {
+  const SafetensorsFile& file = state_->Mapped(name, "Checkpoint::Sha256");
+  const TensorInfo* info = file.Find(name);
+  if (info == nullptr) {  // the shard changed on disk between reading its header and opening it
+    throw FormatError("Checkpoint::Sha256: " + file.path().string() + ": no tensor '" +
+                      std::string(name) + "' any more");
+  }
+  return file.Sha256(*info);
+}
+
 std::vector<std::string> Checkpoint::Files() const {
   std::vector<std::string> files;
   for (const State::Shard& shard : state_->shards) files.push_back(shard.file);
@@ -452,6 +462,17 @@ std::vector<std::string> Checkpoint::MappedFiles() const {
     if (shard.mapped) files.push_back(shard.file);
   }
   return files;
+}
+
+std::vector<std::string> Checkpoint::TouchedTensors() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  std::vector<std::string> names;
+  for (const State::Shard& shard : state_->shards) {
+    if (!shard.mapped) continue;
+    for (std::string& name : shard.mapped->TouchedTensors()) names.push_back(std::move(name));
+  }
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 void Checkpoint::CheckLlamaTensors() const {

@@ -13,7 +13,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <tuple>
@@ -21,6 +23,7 @@
 
 #include "hiq/base/error.h"   // FormatError, IoError, HIQ_CHECK
 #include "hiq/base/finite.h"  // FirstNonFinite, ValueName, IndexName
+#include "hiq/base/sha256.h"  // Sha256
 #include "hiq/base/fp16.h"    // F16ToFloat, FloatToF16, BF16ToFloat, FloatToBF16
 
 namespace hiq {
@@ -496,78 +499,90 @@ SafetensorsLayout ParseSafetensorsImage(std::span<const std::byte> image,
   return ParseImage(image, file_for_errors, limits, "ParseSafetensorsImage");
 }
 
-SafetensorsLayout ReadSafetensorsHeader(const std::filesystem::path& path,
-                                        const SafetensorsLimits& limits) {
-  constexpr std::string_view kFunction = "ReadSafetensorsHeader";
-  const std::string file = path.string();
-  Fd fd;
-  const uint64_t size = OpenRegular(path, fd, kFunction);
+namespace {
+
+// The header of an open file of `size` bytes, validated (the data section must tile the rest).
+SafetensorsLayout ReadLayout(int fd, uint64_t size, const std::string& file,
+                             const SafetensorsLimits& limits, std::string_view function) {
   std::vector<std::byte> head(std::min<uint64_t>(size, kSniffBytes));
-  if (!PreadAll(fd.fd, head.data(), head.size(), 0)) {
-    throw IoError(std::string(kFunction) + ": cannot read " + file + ": " + ErrnoText());
+  if (!PreadAll(fd, head.data(), head.size(), 0)) {
+    throw IoError(std::string(function) + ": cannot read " + file + ": " + ErrnoText());
   }
-  const uint64_t n = CheckPrefix(head, size, file, limits, kFunction);
+  const uint64_t n = CheckPrefix(head, size, file, limits, function);
   std::string header_json(n, '\0');  // n <= max_header_bytes and <= the file size
-  if (!PreadAll(fd.fd, header_json.data(), n, 8)) {
-    throw IoError(std::string(kFunction) + ": cannot read the " + std::to_string(n) +
+  if (!PreadAll(fd, header_json.data(), n, 8)) {
+    throw IoError(std::string(function) + ": cannot read the " + std::to_string(n) +
                   "-byte header of " + file + " (file changed while reading?)");
   }
   SafetensorsLayout layout;
   layout.data_begin = 8 + n;
-  layout.header = ParseHeader(header_json, size - 8 - n, file, limits, kFunction);
+  layout.header = ParseHeader(header_json, size - 8 - n, file, limits, function);
   return layout;
+}
+
+}  // namespace
+
+SafetensorsLayout ReadSafetensorsHeader(const std::filesystem::path& path,
+                                        const SafetensorsLimits& limits) {
+  Fd fd;
+  const uint64_t size = OpenRegular(path, fd, "ReadSafetensorsHeader");
+  return ReadLayout(fd.fd, size, path.string(), limits, "ReadSafetensorsHeader");
 }
 
 // ---- SafetensorsFile --------------------------------------------------------------------------
 
+struct SafetensorsFile::Lazy {
+  struct Map {
+    void* addr = nullptr;  // page-aligned start of the mapping (nullptr: not mapped)
+    size_t length = 0;
+    std::span<const std::byte> bytes;  // the tensor inside it
+  };
+  std::mutex mu;
+  std::vector<Map> maps;      // per tensor of header_.tensors
+  std::vector<bool> touched;  // per tensor: read or mapped
+
+  ~Lazy() {
+    for (const Map& m : maps) {
+      if (m.addr != nullptr) ::munmap(m.addr, m.length);
+    }
+  }
+};
+
 SafetensorsFile::SafetensorsFile(const std::filesystem::path& path, const SafetensorsLimits& limits)
     : path_(path) {
-  constexpr std::string_view kFunction = "SafetensorsFile";
   Fd fd;
-  const uint64_t size = OpenRegular(path, fd, kFunction);
-  if (size > 0) {  // mmap of 0 bytes is EINVAL; an empty file is reported as truncated below
-    void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.fd, 0);
-    if (map == MAP_FAILED) {
-      throw IoError(std::string(kFunction) + ": cannot mmap " + path.string() + " (" +
-                    std::to_string(size) + " bytes): " + ErrnoText());
-    }
-    map_ = map;
-    map_size_ = size;
-  }
-  // From here the destructor does not run if we throw, so unmap by hand.
-  try {
-    std::span<const std::byte> image(static_cast<const std::byte*>(map_), map_size_);
-    SafetensorsLayout layout = ParseImage(image, path.string(), limits, kFunction);
-    header_ = std::move(layout.header);
-    data_ = image.subspan(layout.data_begin);
-    for (size_t i = 0; i < header_.tensors.size(); ++i) index_.emplace(header_.tensors[i].name, i);
-  } catch (...) {
-    if (map_ != nullptr) ::munmap(map_, map_size_);
-    throw;
-  }
+  const uint64_t size = OpenRegular(path, fd, "SafetensorsFile");
+  SafetensorsLayout layout = ReadLayout(fd.fd, size, path.string(), limits, "SafetensorsFile");
+  data_begin_ = layout.data_begin;
+  header_ = std::move(layout.header);
+  for (size_t i = 0; i < header_.tensors.size(); ++i) index_.emplace(header_.tensors[i].name, i);
+  lazy_ = std::make_unique<Lazy>();
+  lazy_->maps.resize(header_.tensors.size());
+  lazy_->touched.resize(header_.tensors.size(), false);
+  fd_ = std::exchange(fd.fd, -1);
 }
 
 SafetensorsFile::~SafetensorsFile() {
-  if (map_ != nullptr) ::munmap(map_, map_size_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 SafetensorsFile::SafetensorsFile(SafetensorsFile&& other) noexcept
     : path_(std::move(other.path_)),
-      map_(std::exchange(other.map_, nullptr)),
-      map_size_(std::exchange(other.map_size_, 0)),
+      fd_(std::exchange(other.fd_, -1)),
+      data_begin_(other.data_begin_),
       header_(std::move(other.header_)),
-      data_(std::exchange(other.data_, {})),
-      index_(std::move(other.index_)) {}
+      index_(std::move(other.index_)),
+      lazy_(std::move(other.lazy_)) {}
 
 SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&& other) noexcept {
   if (this != &other) {
-    if (map_ != nullptr) ::munmap(map_, map_size_);
+    if (fd_ >= 0) ::close(fd_);
     path_ = std::move(other.path_);
-    map_ = std::exchange(other.map_, nullptr);
-    map_size_ = std::exchange(other.map_size_, 0);
+    fd_ = std::exchange(other.fd_, -1);
+    data_begin_ = other.data_begin_;
     header_ = std::move(other.header_);
-    data_ = std::exchange(other.data_, {});
     index_ = std::move(other.index_);
+    lazy_ = std::move(other.lazy_);
   }
   return *this;
 }
@@ -577,10 +592,76 @@ const TensorInfo* SafetensorsFile::Find(std::string_view name) const {
   return it == index_.end() ? nullptr : &header_.tensors[it->second];
 }
 
-std::span<const std::byte> SafetensorsFile::Bytes(const TensorInfo& info) const {
+size_t SafetensorsFile::IndexOf(const TensorInfo& info) const {
   // Any TensorInfo of this file passed validation; one from elsewhere is a caller bug.
-  HIQ_CHECK(info.begin <= info.end && info.end <= data_.size());
-  return data_.subspan(info.begin, info.end - info.begin);
+  HIQ_CHECK(!header_.tensors.empty() && &info >= header_.tensors.data() &&
+            &info < header_.tensors.data() + header_.tensors.size());
+  return static_cast<size_t>(&info - header_.tensors.data());
+}
+
+std::span<const std::byte> SafetensorsFile::Bytes(const TensorInfo& info) const {
+  const size_t i = IndexOf(info);
+  std::lock_guard<std::mutex> lock(lazy_->mu);
+  lazy_->touched[i] = true;
+  Lazy::Map& m = lazy_->maps[i];
+  if (m.addr != nullptr || info.end == info.begin) return m.bytes;
+  const uint64_t offset = data_begin_ + info.begin;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t start = offset / page * page;
+  const size_t length = static_cast<size_t>(offset - start + (info.end - info.begin));
+  void* addr = ::mmap(nullptr, length, PROT_READ, MAP_PRIVATE, fd_, static_cast<off_t>(start));
+  if (addr == MAP_FAILED) {
+    throw IoError("SafetensorsFile: cannot mmap tensor " + Quote(info.name) + " of " +
+                  path_.string() + " (" + std::to_string(length) + " bytes): " + ErrnoText());
+  }
+  m.addr = addr;
+  m.length = length;
+  m.bytes = {static_cast<const std::byte*>(addr) + (offset - start),
+             static_cast<size_t>(info.end - info.begin)};
+  return m.bytes;
+}
+
+void SafetensorsFile::ReadInPieces(
+    const TensorInfo& info, size_t element, const char* function,
+    const std::function<void(std::span<const std::byte>, uint64_t)>& piece) const {
+  {
+    std::lock_guard<std::mutex> lock(lazy_->mu);
+    lazy_->touched[IndexOf(info)] = true;
+  }
+  // Through a small buffer, a whole number of elements at a time: a weight read once into its
+  // float copy (or its hash) leaves no page of the file mapped or resident in this process.
+  const uint64_t size = info.end - info.begin;
+  const uint64_t chunk_bytes = (uint64_t{1} << 22) / element * element;
+  std::vector<std::byte> chunk(static_cast<size_t>(std::min(chunk_bytes, size)));
+  for (uint64_t done = 0; done < size;) {
+    const size_t n = static_cast<size_t>(std::min(size - done, chunk_bytes));
+    errno = 0;
+    if (!PreadAll(fd_, chunk.data(), n, data_begin_ + info.begin + done)) {
+      throw IoError(std::string(function) + ": cannot read tensor " + Quote(info.name) + " of " +
+                    path_.string() + ": " + (errno != 0 ? ErrnoText() : "the file is shorter") +
+                    " (file changed while reading?)");
+    }
+    piece(std::span<const std::byte>(chunk.data(), n), done);
+    done += n;
+  }
+}
+
+std::string SafetensorsFile::Sha256(const TensorInfo& info) const {
+  hiq::Sha256 hash;
+  ReadInPieces(info, 1, "SafetensorsFile::Sha256",
+               [&](std::span<const std::byte> piece, uint64_t) {
+                 hash.Update(piece.data(), piece.size());
+               });
+  return hash.HexDigest();
+}
+
+std::vector<std::string> SafetensorsFile::TouchedTensors() const {
+  std::lock_guard<std::mutex> lock(lazy_->mu);
+  std::vector<std::string> names;
+  for (size_t i = 0; i < header_.tensors.size(); ++i) {
+    if (lazy_->touched[i]) names.push_back(header_.tensors[i].name);
+  }
+  return names;
 }
 
 const TensorInfo& SafetensorsFile::Require(std::string_view name, const char* function) const {
@@ -612,7 +693,10 @@ void SafetensorsFile::ReadFloatInto(std::string_view name, std::span<float> out)
                       std::to_string(info.numel()) + " elements, but the destination holds " +
                       std::to_string(out.size()));
   }
-  ConvertToFloat(info.dtype, Bytes(info), out);
+  const size_t element = DTypeSize(info.dtype);
+  ReadInPieces(info, element, kFunction, [&](std::span<const std::byte> piece, uint64_t at) {
+    ConvertToFloat(info.dtype, piece, out.subspan(at / element, piece.size() / element));
+  });
   // Checked here, where every weight enters, so that no stage ever computes on a NaN.
   if (const int64_t bad = FirstNonFinite(out); bad >= 0) {
     throw FormatError(std::string(kFunction) + ": " + path_.string() + ": tensor " + Quote(name) +

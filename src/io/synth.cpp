@@ -51,6 +51,10 @@ LlamaConfig SynthConfig(const std::string& shape, int layers) {
 
 SynthResult WriteSyntheticModel(const SynthOptions& options) {
   LlamaConfig config = SynthConfig(options.shape, options.layers);
+  if (options.vocab < 0) {
+    throw ConfigError("synth: --vocab must be positive, got " + std::to_string(options.vocab));
+  }
+  if (options.vocab > 0) config.vocab_size = options.vocab;
   const std::optional<DType> dtype = DTypeFromName(options.dtype);
   if (!dtype || !IsFloatDType(*dtype)) {
     throw ConfigError("synth: --dtype '" + options.dtype + "' is not one of F32, F16, BF16");

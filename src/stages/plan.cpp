@@ -158,11 +158,7 @@ std::string ModelFingerprint(const Checkpoint& checkpoint, const Pipeline& pipel
   std::vector<std::string> lines;
   for (const ModelTensor& t : ModelTensors(stage.config, {stage.block_begin, stage.block_end,
                                                           stage.has_embedding, stage.has_head})) {
-    const std::string& name = t.name;
-    const auto bytes = checkpoint.Bytes(name);
-    lines.push_back(
-        name + " " +
-        Sha256Hex(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size())));
+    lines.push_back(t.name + " " + checkpoint.Sha256(t.name));
   }
   std::string result;
   std::vector<std::string> all = pipeline.comm().GatherStrings(lines, 0);
@@ -365,8 +361,11 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
   SetStage("plan: fisher");
   const std::vector<Sequence> fisher_set =
       BuildSampleSet(config.calibration.fisher, "fisher", pipeline, tok, vocab);
-  const FisherBlocks fisher = ComputeFisher(pipeline, fisher_set);
+  FisherBlocks fisher = ComputeFisher(pipeline, fisher_set);
   CostModel cm(pipeline, report.spec, config.quant.ratios, config.quant.score, fisher);
+  // The candidates hold what the stages after this need of F; its n_out x n_in accumulators, as
+  // large as the rank's weights, go before the cost terms allocate their own.
+  FisherBlocks().swap(fisher);
   Log(log, "[%.1fs] fisher: %zu sequences of %d tokens\n", since(), fisher_set.size(),
       config.calibration.fisher.seq_len);
 

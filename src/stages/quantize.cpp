@@ -22,6 +22,7 @@
 #include "hiq/quant/recon.h"         // ReconstructBlock
 #include "hiq/stages/calibration.h"  // BuildSampleSet
 #include "hiq/stages/resume.h"       // ResumeBlock, SaveBlock, BlockResult
+#include "hiq/stages/memory.h"       // AccountMemory, MemoryLine
 
 namespace hiq {
 namespace {
@@ -196,6 +197,7 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
     SavePlan(*store, plan_components, report.plan);
   }
   report.plan_seconds = Since(t0);
+  const int64_t plan_peak = PeakRssBytes();
   const bool optimised = config.quantize.method == QuantizeMethod::kHiq;
   const std::vector<PlanLayerRow>& rows = optimised ? report.plan.layers : report.plan.fixed_layers;
   report.budget_avg_bits = report.plan.budget_avg_bits;
@@ -355,6 +357,12 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   if (!comm.AllTrue(true)) throw MpiError("quantize: a rank failed to write its shard");
   const double shards_seconds = Since(t0);
   SetStage("quantize: model file");
+  if (rank_log != nullptr) {
+    std::fprintf(rank_log, "%s\n",
+                 MemoryLine(comm.rank(), PeakRssBytes(), plan_peak, AccountMemory(stage, config))
+                     .c_str());
+    std::fflush(rank_log);
+  }
   const std::vector<RankProvenance> ranks = GatherProvenance(comm, report.quantize_seconds);
   if (comm.rank() == 0) {
     ModelFileInfo info;

@@ -2,6 +2,7 @@
 // and results bit-identical to the same model run whole in one process.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "hiq/base/rng.h"  // RandomStream
@@ -10,6 +11,7 @@
 #include "hiq/io/checkpoint.h"
 #include "hiq/io/safetensors.h"
 #include "hiq/model/llama.h"
+#include "hiq/model/tensors.h"  // ModelTensors
 #include "hiq/stages/eval.h"
 #include "test_util.h"
 
@@ -93,6 +95,24 @@ TEST(Pipeline, GradientsMatchTheOracleOnEveryRank) {
                             oracle.ReadFloat("grad.model.embed_tokens.weight")),
               kGradRelTol);
   }
+}
+
+TEST(Pipeline, EachRankReadsOnlyTheTensorsOfItsOwnSlice) {
+  const Comm comm = Comm::World();
+  Checkpoint checkpoint(ModelDir());
+  Pipeline pipeline = LoadPipeline(comm, checkpoint);
+  const Stage<float>& stage = pipeline.stage();
+  std::vector<std::string> own;
+  for (const ModelTensor& t : ModelTensors(stage.config, {stage.block_begin, stage.block_end,
+                                                          stage.has_embedding, stage.has_head})) {
+    own.push_back(t.name);
+  }
+  // Tied embeddings: the last rank's head is its copy of the embedding table.
+  if (stage.has_head && stage.config.tie_word_embeddings)
+    own.push_back("model.embed_tokens.weight");
+  std::sort(own.begin(), own.end());
+  own.erase(std::unique(own.begin(), own.end()), own.end());
+  EXPECT_EQ(checkpoint.TouchedTensors(), own) << "rank " << comm.rank() << " of " << comm.size();
 }
 
 TEST(Pipeline, PerplexityIsBitIdenticalToTheWholeModelInOneProcess) {

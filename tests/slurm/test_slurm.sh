@@ -59,7 +59,7 @@ text=$HIQ_DATA/text/tinystories/sample.txt
 # byte-identical for one config and rank count.
 digest() {
   [[ -f "$1/model.h5" ]] || fail "$1 has no model.h5: the run did not complete"
-  (cd "$1/shards" && sha256sum rank-*.h5)
+  "$hiq" digest "$1"
 }
 
 field() {  # field KEY LINE: the value of key=value in the line
@@ -159,15 +159,16 @@ $(digest "$work/out-mpi")"
     [[ ! -e "$work/out-slurm/model.h5" ]] || fail "the interrupted job left a model.h5"
 
     # Submitted again, the job completes and writes what mpirun wrote.
-    # TODO(resume): pass --resume once `hiq quantize --resume` is on main; the digest must not change.
-    job=$(submit --ntasks=2 jobs/quantize.sbatch "$config" --output "$work/out-slurm" $(small $steps))
+    # Submitted again with --resume, the job carries on from the store and writes what mpirun wrote.
+    job=$(submit --ntasks=2 jobs/quantize.sbatch "$config" --output "$work/out-slurm" --resume \
+      $(small $steps))
     ended=$(wait_job "$job" 400) || exit 1
     read -r state code runtime <<< "$ended"
     [[ "$state $code" == "COMPLETED 0:0" ]] ||
       fail "the resubmitted job $job ended $state, exit code $code (expected COMPLETED 0:0)"
     [[ "$(digest "$work/out-slurm")" == "$(digest "$work/out-mpi")" ]] ||
-      fail "the resubmitted job's shards differ from mpirun's"
-    echo "resubmitted job $job: COMPLETED, ran $runtime; shards equal to mpirun's"
+      fail "the resubmitted job's digest differs from mpirun's"
+    echo "resubmitted job $job: COMPLETED, ran $runtime; digest equal to mpirun's"
     ;;
   *) fail "unknown scenario $scenario (quantize or timelimit)" ;;
 esac

@@ -21,7 +21,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <span>
@@ -99,13 +101,16 @@ void ConvertToFloat(DType dtype, std::span<const std::byte> src, std::span<float
 std::vector<std::byte> EncodeFloats(std::span<const float> values, DType dtype,
                                     std::string_view what);
 
-// A safetensors file mapped read-only (MAP_PRIVATE) and validated. Owns the mapping (unmapped
-// in the destructor; the descriptor is closed after mmap). Movable, not copyable. All methods
-// are const and safe to call concurrently. The file must not be truncated while mapped (that is
-// SIGBUS, as for any mmap reader).
+// A safetensors file, validated at open, whose tensors are read on demand: ReadFloatInto reads
+// with pread (nothing of the file stays resident in this process), Bytes maps just the pages of
+// that one tensor (MAP_PRIVATE, read-only, kept until destruction). A rank of the pipeline thus
+// reads and maps only the tensors it owns, never the whole file (TouchedTensors lists them).
+// Owns its descriptor and mappings. Movable, not copyable. All methods are const and safe to call
+// concurrently. The file must not be truncated while mapped (that is SIGBUS, as for any mmap
+// reader).
 class SafetensorsFile {
  public:
-  // IoError if the file cannot be opened or mapped; FormatError if it is not a valid file.
+  // IoError if the file cannot be opened or read; FormatError if it is not a valid file.
   explicit SafetensorsFile(const std::filesystem::path& path, const SafetensorsLimits& limits = {});
   ~SafetensorsFile();
   SafetensorsFile(SafetensorsFile&& other) noexcept;
@@ -117,24 +122,35 @@ class SafetensorsFile {
   const std::vector<TensorInfo>& tensors() const { return header_.tensors; }
   const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
   const TensorInfo* Find(std::string_view name) const;  // nullptr if absent
-  // The raw bytes of a tensor of this file (any alignment).
+  // The raw bytes of a tensor of this file (any alignment), mapped on first use. IoError if the
+  // mapping fails.
   std::span<const std::byte> Bytes(const TensorInfo& info) const;
   // F32/F16/BF16 -> float. FormatError naming file and tensor if absent or not a float dtype,
-  // (Into) if out.size() != numel, or if a value is NaN or infinite (naming the first's index).
+  // (Into) if out.size() != numel, or if a value is NaN or infinite (naming the first's index);
+  // IoError if the file is shorter than its header says.
   std::vector<float> ReadFloat(std::string_view name) const;
   void ReadFloatInto(std::string_view name, std::span<float> out) const;
   // I32 (or I64 whose values fit) -> int32. FormatError as above.
   std::vector<int32_t> ReadInt32(std::string_view name) const;
+  // SHA-256 (hex) of a tensor's raw bytes, read with pread like ReadFloatInto (nothing mapped).
+  std::string Sha256(const TensorInfo& info) const;
+  // The tensors read or mapped so far, in file order.
+  std::vector<std::string> TouchedTensors() const;
 
  private:
   const TensorInfo& Require(std::string_view name, const char* function) const;
+  size_t IndexOf(const TensorInfo& info) const;
+  // pread of a tensor's bytes in pieces of whole elements: piece(bytes, offset in the tensor).
+  void ReadInPieces(const TensorInfo& info, size_t element, const char* function,
+                    const std::function<void(std::span<const std::byte>, uint64_t)>& piece) const;
 
+  struct Lazy;  // the mappings and the touched flags, under a mutex
   std::filesystem::path path_;
-  void* map_ = nullptr;  // nullptr for an empty mapping
-  size_t map_size_ = 0;
+  int fd_ = -1;
+  uint64_t data_begin_ = 0;  // file offset of the data section
   SafetensorsHeader header_;
-  std::span<const std::byte> data_;                   // the data section inside the mapping
   std::map<std::string, size_t, std::less<>> index_;  // name -> position in header_.tensors
+  std::unique_ptr<Lazy> lazy_;
 };
 
 // One tensor to write; `data` (numel * DTypeSize bytes, little-endian) must outlive the call.

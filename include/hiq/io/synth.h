@@ -21,6 +21,10 @@ struct SynthOptions {
   std::filesystem::path out;             // created if missing; files replaced atomically
   std::filesystem::path tokenizer_from;  // copy its tokenizer.model if set
   std::string dtype = "F16";             // F32 | F16 | BF16
+  // vocab_size instead of the shape's (0: the shape's). The blocks keep their real shapes; a
+  // small vocabulary lets a small real tokenizer (e.g. stories260K's 512 pieces) drive a
+  // 7B-shaped model, since a tokenizer must have vocab_size pieces.
+  int64_t vocab = 0;
 };
 
 struct SynthResult {
