@@ -23,8 +23,8 @@
 
 #include "hiq/base/error.h"   // FormatError, IoError, HIQ_CHECK
 #include "hiq/base/finite.h"  // FirstNonFinite, ValueName, IndexName
-#include "hiq/base/sha256.h"  // Sha256
 #include "hiq/base/fp16.h"    // F16ToFloat, FloatToF16, BF16ToFloat, FloatToBF16
+#include "hiq/base/sha256.h"  // Sha256
 
 namespace hiq {
 
@@ -648,10 +648,9 @@ void SafetensorsFile::ReadInPieces(
 
 std::string SafetensorsFile::Sha256(const TensorInfo& info) const {
   hiq::Sha256 hash;
-  ReadInPieces(info, 1, "SafetensorsFile::Sha256",
-               [&](std::span<const std::byte> piece, uint64_t) {
-                 hash.Update(piece.data(), piece.size());
-               });
+  ReadInPieces(info, 1, "SafetensorsFile::Sha256", [&](std::span<const std::byte> piece, uint64_t) {
+    hash.Update(piece.data(), piece.size());
+  });
   return hash.HexDigest();
 }
 

@@ -67,8 +67,8 @@ std::string MemoryLine(int rank, int64_t peak_bytes, int64_t plan_peak_bytes,
                 "%.2f, allocator %.2f)",
                 rank, GiB(peak_bytes), GiB(plan_peak_bytes),
                 static_cast<double>(peak_bytes) / static_cast<double>(a.weights + a.Caches()),
-                GiB(a.weights), GiB(a.Caches()), GiB(a.fisher), GiB(a.cost),
-                GiB(a.reconstruction), GiB(a.allocator));
+                GiB(a.weights), GiB(a.Caches()), GiB(a.fisher), GiB(a.cost), GiB(a.reconstruction),
+                GiB(a.allocator));
   return buf;
 }
 

@@ -21,8 +21,8 @@
 #include "hiq/quant/quant.h"         // QuantizeLayer, Dequantize, StoredBits
 #include "hiq/quant/recon.h"         // ReconstructBlock
 #include "hiq/stages/calibration.h"  // BuildSampleSet
-#include "hiq/stages/resume.h"       // ResumeBlock, SaveBlock, BlockResult
 #include "hiq/stages/memory.h"       // AccountMemory, MemoryLine
+#include "hiq/stages/resume.h"       // ResumeBlock, SaveBlock, BlockResult
 
 namespace hiq {
 namespace {
@@ -358,9 +358,9 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   const double shards_seconds = Since(t0);
   SetStage("quantize: model file");
   if (rank_log != nullptr) {
-    std::fprintf(rank_log, "%s\n",
-                 MemoryLine(comm.rank(), PeakRssBytes(), plan_peak, AccountMemory(stage, config))
-                     .c_str());
+    std::fprintf(
+        rank_log, "%s\n",
+        MemoryLine(comm.rank(), PeakRssBytes(), plan_peak, AccountMemory(stage, config)).c_str());
     std::fflush(rank_log);
   }
   const std::vector<RankProvenance> ranks = GatherProvenance(comm, report.quantize_seconds);

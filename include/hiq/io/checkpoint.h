@@ -83,8 +83,8 @@ class Checkpoint {
   void ReadFloatInto(std::string_view name, std::span<float> out) const;
   std::span<const std::byte> Bytes(std::string_view name) const;  // raw, in Info(name).dtype
   std::string Sha256(std::string_view name) const;  // of the raw bytes, read without mapping
-  std::vector<std::string> Files() const;                         // weight file names, sorted
-  std::vector<std::string> MappedFiles() const;                   // the ones opened so far, sorted
+  std::vector<std::string> Files() const;           // weight file names, sorted
+  std::vector<std::string> MappedFiles() const;     // the ones opened so far, sorted
   // The tensors read or mapped so far (SafetensorsFile::TouchedTensors of every opened file),
   // sorted: a pipeline rank's are exactly its own slice's.
   std::vector<std::string> TouchedTensors() const;
