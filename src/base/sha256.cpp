@@ -81,6 +81,7 @@ void Sha256::Compress(const uint8_t* block) {
 }
 
 void Sha256::Update(const void* data, size_t size) {
+  if (size == 0) return;  // an empty vector's data() may be null, which memcpy must not get
   const auto* bytes = static_cast<const uint8_t*>(data);
   total_bytes_ += size;
   if (buffer_size_ > 0) {
