@@ -429,24 +429,32 @@ void Checkpoint::ReadFloatInto(std::string_view name, std::span<float> out) cons
   state_->Mapped(name, "Checkpoint::ReadFloat").ReadFloatInto(name, out);
 }
 
-std::span<const std::byte> Checkpoint::Bytes(std::string_view name) const {
-  const SafetensorsFile& file = state_->Mapped(name, "Checkpoint::Bytes");
+namespace {
+
+// The tensor `name` of the shard that holds it; FormatError if the shard changed on disk between
+// reading its header and opening it.
+const TensorInfo& Located(const SafetensorsFile& file, std::string_view name,
+                          const char* function) {
   const TensorInfo* info = file.Find(name);
-  if (info == nullptr) {  // the shard changed on disk between reading its header and mapping it
-    throw FormatError("Checkpoint::Bytes: " + file.path().string() + ": no tensor '" +
+  if (info == nullptr) {
+    throw FormatError(std::string(function) + ": " + file.path().string() + ": no tensor '" +
                       std::string(name) + "' any more");
   }
-  return file.Bytes(*info);
+  return *info;
+}
+
+}  // namespace
+
+std::span<const std::byte> Checkpoint::Bytes(std::string_view name) const {
+  const char* function = "Checkpoint::Bytes";
+  const SafetensorsFile& file = state_->Mapped(name, function);
+  return file.Bytes(Located(file, name, function));
 }
 
 std::string Checkpoint::Sha256(std::string_view name) const {
-  const SafetensorsFile& file = state_->Mapped(name, "Checkpoint::Sha256");
-  const TensorInfo* info = file.Find(name);
-  if (info == nullptr) {  // the shard changed on disk between reading its header and opening it
-    throw FormatError("Checkpoint::Sha256: " + file.path().string() + ": no tensor '" +
-                      std::string(name) + "' any more");
-  }
-  return file.Sha256(*info);
+  const char* function = "Checkpoint::Sha256";
+  const SafetensorsFile& file = state_->Mapped(name, function);
+  return file.Sha256(Located(file, name, function));
 }
 
 std::vector<std::string> Checkpoint::Files() const {
