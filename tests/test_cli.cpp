@@ -14,21 +14,10 @@
 namespace hiq {
 namespace {
 
-std::string Hiq() { return test::HiqBinary().string(); }
-std::string Mpirun(int np) {
-  return "mpirun --allow-run-as-root --oversubscribe --bind-to none -np " + std::to_string(np) +
-         " " + Hiq();
-}
+using test::Hiq;
+using test::LastLine;
+using test::Mpirun;
 std::string Model() { return (test::DataDir() / "stories260K").string(); }
-
-std::string LastLine(const std::string& text) {
-  std::istringstream in(text);
-  std::string line, last;
-  while (std::getline(in, line)) {
-    if (!line.empty()) last = line;
-  }
-  return last;
-}
 
 std::string Field(const std::string& line, const std::string& key) {
   const size_t at = line.find(key + "=");

@@ -22,11 +22,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string Hiq() { return test::HiqBinary().string(); }
-std::string Mpirun(int np) {
-  return "mpirun --allow-run-as-root --oversubscribe --bind-to none -np " + std::to_string(np) +
-         " " + Hiq();
-}
+using test::Hiq;
+using test::LastLine;
+using test::Mpirun;
 
 // The stories260K W2 config with small calibration sets and few reconstruction steps, as
 // tests/test_cli.cpp's quantize tests: the stage's code paths are all taken, in seconds.
@@ -38,15 +36,6 @@ std::string SmallQuantize(const std::string& out) {
          " --set calibration.check.n_sequences=6 --set calibration.check.seq_len=48"
          " --set cost.refine=1 --set calibration.reconstruction.n_sequences=8"
          " --set calibration.reconstruction.seq_len=64 --set quantize.steps=40";
-}
-
-std::string LastLine(const std::string& text) {
-  std::istringstream in(text);
-  std::string line, last;
-  while (std::getline(in, line)) {
-    if (!line.empty()) last = line;
-  }
-  return last;
 }
 
 // The shard files of an output: file name -> SHA-256.

@@ -22,11 +22,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string Hiq() { return test::HiqBinary().string(); }
-std::string Mpirun(int np) {
-  return "mpirun --allow-run-as-root --oversubscribe --bind-to none -np " + std::to_string(np) +
-         " " + Hiq();
-}
+using test::Hiq;
+using test::Mpirun;
 std::string Config() { return (test::SourceDir() / "configs/stories260k-w2.yaml").string(); }
 
 // The small plan of test_cli.cpp.

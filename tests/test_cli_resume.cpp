@@ -24,11 +24,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string Hiq() { return test::HiqBinary().string(); }
-std::string Mpirun(int np) {
-  return "mpirun --allow-run-as-root --oversubscribe --bind-to none -np " + std::to_string(np) +
-         " " + Hiq();
-}
+using test::Hiq;
+using test::Mpirun;
 
 // A small quantize: few calibration sequences, and enough reconstruction steps per block that a
 // block takes a moment (the kill lands inside the blocks stage).

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <sstream>
 #include <string>
 
 #include "hiq/base/sha256.h"  // Sha256HexOfFile
@@ -21,6 +22,21 @@ inline std::filesystem::path DataDir() {
 }
 inline std::filesystem::path SourceDir() { return HIQ_TEST_SOURCE_DIR; }
 inline std::filesystem::path HiqBinary() { return HIQ_TEST_BINARY; }
+// The CLI tests' command prefixes: the binary, and the binary under `mpirun -np np`.
+inline std::string Hiq() { return HiqBinary().string(); }
+inline std::string Mpirun(int np) {
+  return "mpirun --allow-run-as-root --oversubscribe --bind-to none -np " + std::to_string(np) +
+         " " + Hiq();
+}
+// The last non-empty line of a command's output (where hiq prints its key=value result).
+inline std::string LastLine(const std::string& text) {
+  std::istringstream in(text);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    if (!line.empty()) last = line;
+  }
+  return last;
+}
 
 // A fresh, empty directory under the system temp dir, removed when the object dies.
 class TempDir {
