@@ -74,8 +74,10 @@ TEST(Cli, EvalOfACrlfFileEqualsItsLfCopyUnlessKeepCr) {
   ASSERT_EQ(lf.exit_code, 0) << lf.output;
   ASSERT_EQ(keep.exit_code, 0) << keep.output;
   EXPECT_EQ(Field(LastLine(def.output), "nll"), Field(LastLine(lf.output), "nll"));
-  EXPECT_EQ(Field(LastLine(def.output), "nll"), "1.7152837130991905");
-  EXPECT_EQ(Field(LastLine(keep.output), "nll"), "1.8854521469235843");
+  // Measured with the SkylakeX kernels; other kernel families round differently (hiq/model/blas.h),
+  // so across CPU kinds the value holds to the engine's agreement with PyTorch, not bit for bit.
+  EXPECT_NEAR(std::stod(Field(LastLine(def.output), "nll")), 1.7152837130991905, 1e-7);
+  EXPECT_NEAR(std::stod(Field(LastLine(keep.output), "nll")), 1.8854521469235843, 1e-7);
   EXPECT_EQ(Field(LastLine(keep.output), "ppl"), "6.589333");
 }
 
@@ -90,7 +92,7 @@ TEST(Cli, TokenizeRecordsNewlinesAndItsTokensEvalAsTheText) {
   const test::CommandResult r =
       test::RunCommand(Hiq() + " eval --model " + Model() + " --text " + out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(Field(LastLine(r.output), "nll"), "1.8854521469235843");
+  EXPECT_NEAR(std::stod(Field(LastLine(r.output), "nll")), 1.8854521469235843, 1e-7);
 }
 
 TEST(Cli, TokenizeRefusesToWriteOverItsInputHoweverSpelled) {

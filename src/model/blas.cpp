@@ -22,6 +22,11 @@ namespace hiq {
 namespace {
 
 constexpr const char* kPinnedCore = "SkylakeX";
+// Without AVX-512: OpenBLAS would pick Haswell (or Zen, the same kernels), whose results depend
+// on the thread count (seen on an AMD EPYC with AVX2: eval's nll differed between 1 and 3 ranks
+// in the 12th digit); the Sandybridge family gave the same bits on 1 to 3 ranks and 1 or 2
+// threads there (tests/test_cli.cpp), at the cost of its AVX kernels without FMA.
+constexpr const char* kAvxCore = "Sandybridge";
 
 bool HasAvx512() {
   __builtin_cpu_init();
@@ -35,8 +40,10 @@ void PinBlasCore(char** argv) {
   if (std::getenv("OPENBLAS_CORETYPE") != nullptr || std::getenv("HIQ_BLAS_PINNED") != nullptr) {
     return;
   }
-  if (!HasAvx512()) return;
-  setenv("OPENBLAS_CORETYPE", kPinnedCore, 1);
+  __builtin_cpu_init();
+  const char* core = HasAvx512() ? kPinnedCore : __builtin_cpu_supports("avx") ? kAvxCore : nullptr;
+  if (core == nullptr) return;
+  setenv("OPENBLAS_CORETYPE", core, 1);
   setenv("HIQ_BLAS_PINNED", "1", 1);
   execv("/proc/self/exe", argv);
   // Only reached if the re-exec failed: say so, and run with OpenBLAS's own choice.

@@ -8,8 +8,10 @@
 // result depends on the thread count, with the AVX-512 family (SkylakeX, Cooperlake) it does not
 // (measured: tests/test_cli.cpp, docs/ARCHITECTURE.md). Debian's OpenBLAS 0.3.21 does not know
 // Sapphire Rapids and falls back to Prescott, the slowest and a thread-dependent family. So on
-// any CPU with AVX-512 (F, BW, DQ, VL) hiq runs the SkylakeX kernels, unless OPENBLAS_CORETYPE is
-// set by the user (then it is respected and recorded). OpenBLAS reads the variable when it is
+// any CPU with AVX-512 (F, BW, DQ, VL) hiq runs the SkylakeX kernels, and on one with AVX but not
+// AVX-512 (an AMD EPYC with AVX2, where OpenBLAS's own choice, Zen = Haswell's kernels, is
+// thread-dependent) the Sandybridge kernels, unless OPENBLAS_CORETYPE is set by the user (then it
+// is respected and recorded). OpenBLAS reads the variable when it is
 // loaded, before main(), so PinBlasCore re-executes the program once with it set.
 // Different kernel families round differently: results may differ across CPU kinds, never
 // across ranks or threads on one.
@@ -20,8 +22,8 @@
 namespace hiq {
 
 // Called first in main(), before MPI_Init: if OPENBLAS_CORETYPE is unset and the CPU has
-// AVX-512, sets it to SkylakeX and re-executes argv[0] with the same arguments (at most once;
-// HIQ_BLAS_PINNED marks the second run). Returns normally otherwise.
+// AVX-512 (or only AVX), sets it to SkylakeX (Sandybridge) and re-executes argv[0] with the same
+// arguments (at most once; HIQ_BLAS_PINNED marks the second run). Returns normally otherwise.
 void PinBlasCore(char** argv);
 
 // OpenBLAS threads per rank: `threads` if > 0, else the node's cores shared among its ranks
