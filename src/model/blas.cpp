@@ -21,17 +21,18 @@ namespace hiq {
 
 namespace {
 
-constexpr const char* kPinnedCore = "SkylakeX";
-// Without AVX-512: OpenBLAS would pick Haswell (or Zen, the same kernels), whose results depend
-// on the thread count (seen on an AMD EPYC with AVX2: eval's nll differed between 1 and 3 ranks
-// in the 12th digit); the Sandybridge family gave the same bits on 1 to 3 ranks and 1 or 2
-// threads there (tests/test_cli.cpp), at the cost of its AVX kernels without FMA.
-constexpr const char* kAvxCore = "Sandybridge";
-
-bool HasAvx512() {
+// The kernel family hiq runs on this CPU, or nullptr for OpenBLAS's own choice. With AVX-512:
+// SkylakeX. With AVX but not AVX-512, OpenBLAS would pick Haswell (or Zen, the same kernels),
+// whose results depend on the thread count (seen on an AMD EPYC with AVX2: eval's nll differed
+// between 1 and 3 ranks in the 8th digit); the Sandybridge family gave the same bits on 1 to 3
+// ranks and 1 or 2 threads there (tests/test_cli.cpp), at the cost of AVX kernels without FMA.
+const char* PinnedCore() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
+    return "SkylakeX";
+  }
+  return __builtin_cpu_supports("avx") ? "Sandybridge" : nullptr;
 }
 
 }  // namespace
@@ -40,8 +41,7 @@ void PinBlasCore(char** argv) {
   if (std::getenv("OPENBLAS_CORETYPE") != nullptr || std::getenv("HIQ_BLAS_PINNED") != nullptr) {
     return;
   }
-  __builtin_cpu_init();
-  const char* core = HasAvx512() ? kPinnedCore : __builtin_cpu_supports("avx") ? kAvxCore : nullptr;
+  const char* core = PinnedCore();
   if (core == nullptr) return;
   setenv("OPENBLAS_CORETYPE", core, 1);
   setenv("HIQ_BLAS_PINNED", "1", 1);

@@ -11,8 +11,8 @@
 // any CPU with AVX-512 (F, BW, DQ, VL) hiq runs the SkylakeX kernels, and on one with AVX but not
 // AVX-512 (an AMD EPYC with AVX2, where OpenBLAS's own choice, Zen = Haswell's kernels, is
 // thread-dependent) the Sandybridge kernels, unless OPENBLAS_CORETYPE is set by the user (then it
-// is respected and recorded). OpenBLAS reads the variable when it is
-// loaded, before main(), so PinBlasCore re-executes the program once with it set.
+// is respected and recorded). OpenBLAS reads the variable when it is loaded, before main(), so
+// PinBlasCore re-executes the program once with it set.
 // Different kernel families round differently: results may differ across CPU kinds, never
 // across ranks or threads on one.
 #pragma once
