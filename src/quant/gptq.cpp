@@ -69,32 +69,28 @@ void CheckInputs(const float* w, int64_t n_out, int64_t n_in, const GptqHessian&
   }
 }
 
-// U (n, n) upper with U^T U = (H + damp I)^-1, in the reference's three steps: L = chol(H +
-// damp I), H^-1 = L^-T L^-1 (torch.cholesky_inverse), U = chol(H^-1, upper). On a failure of
-// either Cholesky the damping is raised tenfold, up to max_damp_retries times.
+// U (n, n) upper with U^T U = (H + damp I)^-1: the reference's chol(H^-1, upper), had as
+// J M^-1 J with M = chol(J (H + damp I) J) lower (J reverses the order): J M^-1 J is upper and
+// (J M^-1 J)^T (J M^-1 J) = (J M M^T J)^-1, and the upper Cholesky factor is unique. One
+// factoring and one triangular inverse, 4/3 n^3 flops against the reference's 8/3 (chol,
+// cholesky_inverse, chol), and H^-1 is never formed, which would lose half the digits before
+// its own Cholesky. On a failed Cholesky the damping is raised tenfold, up to
+// max_damp_retries times.
 Matrix<float> InverseHessianFactor(const Eigen::MatrixXd& hp, const GptqOptions& options,
                                    std::string* log) {
   const int64_t n = hp.rows();
   const double mean_diag = hp.diagonal().mean();
   double damp = options.percdamp * mean_diag;
-  Eigen::MatrixXd a(n, n), l_inv(n, n);
+  Eigen::MatrixXd a(n, n), m_inv(n, n);
   for (int attempt = 0;; ++attempt) {
-    a = hp;
+    a = hp.reverse();  // J H J
     a.diagonal().array() += damp;
-    bool ok = false;
-    {
-      Eigen::LLT<Eigen::Ref<Eigen::MatrixXd>> llt(a);  // in place: L in a's lower triangle
-      if (llt.info() == Eigen::Success) {
-        l_inv.setIdentity();
-        llt.matrixL().solveInPlace(l_inv);  // L^-1, lower
-        // H^-1 = L^-T L^-1; only its lower triangle is read by the next Cholesky.
-        a.noalias() = l_inv.transpose().triangularView<Eigen::Upper>() * l_inv;
-        Eigen::LLT<Eigen::Ref<Eigen::MatrixXd>> llt_inv(a);
-        ok = llt_inv.info() == Eigen::Success;
-      }
-    }
-    if (ok) {
-      Matrix<float> u = a.transpose().triangularView<Eigen::Upper>().toDenseMatrix().cast<float>();
+    Eigen::LLT<Eigen::Ref<Eigen::MatrixXd>> llt(a);  // in place: M in a's lower triangle
+    if (llt.info() == Eigen::Success) {
+      m_inv.setIdentity();
+      llt.matrixL().solveInPlace(m_inv);  // M^-1, lower
+      Matrix<float> u =
+          m_inv.reverse().triangularView<Eigen::Upper>().toDenseMatrix().cast<float>();
       if (u.allFinite()) return u;
     }
     if (attempt == options.max_damp_retries) {

@@ -36,18 +36,17 @@
 //   - with one group per row (group_size 0) the reference chooses the parameters before it
 //     zeroes the dead columns; here they are chosen after, as for every other group.
 //
-// Precision. H and its factorisations are double. H of real activations is ill-conditioned
+// Precision. H and its factorisation are double. H of real activations is ill-conditioned
 // (outlier channels, as in LLaMA's down_proj inputs, and near-dependent channels), and the
 // reference forms H^-1 explicitly and factors it again, which loses about twice the digits a
 // single factorisation would: in float32's 7 digits the second Cholesky can fail or return a
 // factor with few correct digits; in double's 16 the damping is there for the statistics, not
-// for the arithmetic. Factoring is
-// O(n_in^3) once per layer, against O(n_out n_in^2) for the error updates, which run in float
-// (the reference's precision) through Eigen, which hands the products to OpenBLAS. Cost: the
-// three steps take 8/3 n_in^3 flops in double (Eigen has no trtri/lauum: L^-1 is a triangular
-// solve against I, L^-T L^-1 a triangular product): about 40 s at n_in = 11008 on 2 cores
-// (bench/bench_gptq.cpp). The same U is J chol(J H J)^-1 J (J reverses the order), at 4/3 n^3
-// and without forming H^-1; not done here, so as to compute U as the reference does.
+// for the arithmetic. hiq gets the reference's factor U = chol(H^-1, upper) without forming
+// H^-1, as J chol(J H J)^-1 J (J reverses the order; the upper factor is unique): one Cholesky
+// and one triangular solve against I, 4/3 n_in^3 flops in double against the reference's 8/3
+// (Eigen has no trtri, so the inverse is a full solve). Factoring is O(n_in^3) once per layer,
+// against O(n_out n_in^2) for the error updates, which run in float (the reference's
+// precision) through Eigen, which hands the products to OpenBLAS (bench/bench_gptq.cpp).
 //
 // Determinism and threads: no state, no threads of its own. GptqHessian adds its rows in the
 // order given, one product per call (so the same rows split into different calls give a
