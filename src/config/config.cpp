@@ -321,7 +321,8 @@ void QuantizeFields(QuantizeSection& q, Visitor& v) {
      .read_by = kReadByQuantize,
      .help = "Block inputs of the reconstruction: `fp` = the full-precision model's (every rank "
              "reconstructs its blocks at once), `quantized` = the output of the already "
-             "quantized earlier blocks (one block after the other along the pipeline)."});
+             "quantized earlier blocks (one rank after the other along the pipeline). Either way "
+             "a rank holds two blocks' inputs at a time, not its slice's."});
   v(q.steps, 5120,
     {.key = "quantize.steps",
      .limits = Closed(1, 1 << 24),

@@ -120,7 +120,8 @@ Matrix<float> ForwardMicroBatch(const Pass& pass, const MicroBatch& mb, SendQueu
     comm.Recv(Span(h), comm.rank() - 1, mb.recv_tag);
   }
   for (size_t b = mb.first_block; b < pass.stage.blocks.size(); ++b) {
-    if (mb.inputs_to) mb.inputs_to->per_block[b].middleRows(row0, rows) = h;
+    if (mb.inputs_to && b < mb.inputs_to->per_block.size())
+      mb.inputs_to->per_block[b].middleRows(row0, rows) = h;
     BlockForward<float>(pass.stage.config, BlockOf(pass.stage, pass.weights, b), pass.rope, pass.T,
                         h, next, mb.caches ? &(*mb.caches)[b] : nullptr);
     std::swap(h, next);
@@ -284,8 +285,10 @@ std::vector<double> Pipeline::ForwardJobs(const std::vector<Sequence>& seqs,
   const size_t S = seqs.size(), mb_size = static_cast<size_t>(micro_batch);
   const int begin = stage_.block_begin, end = stage_.block_end;
   const size_t n_local = stage_.blocks.size();
-  if (inputs_to)
-    inputs_to->per_block.assign(n_local, Matrix<float>(static_cast<int64_t>(S) * T, C));
+  if (inputs_to) {
+    inputs_to->per_block.assign(inputs_to->first_only ? std::min<size_t>(n_local, 1) : n_local,
+                                Matrix<float>(static_cast<int64_t>(S) * T, C));
+  }
   std::vector<double> nll(start_block.size(), 0.0);
   SendQueue sends(2);
   size_t message = 0;  // messages to the next rank, in order (tags only need to be distinct)

@@ -273,6 +273,21 @@ void BlockForward(const LlamaConfig& config, const BlockWeights<T>& w, const Rop
   out.noalias() += c.act * w.w_down.transpose();
 }
 
+void BlockForwardRows(const LlamaConfig& config, const BlockWeights<float>& w,
+                      const Rope<float>& rope, int64_t seq_len, const Matrix<float>& x,
+                      Matrix<float>& out, int64_t chunk) {
+  HIQ_CHECK(chunk >= 1 && seq_len >= 1 && x.rows() % seq_len == 0);
+  out.resize(x.rows(), x.cols());
+  Matrix<float> xc, oc;
+  const int64_t chunk_rows = chunk * seq_len;
+  for (int64_t r = 0; r < x.rows(); r += chunk_rows) {
+    const int64_t n = std::min(chunk_rows, x.rows() - r);
+    xc = x.middleRows(r, n);
+    BlockForward<float>(config, w, rope, seq_len, xc, oc, nullptr);
+    out.middleRows(r, n) = oc;
+  }
+}
+
 template <typename T>
 void BlockBackward(const LlamaConfig& config, const BlockWeights<T>& w, const Rope<T>& rope,
                    int64_t seq_len, const BlockCache<T>& c, const Matrix<T>& dout, Matrix<T>& dx,

@@ -23,18 +23,9 @@ namespace {
 // Sequences per BlockForward when measuring: bounds the attention buffer (B * NH * T, T).
 constexpr int64_t kEvalChunk = 16;
 
-// BlockForward over x (S * T, C) in chunks of kEvalChunk sequences -> out (S * T, C).
 void ForwardRows(const LlamaConfig& config, const BlockWeights<float>& w, const Rope<float>& rope,
                  int64_t seq_len, const Matrix<float>& x, Matrix<float>& out) {
-  out.resize(x.rows(), x.cols());
-  Matrix<float> xc, oc;
-  const int64_t chunk_rows = kEvalChunk * seq_len;
-  for (int64_t r = 0; r < x.rows(); r += chunk_rows) {
-    const int64_t n = std::min(chunk_rows, x.rows() - r);
-    xc = x.middleRows(r, n);
-    BlockForward<float>(config, w, rope, seq_len, xc, oc, nullptr);
-    out.middleRows(r, n) = oc;
-  }
+  BlockForwardRows(config, w, rope, seq_len, x, out, kEvalChunk);
 }
 
 double MeanSquaredError(const Matrix<float>& a, const Matrix<float>& b) {

@@ -52,20 +52,24 @@ MemoryAccount AccountMemory(const Stage<float>& stage, const RunConfig& config) 
   const SampleSetConfig& recon = config.calibration.reconstruction;
   const int64_t rows = static_cast<int64_t>(recon.n_sequences) * recon.seq_len;
   const int64_t step_tokens = config.quantize.batch * recon.seq_len;
-  a.reconstruction = n_local * kFloat * rows * c.hidden_size + 2 * block +
+  a.reconstruction = 2 * kFloat * rows * c.hidden_size + 2 * block +
                      BlockCacheBytes(c, step_tokens, recon.seq_len);
   a.allocator = kAllocatorRetention;
   return a;
 }
 
 std::string MemoryLine(int rank, int64_t peak_bytes, int64_t plan_peak_bytes,
-                       const MemoryAccount& a) {
-  char buf[320];
+                       int64_t blocks_peak_bytes, const MemoryAccount& a) {
+  char blocks[64] = "";
+  if (blocks_peak_bytes >= 0) {
+    std::snprintf(blocks, sizeof blocks, ", %.2f GiB in the blocks", GiB(blocks_peak_bytes));
+  }
+  char buf[384];
   std::snprintf(buf, sizeof buf,
-                "[rank %d] memory: peak %.2f GiB (%.2f GiB by the end of the plan) = %.2f x "
+                "[rank %d] memory: peak %.2f GiB (%.2f GiB by the end of the plan%s) = %.2f x "
                 "(weights %.2f GiB + caches %.2f GiB: fisher %.2f, cost %.2f, reconstruction "
                 "%.2f, allocator %.2f)",
-                rank, GiB(peak_bytes), GiB(plan_peak_bytes),
+                rank, GiB(peak_bytes), GiB(plan_peak_bytes), blocks,
                 static_cast<double>(peak_bytes) / static_cast<double>(a.weights + a.Caches()),
                 GiB(a.weights), GiB(a.Caches()), GiB(a.fisher), GiB(a.cost), GiB(a.reconstruction),
                 GiB(a.allocator));

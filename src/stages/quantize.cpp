@@ -9,10 +9,11 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
-#include "hiq/base/error.h"          // FormatError, IoError
+#include "hiq/base/error.h"          // FormatError, IoError, NumericalError
+#include "hiq/base/finite.h"         // FirstNonFinite, ValueName
 #include "hiq/base/interrupt.h"      // SetStage
 #include "hiq/base/log.h"            // Log
-#include "hiq/base/sysinfo.h"        // HostName, PeakRssBytes
+#include "hiq/base/sysinfo.h"        // HostName, PeakRssBytes, ResetPeakRss
 #include "hiq/io/output.h"           // WriteWholeFile
 #include "hiq/io/safetensors.h"      // ConvertToFloat, EncodeFloats, WriteSafetensors
 #include "hiq/model/blas.h"          // CurrentBlasInfo
@@ -72,28 +73,47 @@ BlockResult QuantizeBlock(const RunConfig& config, const LlamaConfig& model,
   const QuantizeMethod method = config.quantize.method;
   BlockResult result;
   if (method == QuantizeMethod::kRtn || method == QuantizeMethod::kGptq) {
-    BlockCache<float> cache;
-    Matrix<float> target;
-    const Rope<float> rope = MakeRope<float>(model, seq_len);
-    BlockForward(model, w, rope, seq_len, x, target, &cache);
     // The RTN layers are the reference of every method's MSE, and rtn's own result.
     std::array<QuantizedLayer, kNumLinears> rtn;
     for (size_t k = 0; k < kNumLinears; ++k) {
       const Matrix<float>& wl = w.linear(kLinears[k]);
       rtn[k] = QuantizeLayer(wl.data(), wl.rows(), wl.cols(), layers[k].high_cols, spec);
+    }
+    // The full-precision output, and for GPTQ each layer's Hessian, a micro-batch of sequences
+    // at a time (a whole 7B block's cache would be S * NH * T * T floats of attention alone),
+    // each sequence added to the running mean by itself, as the reference adds one sample.
+    const Rope<float> rope = MakeRope<float>(model, seq_len);
+    Matrix<float> target(x.rows(), x.cols()), xc, oc;
+    std::vector<GptqHessian> hessians;
+    if (method == QuantizeMethod::kGptq) {
+      for (Linear kind : kLinears) hessians.emplace_back(w.linear(kind).cols());
+    }
+    BlockCache<float> cache;
+    const int64_t chunk_rows = kMicroBatch * seq_len;
+    for (int64_t r0 = 0; r0 < x.rows(); r0 += chunk_rows) {
+      const int64_t n = std::min(chunk_rows, x.rows() - r0);
+      xc = x.middleRows(r0, n);
+      BlockForward(model, w, rope, seq_len, xc, oc, hessians.empty() ? nullptr : &cache);
+      target.middleRows(r0, n) = oc;
+      for (size_t k = 0; k < hessians.size(); ++k) {
+        const Matrix<float>& in = LinearInput(cache, kLinears[k]);
+        for (int64_t s0 = 0; s0 < n; s0 += seq_len) {
+          hessians[k].AddRows(in.data() + s0 * in.cols(), seq_len);
+        }
+      }
+    }
+    for (size_t k = 0; k < kNumLinears; ++k) {
       if (method == QuantizeMethod::kRtn) {
         result.layers[k] = rtn[k];
         continue;
       }
-      const Matrix<float>& in = LinearInput(cache, kLinears[k]);
-      GptqHessian h(wl.cols());
-      h.AddRows(in.data(), in.rows());
+      const Matrix<float>& wl = w.linear(kLinears[k]);
       GptqOptions options;
       options.percdamp = config.quantize.gptq_damp;
       options.act_order = config.quantize.gptq_act_order;
       std::string log;
-      result.layers[k] = GptqQuantize(wl.data(), wl.rows(), wl.cols(), h, layers[k].high_cols, spec,
-                                      options, &log);
+      result.layers[k] = GptqQuantize(wl.data(), wl.rows(), wl.cols(), hessians[k],
+                                      layers[k].high_cols, spec, options, &log);
       if (!log.empty()) std::fprintf(stderr, "%s", log.c_str());
     }
     result.rtn_mse = BlockOutputMse(model, DequantizedBlock(w, rtn), seq_len, x, target);
@@ -148,14 +168,15 @@ std::vector<TensorToWrite> OwnUnquantizedTensors(const Stage<float>& stage,
 
 // Every rank's machine, threads, peak memory and blocks time, on rank 0 (empty elsewhere).
 // Collective.
-std::vector<RankProvenance> GatherProvenance(const Comm& comm, double blocks_seconds) {
+std::vector<RankProvenance> GatherProvenance(const Comm& comm, double blocks_seconds,
+                                             int64_t peak_bytes) {
   const BlasInfo blas = CurrentBlasInfo();
   const std::vector<std::string> hosts = comm.Gather(HostName(), 0);
   const std::vector<std::string> cpus = comm.Gather(blas.cpu_model, 0);
   const std::vector<std::string> cores = comm.Gather(blas.core, 0);
   // Counts below 2^53 travel exactly as doubles.
   const std::vector<double> numbers = comm.AllGather(std::vector<double>{
-      static_cast<double>(blas.threads), static_cast<double>(PeakRssBytes()), blocks_seconds});
+      static_cast<double>(blas.threads), static_cast<double>(peak_bytes), blocks_seconds});
   std::vector<RankProvenance> ranks;
   if (comm.rank() != 0) return ranks;
   for (size_t r = 0; r < hosts.size(); ++r) {
@@ -198,6 +219,8 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   }
   report.plan_seconds = Since(t0);
   const int64_t plan_peak = PeakRssBytes();
+  // From here the peak is the blocks stage's own: its inputs and training, apart from the plan.
+  const bool blocks_measured = ResetPeakRss();
   const bool optimised = config.quantize.method == QuantizeMethod::kHiq;
   const std::vector<PlanLayerRow>& rows = optimised ? report.plan.layers : report.plan.fixed_layers;
   report.budget_avg_bits = report.plan.budget_avg_bits;
@@ -233,7 +256,13 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   }
   const bool all_stored = comm.AllTrue(local_all_stored);
 
-  // 2. Block inputs, cached on the rank that owns each block; none when every block is stored.
+  // 2. Block inputs. The pipeline forward keeps each rank's first block input only; the rank
+  // runs its later blocks' inputs itself, a block forward at the pipeline's micro-batch
+  // (BlockForwardRows), so that it holds two blocks' rows (an input and the next), never its
+  // slice's, and the rows are the pipeline's bit for bit wherever the rank boundaries fall. With
+  // quantized inputs the next input is under the block's quantized weights, and rank r's first
+  // input needs every earlier rank's blocks: one pipeline forward per rank that has a block to
+  // compute, not one per block.
   SetStage("quantize: block inputs");
   t0 = Clock::now();
   std::vector<Sequence> seqs;
@@ -262,6 +291,7 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
     return w;
   };
   BlockInputs inputs;
+  inputs.first_only = true;
   if (!all_stored && !sequential) {
     pipeline.ForwardJobs(seqs, {0}, weights, nullptr, &inputs, kMicroBatch);
   }
@@ -270,62 +300,98 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
     Log(log, "[%.1fs] resume: every block is in %s, no block inputs computed\n",
         report.plan_seconds + report.inputs_seconds, (store->dir / "blocks").c_str());
   } else {
-    Log(log, "[%.1fs] reconstruction set %zu x %lld tokens, block inputs cached (%s)\n",
+    Log(log,
+        "[%.1fs] reconstruction set %zu x %lld tokens, block inputs (%s) from one pipeline "
+        "forward%s\n",
         report.plan_seconds + report.inputs_seconds, seqs.size(), static_cast<long long>(seq_len),
-        std::string(Name(config.quantize.inputs)).c_str());
+        std::string(Name(config.quantize.inputs)).c_str(), sequential ? " per rank" : "");
   }
 
-  // 3. Every rank its own blocks, in block order. With quantized inputs the blocks go one after
-  // the other: block i's inputs come from a forward through the quantized blocks before it, run
-  // only when block i is not stored (every rank takes part in it, so every rank asks).
+  // 3. Every rank its own blocks, in block order, each block's input computed from the one
+  // before it; none past the last block that is not stored.
   SetStage("quantize: blocks");
   t0 = Clock::now();
   std::vector<ShardLayer> shard_layers;
   double rtn_mse = 0, final_mse = 0;
-  const int n_blocks = static_cast<int>(model.num_hidden_layers);
-  for (int block = 0; block < n_blocks; ++block) {
-    const bool mine = block >= stage.block_begin && block < stage.block_end;
-    const size_t b = mine ? static_cast<size_t>(block - stage.block_begin) : 0;
-    if (sequential && !comm.AllTrue(mine ? stored[b].has_value() : true)) {
+  const Rope<float> rope = all_stored ? Rope<float>() : MakeRope<float>(model, seq_len);
+  const auto quantize_local_blocks = [&] {
+    Matrix<float> x;
+    if (!inputs.per_block.empty()) x = std::move(inputs.per_block.front());
+    inputs.per_block.clear();
+    size_t last_computed = 0;  // one past the last local block to compute
+    for (size_t b = 0; b < n_local; ++b) {
+      if (!stored[b]) last_computed = b + 1;
+    }
+    for (size_t b = 0; b < n_local; ++b) {
+      const int block = stage.block_begin + static_cast<int>(b);
+      const auto tb = Clock::now();
+      BlockResult r;
+      if (stored[b]) {
+        const std::string step = "quantize: resume block " + std::to_string(block);
+        SetStage(step.c_str());
+        r = std::move(*stored[b]);
+        if (rank_log != nullptr) {
+          std::fprintf(
+              rank_log,
+              "[rank %d] resume: block %d from %s (%s mse rtn=%.6g init=%.6g final=%.6g)\n",
+              comm.rank(), block, BlockEntryPath(*store, block).c_str(), report.method.c_str(),
+              r.rtn_mse, r.init_mse, r.final_mse);
+          std::fflush(rank_log);
+        }
+      } else {
+        const std::string step = "quantize: block " + std::to_string(block);
+        SetStage(step.c_str());
+        r = QuantizeBlock(config, model, stage.blocks[b], block, seq_len, x, rows);
+        if (store != nullptr) SaveBlock(*store, block, block_components, r);
+        if (rank_log != nullptr) {
+          std::fprintf(rank_log,
+                       "[rank %d] block %d: %s mse rtn=%.6g init=%.6g final=%.6g (%.1fs)\n",
+                       comm.rank(), block, report.method.c_str(), r.rtn_mse, r.init_mse,
+                       r.final_mse, Since(tb));
+          std::fflush(rank_log);
+        }
+        if (sequential) {
+          quantized[b] = DequantizedBlock(stage.blocks[b], r.layers);
+          done[b] = true;
+        }
+      }
+      if (b + 1 < last_computed) {
+        const std::string step = "quantize: inputs of block " + std::to_string(block + 1);
+        SetStage(step.c_str());
+        Matrix<float> next;
+        BlockForwardRows(model, sequential ? quantized[b] : stage.blocks[b], rope, seq_len, x, next,
+                         kMicroBatch);
+        const int64_t bad = FirstNonFinite(std::span<const float>(next.data(), next.size()));
+        if (bad >= 0) {
+          throw NumericalError("quantize: the output of block " + std::to_string(block) +
+                               (sequential ? " under its quantized weights" : "") + " is " +
+                               ValueName(next.data()[bad]) + " on sequence " +
+                               std::to_string(bad / next.cols() / seq_len) +
+                               ": an activation overflowed");
+        }
+        x = std::move(next);
+      }
+      rtn_mse += r.rtn_mse;
+      final_mse += r.final_mse;
+      for (size_t k = 0; k < kNumLinears; ++k) {
+        shard_layers.push_back({LayerName(LayerIndex(block, kLinears[k])), std::move(r.layers[k])});
+      }
+    }
+  };
+  if (!sequential) {
+    quantize_local_blocks();
+  } else {
+    const std::vector<double> computes =
+        comm.AllGather(std::vector<double>{local_all_stored ? 0.0 : 1.0});
+    for (int r = 0; r < comm.size(); ++r) {
+      if (computes[static_cast<size_t>(r)] == 0) continue;
       pipeline.ForwardJobs(seqs, {0}, weights, nullptr, &inputs, kMicroBatch);
+      if (comm.rank() == r) quantize_local_blocks();
     }
-    if (!mine) continue;
-    const auto tb = Clock::now();
-    BlockResult r;
-    if (stored[b]) {
-      const std::string step = "quantize: resume block " + std::to_string(block);
-      SetStage(step.c_str());
-      r = std::move(*stored[b]);
-      if (rank_log != nullptr) {
-        std::fprintf(rank_log,
-                     "[rank %d] resume: block %d from %s (%s mse rtn=%.6g init=%.6g final=%.6g)\n",
-                     comm.rank(), block, BlockEntryPath(*store, block).c_str(),
-                     report.method.c_str(), r.rtn_mse, r.init_mse, r.final_mse);
-        std::fflush(rank_log);
-      }
-    } else {
-      const std::string step = "quantize: block " + std::to_string(block);
-      SetStage(step.c_str());
-      r = QuantizeBlock(config, model, stage.blocks[b], block, seq_len, inputs.per_block[b], rows);
-      if (store != nullptr) SaveBlock(*store, block, block_components, r);
-      if (rank_log != nullptr) {
-        std::fprintf(rank_log, "[rank %d] block %d: %s mse rtn=%.6g init=%.6g final=%.6g (%.1fs)\n",
-                     comm.rank(), block, report.method.c_str(), r.rtn_mse, r.init_mse, r.final_mse,
-                     Since(tb));
-        std::fflush(rank_log);
-      }
-      if (sequential) {
-        quantized[b] = DequantizedBlock(stage.blocks[b], r.layers);
-        done[b] = true;
-      }
-    }
-    rtn_mse += r.rtn_mse;
-    final_mse += r.final_mse;
-    for (size_t k = 0; k < kNumLinears; ++k) {
-      shard_layers.push_back({LayerName(LayerIndex(block, kLinears[k])), std::move(r.layers[k])});
-    }
+    if (local_all_stored) quantize_local_blocks();
   }
   report.quantize_seconds = Since(t0);
+  const int64_t blocks_peak = blocks_measured ? PeakRssBytes() : -1;
 
   // 4. Shards, then the root file. The stored bits are exact integers, summed in rank order.
   SetStage("quantize: shards");
@@ -358,12 +424,14 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   const double shards_seconds = Since(t0);
   SetStage("quantize: model file");
   if (rank_log != nullptr) {
-    std::fprintf(
-        rank_log, "%s\n",
-        MemoryLine(comm.rank(), PeakRssBytes(), plan_peak, AccountMemory(stage, config)).c_str());
+    std::fprintf(rank_log, "%s\n",
+                 MemoryLine(comm.rank(), std::max(plan_peak, PeakRssBytes()), plan_peak,
+                            blocks_peak, AccountMemory(stage, config))
+                     .c_str());
     std::fflush(rank_log);
   }
-  const std::vector<RankProvenance> ranks = GatherProvenance(comm, report.quantize_seconds);
+  const std::vector<RankProvenance> ranks =
+      GatherProvenance(comm, report.quantize_seconds, std::max(plan_peak, PeakRssBytes()));
   if (comm.rank() == 0) {
     ModelFileInfo info;
     info.n_ranks = comm.size();

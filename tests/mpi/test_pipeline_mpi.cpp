@@ -135,6 +135,34 @@ TEST(Pipeline, PerplexityIsBitIdenticalToTheWholeModelInOneProcess) {
   EXPECT_EQ(piped.tokens, 7 * 95);
 }
 
+// The quantize stage keeps only each rank's first block input and runs the later ones itself:
+// BlockForwardRows at the pass's micro-batch must give the rows the pipeline stores, bit for bit,
+// or the shards would depend on where the rank boundaries fall. 7 sequences: the last
+// micro-batch of 3 is short.
+TEST(Pipeline, TheFirstBlockInputAndBlockForwardRowsGiveEveryBlockInputBitForBit) {
+  const Comm comm = Comm::World();
+  Checkpoint checkpoint(ModelDir());
+  Pipeline pipeline = LoadPipeline(comm, checkpoint);
+  const std::vector<Sequence> seqs = RandomSequences(7, 48, 512, 9);
+  constexpr int kMicroBatch = 3;
+  BlockInputs every, first;
+  first.first_only = true;
+  pipeline.ForwardJobs(seqs, {0}, JobWeights(), nullptr, &every, kMicroBatch);
+  pipeline.ForwardJobs(seqs, {0}, JobWeights(), nullptr, &first, kMicroBatch);
+  const Stage<float>& stage = pipeline.stage();
+  ASSERT_EQ(every.per_block.size(), stage.blocks.size());
+  ASSERT_EQ(first.per_block.size(), 1u);
+  ASSERT_TRUE(BitEqual(first.per_block[0], every.per_block[0]));
+  const Rope<float> rope = MakeRope<float>(stage.config, 48);
+  Matrix<float> x = first.per_block[0], next;
+  for (size_t b = 0; b + 1 < stage.blocks.size(); ++b) {
+    BlockForwardRows(stage.config, stage.blocks[b], rope, 48, x, next, kMicroBatch);
+    EXPECT_TRUE(BitEqual(next, every.per_block[b + 1]))
+        << "block " << stage.block_begin + static_cast<int>(b) + 1 << ", ranks=" << comm.size();
+    x = next;
+  }
+}
+
 // The first tensor in which two blocks differ in any bit ("" when none).
 std::string FirstDifference(BlockWeights<float> a, BlockWeights<float> b) {
   std::vector<Matrix<float>*> b_list;

@@ -44,9 +44,13 @@ Sequence WindowSequence(std::span<const int32_t> window);
 Sequence NextTokenSequence(std::span<const int32_t> ids);
 
 // Per local block, the (S*T, C) input rows of every sequence (in sequence order) under some
-// model; index 0 is the rank's first block.
+// model; index 0 is the rank's first block. With first_only (set before the pass that fills
+// it), only the first block's rows are kept: a caller that runs the later blocks itself
+// (BlockForwardRows at the pass's micro-batch gives the same rows) holds one block's rows, not
+// the slice's.
 struct BlockInputs {
   std::vector<Matrix<float>> per_block;
+  bool first_only = false;
 };
 
 // The weights a job runs with, per local block (index 0 = the rank's first block); a null entry,
@@ -78,9 +82,9 @@ class Pipeline {
   // loss, with this rank's blocks taking their weights from `weights(j)`. The owner of the start
   // block reads that block's input from `inputs_from` (the embedding output when it is null and
   // the job starts at block 0); ranks before it take no part. When `inputs_to` is given (one job
-  // only), every rank stores its blocks' inputs there. Jobs flow through the ranks in order, so a
-  // rank starts job j+1 while the next one runs job j. Returns the summed NLL of every job over
-  // all sequences (sequence order, double), on every rank.
+  // only), every rank stores its blocks' inputs there (its first block's only, if first_only). Jobs
+  // flow through the ranks in order, so a rank starts job j+1 while the next one runs job j.
+  // Returns the summed NLL of every job over all sequences (sequence order, double), on every rank.
   std::vector<double> ForwardJobs(const std::vector<Sequence>& sequences,
                                   const std::vector<int>& start_block, const JobWeights& weights,
                                   const BlockInputs* inputs_from, BlockInputs* inputs_to,

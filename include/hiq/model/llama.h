@@ -134,6 +134,13 @@ const Matrix<T>& LinearInput(const BlockCache<T>& cache, Linear kind) {
 template <typename T>
 void BlockForward(const LlamaConfig& config, const BlockWeights<T>& w, const Rope<T>& rope,
                   int64_t seq_len, const Matrix<T>& x, Matrix<T>& out, BlockCache<T>* cache);
+// out = block(x) for x (S * T, C), `chunk` sequences per BlockForward, from the first sequence
+// on, as the pipeline runs its micro-batches; it bounds the attention buffer (chunk * NH * T, T).
+// A row's value depends on the chunk size (BLAS blocks by shape), so passes that must agree bit
+// for bit with the pipeline use its micro-batch.
+void BlockForwardRows(const LlamaConfig& config, const BlockWeights<float>& w,
+                      const Rope<float>& rope, int64_t seq_len, const Matrix<float>& x,
+                      Matrix<float>& out, int64_t chunk);
 // Given dL/dout, writes dL/dx and ADDS the weight gradients into `grad` (shapes of ZeroBlock).
 template <typename T>
 void BlockBackward(const LlamaConfig& config, const BlockWeights<T>& w, const Rope<T>& rope,

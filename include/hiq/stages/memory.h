@@ -9,8 +9,9 @@
 //                   the whole slice + the activation caches of the two sequences in flight
 //   cost            the centre plan's dequantized blocks (a copy of the slice's blocks) + one
 //                   scratch block + one sequence's activation caches per block
-//   reconstruction  the block-input cache (every local block, S x T x C floats) + the trained
-//                   block's fake-quantized weights and their gradient + a step's activations
+//   reconstruction  two blocks' inputs (S x T x C floats each: the block's, and its target,
+//                   which is the next block's input) + the trained block's fake-quantized
+//                   weights and their gradient + a step's activations, whatever the slice
 // plus `allocator`: the freed heap glibc may keep by design (hiq/model/llama.h
 // KeepActivationMemory: trim threshold and top pad), which the resident set counts.
 // Plain functions; no state.
@@ -38,9 +39,10 @@ MemoryAccount AccountMemory(const Stage<float>& stage, const RunConfig& config);
 // `seq_len` tokens per sequence for the attention probabilities.
 int64_t BlockCacheBytes(const LlamaConfig& config, int64_t tokens, int64_t seq_len);
 
-// "[rank r] memory: peak 5.12 GiB (2.70 GiB by the end of the plan) = 0.87 x (weights 1.51 GiB
-// + caches 4.37 GiB: fisher 3.03, cost 2.27, reconstruction 1.52, allocator 1.06)".
+// "[rank r] memory: peak 5.12 GiB (2.70 GiB by the end of the plan, 2.31 GiB in the blocks) =
+// 0.87 x (weights 1.51 GiB + caches 4.37 GiB: fisher 3.03, cost 2.27, reconstruction 1.52,
+// allocator 1.06)"; blocks_peak_bytes < 0 (not measured apart) leaves out "in the blocks".
 std::string MemoryLine(int rank, int64_t peak_bytes, int64_t plan_peak_bytes,
-                       const MemoryAccount& account);
+                       int64_t blocks_peak_bytes, const MemoryAccount& account);
 
 }  // namespace hiq

@@ -6,12 +6,15 @@
 //   1. The plan stage (hiq/stages/plan.h), written to OUT/plan.json, plan.h5 and OUT/fixed/. The
 //      method picks the channels: `hiq` the plan's, every other method the fixed ratio's at the
 //      same budget, so that all methods compare at matched bits.
-//   2. calibration.reconstruction's sequences; one pipeline forward caches every block's
-//      full-precision input on the rank that owns the block (quantize.inputs: fp), or, with
-//      quantize.inputs: quantized, the inputs under the already quantized earlier blocks, block
-//      after block along the pipeline (one forward from the embedding per block).
+//   2. calibration.reconstruction's sequences; one pipeline forward gives each rank its first
+//      block's full-precision input (quantize.inputs: fp), and the rank runs each block's
+//      output as the next block's input itself, so a rank holds two blocks' inputs whatever its
+//      slice. With quantize.inputs: quantized the next input is under the quantized block, and
+//      rank r's first input comes from one pipeline forward through the quantized blocks of the
+//      ranks before it, so the ranks go one after the other.
 //   3. Each rank quantizes its blocks in block order: rtn (QuantizeLayer), gptq (GptqQuantize on
-//      the Hessian of each layer's input rows under the block's inputs), or a reconstruction
+//      the Hessian of each layer's input rows under the block's inputs, one sequence at a time
+//      into the running mean), or a reconstruction
 //      (ReconstructBlock: hybrid for hiq and fixed_ratio, lwc, adaround). One log line per block
 //      on every rank: "[rank r] block b: <method> mse rtn=... init=... final=...".
 //   4. Each rank writes OUT/shards/rank-RRRRR-of-NNNNN.h5 (its layers, and the unquantized
