@@ -307,6 +307,43 @@ TEST_F(CliResume, AKillDuringTheShardsResumesWithoutComputingAnyBlock) {
   EXPECT_EQ(ShardHashes(out), shards_);
 }
 
+// A kill -9 at a named step (HIQ_FAULT, hiq/base/fault.h) rather than at a moment seen in the
+// log: every step boundary of the quantize stage, the same shards after --resume on 2 ranks,
+// and the log names what was skipped. On 2 ranks rank 0 owns blocks 0-2 and rank 1 blocks 3-4.
+struct KillPoint {
+  const char* name;
+  const char* fault;
+  const char* skipped;  // a line the resume must log
+};
+void PrintTo(const KillPoint& p, std::ostream* os) { *os << p.fault; }
+class CliResumeAfterAKillAt : public CliResume, public ::testing::WithParamInterface<KillPoint> {};
+
+TEST_P(CliResumeAfterAKillAt, ResumesToTheSameShardsSkippingWhatWasStored) {
+  const KillPoint& p = GetParam();
+  test::TempDir dir("hiq-resume");
+  const fs::path out = dir / "out";
+  const test::CommandResult killed =
+      test::RunCommand(std::string("HIQ_FAULT='") + p.fault + "' " + Mpirun(2) + Quantize(out));
+  ASSERT_NE(killed.exit_code, 0) << killed.output;
+  EXPECT_FALSE(fs::exists(out / "model.h5")) << "a killed run must not look complete";
+  const test::CommandResult r = test::RunCommand(Mpirun(2) + Quantize(out) + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(p.skipped), std::string::npos) << p.skipped << " in:\n" << r.output;
+  EXPECT_EQ(ShardHashes(out), shards_);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Steps, CliResumeAfterAKillAt,
+    ::testing::Values(
+        KillPoint{"BlockInputs", "kill:0:quantize: block inputs", "resume: plan from "},
+        KillPoint{"InputsOfABlockPastTheRanksFirst", "kill:0:quantize: inputs of block 2",
+                  "[rank 0] resume: block 1 from "},
+        KillPoint{"TheLastBlockOfRank1", "kill:1:quantize: block 4",
+                  "[rank 1] resume: block 3 from "},
+        KillPoint{"TheShards", "kill:1:quantize: shards", "[rank 1] resume: block 4 from "},
+        KillPoint{"TheModelFile", "kill:0:quantize: model file", "no block inputs computed"}),
+    [](const ::testing::TestParamInfo<KillPoint>& point) { return std::string(point.param.name); });
+
 TEST_F(CliResume, ACompleteOutputIsRefusedWithoutResumeOrOverwriteAndLeftAsItWas) {
   const auto before = Files(Out());
   const test::CommandResult r = test::RunCommand(Mpirun(2) + Quantize(Out()));
