@@ -11,8 +11,9 @@
 #include <utility>
 
 #include "hiq/base/error.h"
-#include "hiq/base/finite.h"  // ValueName
-#include "hiq/base/rng.h"     // RandomStream
+#include "hiq/base/finite.h"    // ValueName
+#include "hiq/base/rng.h"       // RandomStream
+#include "hiq/base/watchdog.h"  // NoteProgress
 #include "hiq/quant/adaround.h"
 #include "hiq/quant/learn.h"
 #include "hiq/quant/lwc.h"
@@ -315,6 +316,7 @@ ReconResult ReconstructBlock(const LlamaConfig& config, const BlockWeights<float
       ys.middleRows(b * T, T) = target.middleRows(seq * T, T);
     }
     rep.step_loss.push_back(trainer.Step(xs, ys, t + 1));
+    NoteProgress();  // a block takes hours on a 7B model: its ranks' peers must see it move
     if (!std::isfinite(rep.step_loss.back())) {
       std::string seqs;
       for (int64_t b = 0; b < options.batch; ++b) {
