@@ -184,6 +184,27 @@ TEST(CliFaults, AHangingRankIsReportedByItsPeerAfterTheStallTimeout) {
               "waited in MPI_[A-Za-z ()]+ during plan: cost terms; --stall-timeout 5\\)");
 }
 
+// Slow is not stalled: rank 1 sleeps 50 ms at every step from its block 3 on (about 10 s of
+// blocks), while rank 0, done with its blocks, waits for it in the shards far past a 2 s stall
+// timeout. Rank 1's published progress keeps the job alive.
+TEST(CliFaults, ARankThatIsSlowButMovingIsNotAStall) {
+  test::TempDir dir("hiq-fault");
+  const fs::path out = dir / "out";
+  std::string args = SmallQuantize(out);
+  args.replace(args.find("quantize.steps=40"), std::string("quantize.steps=40").size(),
+               "quantize.steps=100");
+  const FaultRun run = RunWithFault(2, "slow:1:quantize: block 3", "--stall-timeout 2" + args, out);
+  EXPECT_EQ(run.result.exit_code, 0) << run.result.output;
+  EXPECT_EQ(run.result.output.find("no progress"), std::string::npos) << run.result.output;
+  std::smatch block3;
+  ASSERT_TRUE(std::regex_search(run.result.output, block3,
+                                std::regex("\\[rank 1\\] block 3: [^\\n]*\\(([0-9.]+)s\\)")))
+      << run.result.output;
+  EXPECT_GT(std::stod(block3[1].str()), 4.0) << "rank 1 was not slow: the test proves nothing";
+  EXPECT_TRUE(fs::exists(out / "model.h5")) << run.result.output;
+  EXPECT_TRUE(run.left.empty());
+}
+
 // Three ranks: a block's reconstruction killed on the middle rank (which owns blocks 2 and 3).
 TEST(CliFaults, ARankKilledInItsBlockEndsAThreeRankQuantize) {
   test::TempDir dir("hiq-fault");

@@ -64,6 +64,25 @@ TEST(Fault, ThrowFiresOnceAtItsStepOnItsRankOnly) {
   EXPECT_THROW_MSG(SetStage("quantize: block 2"), Error, "injected fault at quantize: block 2");
 }
 
+// slow changes no result, only the pace: no progress waits before its step, every one after.
+// In a death test's child, so that the rest of this program keeps its pace.
+TEST(FaultDeathTest, SlowSleepsAtEveryProgressFromItsStepOn) {
+  EXPECT_EXIT(
+      {
+        Arm("slow:1:quantize: block 3", 1);
+        const auto time3 = [] {
+          const auto t0 = std::chrono::steady_clock::now();
+          for (int i = 0; i < 3; ++i) NoteProgress();
+          return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        };
+        const double before = time3();
+        SetStage("quantize: block 3");
+        const double after = time3();
+        std::_Exit(before < 0.02 && after >= 3 * kSlowProgressMs * 1e-3 ? 0 : 1);
+      },
+      testing::ExitedWithCode(0), "");
+}
+
 TEST(FaultDeathTest, ExitEndsTheProcessWithCode3) {
   EXPECT_EXIT(
       {

@@ -1,10 +1,10 @@
 // The machine probes behind provenance and the per-rank memory line (hiq/base/sysinfo.h).
-#include "hiq/base/sysinfo.h"
-
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 
 #include <cstring>
+
+#include "hiq/base/sysinfo.h"
 
 namespace hiq {
 namespace {

@@ -5,12 +5,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
+#include <thread>
 #include <vector>
 
 #include "hiq/base/error.h"  // ConfigError, Error
@@ -19,7 +21,8 @@ namespace hiq {
 namespace {
 
 constexpr const char* kSyntax =
-    "expected <kind>:<rank>:<stage> with kind throw|exit|kill|oom|stop|hang, rank an integer or "
+    "expected <kind>:<rank>:<stage> with kind throw|exit|kill|oom|stop|hang|slow, rank an "
+    "integer or "
     "*, e.g. HIQ_FAULT=\"kill:1:quantize: block 2\"";
 
 struct Armed {
@@ -27,6 +30,7 @@ struct Armed {
   FaultSpec spec;
 };
 Armed g_fault;
+std::atomic<bool> g_slow{false};  // a `slow` fault has fired
 
 // The bytes this process maps now (VmSize), or 0 if /proc cannot tell.
 size_t MappedBytes() {
@@ -66,7 +70,8 @@ FaultSpec ParseFault(const std::string& text) {
   spec.stage = text.substr(c2 + 1);
   static constexpr std::pair<const char*, FaultKind> kKinds[] = {
       {"throw", FaultKind::kThrow}, {"exit", FaultKind::kExit}, {"kill", FaultKind::kKill},
-      {"oom", FaultKind::kOom},     {"stop", FaultKind::kStop}, {"hang", FaultKind::kHang}};
+      {"oom", FaultKind::kOom},     {"stop", FaultKind::kStop}, {"hang", FaultKind::kHang},
+      {"slow", FaultKind::kSlow}};
   bool known = false;
   for (const auto& [name, k] : kKinds) {
     if (kind == name) {
@@ -123,6 +128,15 @@ void FireFaultAt(const char* stage) {
       break;
     case FaultKind::kHang:
       for (;;) ::pause();
+    case FaultKind::kSlow:
+      g_slow.store(true);
+      break;
+  }
+}
+
+void FireProgressFault() {
+  if (g_slow.load(std::memory_order_relaxed)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(kSlowProgressMs));
   }
 }
 

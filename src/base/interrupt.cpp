@@ -7,7 +7,8 @@
 #include <csignal>
 #include <cstring>
 
-#include "hiq/base/fault.h"  // FireFaultAt
+#include "hiq/base/fault.h"     // FireFaultAt
+#include "hiq/base/watchdog.h"  // NoteProgress
 
 namespace hiq {
 namespace {
@@ -101,6 +102,7 @@ void OnSignal(int signo) {
 
 void SetStage(const char* name) {
   g_stage.Set(name, kStageBytes);
+  NoteProgress();
   FireFaultAt(name);  // HIQ_FAULT's step, for tests (hiq/base/fault.h)
 }
 

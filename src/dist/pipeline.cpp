@@ -6,8 +6,9 @@
 #include <limits>
 #include <list>
 
-#include "hiq/base/error.h"   // ConfigError, NumericalError, HIQ_CHECK
-#include "hiq/base/finite.h"  // FirstNonFinite, ValueName
+#include "hiq/base/error.h"     // ConfigError, NumericalError, HIQ_CHECK
+#include "hiq/base/finite.h"    // FirstNonFinite, ValueName
+#include "hiq/base/watchdog.h"  // NoteProgress
 
 namespace hiq {
 namespace {
@@ -107,6 +108,7 @@ void CheckBlockOutput(const Pass& pass, const MicroBatch& mb, size_t b, const Ma
 // through this rank's blocks from `first_block`, then sent to the next rank (an empty matrix is
 // returned) or, on the last rank, returned for the head.
 Matrix<float> ForwardMicroBatch(const Pass& pass, const MicroBatch& mb, SendQueue& sends) {
+  NoteProgress();
   const Comm& comm = pass.comm;
   const int64_t rows = static_cast<int64_t>(mb.s1 - mb.s0) * pass.T;
   const int64_t row0 = static_cast<int64_t>(mb.s0) * pass.T;
@@ -397,6 +399,7 @@ std::vector<double> Pipeline::ForwardBackward(
       }
       for (size_t b = n_blocks; b-- > 0;) {
         if (on_output_grad) on_output_grad(static_cast<int>(s), b, dh);
+        NoteProgress();
         BlockBackward(stage_.config, BlockOf(stage_, w, b), rope, T, caches[s - g0][b], dh, dx,
                       grad.blocks[b]);
         std::swap(dh, dx);

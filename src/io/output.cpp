@@ -11,10 +11,12 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "hiq/base/error.h"      // IoError
 #include "hiq/base/interrupt.h"  // SetInterruptOutput
 #include "hiq/base/log.h"        // Log
+#include "hiq/base/watchdog.h"   // SetProgressDir
 #include "hiq/dist/mpi.h"        // Comm
 
 namespace hiq {
@@ -24,6 +26,11 @@ namespace fs = std::filesystem;
 
 constexpr const char* kLockName = ".hiq.lock";
 constexpr const char* kStagingPrefix = ".staging-";
+
+// OUT/.staging-<pid>.progress: the ranks' progress counts for the stall watchdog
+// (hiq/base/watchdog.h); beside the staging directory, whose files are all published. Its name
+// starts like a staging directory's, so an interrupted run's is removed with it.
+fs::path ProgressDirOf(const fs::path& staging) { return staging.string() + ".progress"; }
 
 std::string ErrnoText(int err) { return std::strerror(err); }
 
@@ -115,6 +122,8 @@ fs::path OpenOnRankZero(const fs::path& dir, std::FILE* log) {
     const fs::path staging = dir / (kStagingPrefix + std::to_string(::getpid()));
     fs::create_directory(staging, ec);
     if (ec) throw IoError("cannot create " + Quote(staging) + ": " + ec.message());
+    fs::create_directory(ProgressDirOf(staging), ec);
+    if (ec) throw IoError("cannot create " + Quote(ProgressDirOf(staging)) + ": " + ec.message());
     return staging;
   } catch (const fs::filesystem_error& e) {
     ::unlink(lock.c_str());
@@ -221,7 +230,7 @@ OutputDir::OutputDir(const Comm& comm, fs::path dir, fs::path staging)
 OutputDir::OutputDir(OutputDir&& other) noexcept
     : comm_(other.comm_),
       dir_(std::move(other.dir_)),
-      staging_(std::move(other.staging_)),
+      staging_(std::exchange(other.staging_, {})),
       locked_(std::exchange(other.locked_, false)) {}
 
 OutputDir OutputDir::Open(const fs::path& dir, const Comm& comm, std::FILE* log) {
@@ -241,25 +250,32 @@ OutputDir OutputDir::Open(const fs::path& dir, const Comm& comm, std::FILE* log)
   comm.Broadcast(staging, 0);
   OutputDir out(comm, dir, staging);
   out.locked_ = comm.rank() == 0;
+  SetProgressDir(ProgressDirOf(out.staging_), comm.size());
   const std::string lock = (dir / kLockName).string();
   SetInterruptOutput(dir.c_str(), out.locked_ ? lock.c_str() : nullptr);
   return out;
 }
 
 OutputDir::~OutputDir() {
+  if (staging_.empty()) return;  // moved from
+  SetProgressDir({}, 0);
   if (!locked_) return;
   std::error_code ignored;
+  fs::remove_all(ProgressDirOf(staging_), ignored);
   fs::remove_all(staging_, ignored);
   ::unlink((dir_ / kLockName).c_str());
   SetInterruptOutput(nullptr, nullptr);
 }
 
 void OutputDir::Commit(const std::vector<std::string>& markers, ManagedFiles managed) {
-  // Every rank's files are staged before rank 0 publishes them.
+  // Every rank's files are staged before rank 0 publishes them; no rank publishes progress
+  // after the barrier, so its directory can go.
+  SetProgressDir({}, 0);
   comm_->Barrier();
   std::string error;
   if (comm_->rank() == 0) {
     try {
+      fs::remove_all(ProgressDirOf(staging_));
       CommitOnRankZero(dir_, staging_, markers, managed);
     } catch (const IoError& e) {
       error = e.what();

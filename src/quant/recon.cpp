@@ -11,8 +11,9 @@
 #include <utility>
 
 #include "hiq/base/error.h"
-#include "hiq/base/finite.h"  // ValueName
-#include "hiq/base/rng.h"     // RandomStream
+#include "hiq/base/finite.h"    // ValueName
+#include "hiq/base/rng.h"       // RandomStream
+#include "hiq/base/watchdog.h"  // NoteProgress
 #include "hiq/quant/adaround.h"
 #include "hiq/quant/learn.h"
 #include "hiq/quant/lwc.h"
@@ -26,15 +27,6 @@ constexpr int64_t kEvalChunk = 16;
 void ForwardRows(const LlamaConfig& config, const BlockWeights<float>& w, const Rope<float>& rope,
                  int64_t seq_len, const Matrix<float>& x, Matrix<float>& out) {
   BlockForwardRows(config, w, rope, seq_len, x, out, kEvalChunk);
-}
-
-double MeanSquaredError(const Matrix<float>& a, const Matrix<float>& b) {
-  double sum = 0;
-  for (int64_t i = 0; i < a.size(); ++i) {
-    const double d = static_cast<double>(a.data()[i]) - static_cast<double>(b.data()[i]);
-    sum += d * d;
-  }
-  return a.size() > 0 ? sum / static_cast<double>(a.size()) : 0.0;
 }
 
 void CheckRows(const char* what, const LlamaConfig& config, int64_t seq_len,
@@ -198,10 +190,26 @@ BlockWeights<float> DequantizedBlock(const BlockWeights<float>& w,
 double BlockOutputMse(const LlamaConfig& config, const BlockWeights<float>& w, int64_t seq_len,
                       const Matrix<float>& x, const Matrix<float>& target) {
   CheckRows("x", config, seq_len, x);
+  if (target.rows() != x.rows() || target.cols() != x.cols()) {
+    throw ConfigError("BlockOutputMse: target and x differ in shape");
+  }
   const Rope<float> rope = MakeRope<float>(config, seq_len);
-  Matrix<float> out;
-  ForwardRows(config, w, rope, seq_len, x, out);
-  return MeanSquaredError(out, target);
+  // Chunk by chunk, so that no third (S * T, C) matrix is held beside x and target; the sum
+  // runs over the elements in row order as over one whole output.
+  Matrix<float> xc, oc;
+  double sum = 0;
+  const int64_t chunk_rows = kEvalChunk * seq_len;
+  for (int64_t r = 0; r < x.rows(); r += chunk_rows) {
+    const int64_t n = std::min(chunk_rows, x.rows() - r);
+    xc = x.middleRows(r, n);
+    BlockForward<float>(config, w, rope, seq_len, xc, oc, nullptr);
+    const float* t = target.data() + r * target.cols();
+    for (int64_t i = 0; i < oc.size(); ++i) {
+      const double d = static_cast<double>(oc.data()[i]) - static_cast<double>(t[i]);
+      sum += d * d;
+    }
+  }
+  return x.size() > 0 ? sum / static_cast<double>(x.size()) : 0.0;
 }
 
 struct ReconTrainer::State {
@@ -315,6 +323,7 @@ ReconResult ReconstructBlock(const LlamaConfig& config, const BlockWeights<float
       ys.middleRows(b * T, T) = target.middleRows(seq * T, T);
     }
     rep.step_loss.push_back(trainer.Step(xs, ys, t + 1));
+    NoteProgress();  // a block takes hours on a 7B model: its ranks' peers must see it move
     if (!std::isfinite(rep.step_loss.back())) {
       std::string seqs;
       for (int64_t b = 0; b < options.batch; ++b) {

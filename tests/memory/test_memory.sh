@@ -5,16 +5,9 @@
 # (hiq/stages/memory.h: the slice's float32 weights plus the largest stage working set and the
 # allocator's retention); the test fails if a rank's peak exceeds 1.5x that, or a rank is silent.
 # Prints the per-rank table. Usage: test_memory.sh HIQ_BINARY SOURCE_DIR DATA_DIR
-# The environment changes the run for scripts/bench_memory.sh (the defaults are the test's):
-#   HIQ_MEMORY_RANKS ("2 4"), HIQ_MEMORY_METHOD (the config's: hiq), HIQ_MEMORY_RECON
-#   (reconstruction sequences x tokens, "2x32").
 set -euo pipefail
 hiq=${1:?hiq binary}; src=${2:?source dir}; data=${3:?data dir}
 limit=1.5
-ranks=${HIQ_MEMORY_RANKS:-2 4}
-recon=${HIQ_MEMORY_RECON:-2x32}
-[[ $recon =~ ^([0-9]+)x([0-9]+)$ ]] ||
-  { echo "test_memory: HIQ_MEMORY_RECON='$recon', expected SEQUENCESxTOKENS"; exit 2; }
 tmp=$(mktemp -d /tmp/hiq-memory-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,tcp
@@ -24,17 +17,14 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=se
 sets=(--set "model.path=$tmp/model" --set quant.ratios=[0.05,0.1] --set cost.mode=fisher
       --set cost.refine=0 --set quantize.steps=2)
 for s in fisher cost check reconstruction; do
-  n=2 len=32
-  [[ $s == reconstruction ]] && n=${BASH_REMATCH[1]} len=${BASH_REMATCH[2]}
   sets+=(--set "calibration.$s.source=text" --set "calibration.$s.path=$data/text/wikitext-2/valid.txt"
-         --set "calibration.$s.n_sequences=$n" --set "calibration.$s.seq_len=$len")
+         --set "calibration.$s.n_sequences=2" --set "calibration.$s.seq_len=32")
 done
-[[ -n ${HIQ_MEMORY_METHOD:-} ]] && sets+=(--set "quantize.method=$HIQ_MEMORY_METHOD")
 
 fail=0
 printf '| ranks | rank | peak GiB | by the end of the plan GiB | in the blocks GiB | weights GiB | caches GiB | peak / (weights + caches) |\n'
 printf '|---|---|---|---|---|---|---|---|\n'
-for np in $ranks; do
+for np in 2 4; do
   log=$tmp/quantize-$np.log
   start=$SECONDS
   if ! mpirun --oversubscribe --bind-to none -np "$np" "$hiq" quantize \

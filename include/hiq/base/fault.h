@@ -12,7 +12,9 @@
 //          unlimited it first caps the address space at 2 GiB above what the process maps, so a
 //          mistaken run cannot take the machine's memory;
 //   stop   raises SIGSTOP (a rank stopped by a debugger, a job suspended, a frozen node);
-//   hang   sleeps forever without MPI calls (a rank stuck in I/O or in a deadlock).
+//   hang   sleeps forever without MPI calls (a rank stuck in I/O or in a deadlock);
+//   slow   from then on sleeps kSlowProgressMs at every NoteProgress (hiq/base/watchdog.h): a
+//          rank that computes slowly but steadily, which the stall timeout must leave alone.
 // A fault fires once. Without HIQ_FAULT nothing is armed and FireFaultAt costs one load.
 // Thread-safety: ArmFaultFromEnvironment before any other thread calls SetStage.
 #pragma once
@@ -21,7 +23,8 @@
 
 namespace hiq {
 
-enum class FaultKind { kThrow, kExit, kKill, kOom, kStop, kHang };
+enum class FaultKind { kThrow, kExit, kKill, kOom, kStop, kHang, kSlow };
+inline constexpr int kSlowProgressMs = 50;
 
 struct FaultSpec {
   FaultKind kind = FaultKind::kThrow;
@@ -39,5 +42,7 @@ void ArmFaultFromEnvironment(int rank);
 
 // Fires the armed fault if `stage` is its step (called by SetStage).
 void FireFaultAt(const char* stage);
+// The `slow` fault's sleep, once it has fired (called by NoteProgress).
+void FireProgressFault();
 
 }  // namespace hiq

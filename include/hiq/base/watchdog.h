@@ -12,13 +12,22 @@
 // the process with _exit(1): MPI is initialised MPI_THREAD_FUNNELED, so this thread may not
 // call MPI_Abort, and mpirun takes the rest of the job down when a rank exits without
 // MPI_Finalize. A wait that names no rank reports only after the timeout plus a grace of
-// min(timeout, 10 s), so that a rank which knows the culprit speaks first. A long computation
-// is no wait: only the ranks waiting on it time out, so the default timeout (600 s) is far above
-// any one step of a real run; 0 turns the watchdog off.
+// min(timeout, 10 s), so that a rank which knows the culprit speaks first; 0 turns the watchdog
+// off.
+// Slow is not stalled: the main thread counts its progress (NoteProgress: every stage, every
+// micro-batch of a pass, every reconstruction step), and with a progress directory
+// (SetProgressDir: the output's, which every rank can read, on a cluster's shared filesystem)
+// each watchdog publishes its rank's count there, at most once a second, when it changed. A
+// wait past the timeout then ends the job only when no other rank's count has moved within the
+// timeout either: a rank that waits for one computing a long block (the others wait in
+// `quantize: shards` meanwhile) is left waiting. A stopped rank stops its watchdog too, and a
+// hung main thread stops counting, so both are still found; only later, when every rank has
+// come to wait. Without a progress directory (eval) the wait alone decides.
 // Thread-safety: PeerWait on the main thread (the one thread that calls MPI); StartWatchdog and
 // StopWatchdog from main().
 #pragma once
 
+#include <filesystem>
 #include <string>
 
 namespace hiq {
@@ -37,6 +46,11 @@ class PeerWait {
   int saved_peer_;
   const char* saved_op_;
 };
+
+// This rank made progress (one relaxed atomic add; also fires a `slow` fault, hiq/base/fault.h).
+void NoteProgress();
+// Publish progress in `dir` (it must exist; "" stops publishing) for a job of n_ranks ranks.
+void SetProgressDir(const std::filesystem::path& dir, int n_ranks);
 
 // Starts the watchdog thread (once) with `timeout_seconds` (<= 0: does nothing); `rank` is this
 // process's rank in the message.
