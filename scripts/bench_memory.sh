@@ -36,7 +36,8 @@ trap 'rm -rf "$tmp"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 echo "hiq quantize configs/stories260k-w2.yaml, method rtn, reconstruction set $n x $len tokens of"
-echo "wikitext-2/valid.txt: one block input is $input_mib MiB. $hiq, $(git rev-parse --short HEAD 2>/dev/null);"
+echo "wikitext-2/valid.txt: one block input is $input_mib MiB. Binary $hiq (this checkout:"
+echo "$(git rev-parse --short HEAD 2>/dev/null));"
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'); $(date -u +%F)"
 echo
 echo "| ranks | rank | blocks held | peak GiB | by the end of the plan GiB | in the blocks GiB |"
