@@ -73,7 +73,7 @@ const int kRegistered = RegisterCases({
            return Plan(s, 2, " --output " + (s / "file" / "out").string());
          },
      .message =
-         "hiq: error: rank 1: cannot create output directory '$TMP/file/out': Not a directory"},
+         "hiq: error: rank *: cannot create output directory '$TMP/file/out': Not a directory"},
     {.name = "OutputNotCreatable",
      .area = "output",
      .what = "--output in a location even root cannot create in (/sys)",
@@ -94,7 +94,7 @@ const int kRegistered = RegisterCases({
            return "printf 'host=%s pid=1\\n' \"$(hostname)\" > " +
                   s.Write("out/.hiq.lock", "").string() + " && " + Plan(s, 2);
          },
-     .message = "hiq: error: rank 1: output directory '$TMP/out' is in use by pid 1 on host $HOST "
+     .message = "hiq: error: rank *: output directory '$TMP/out' is in use by pid 1 on host $HOST "
                 "(lock file '$TMP/out/.hiq.lock'); wait for that run or choose another output "
                 "directory"},
     {.name = "OutputLockedByAnotherHost",
