@@ -423,15 +423,17 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   if (!comm.AllTrue(true)) throw MpiError("quantize: a rank failed to write its shard");
   const double shards_seconds = Since(t0);
   SetStage("quantize: model file");
+  // The job's peak: the larger of the plan's and of what came after the reset.
+  const int64_t job_peak = std::max(plan_peak, PeakRssBytes());
   if (rank_log != nullptr) {
-    std::fprintf(rank_log, "%s\n",
-                 MemoryLine(comm.rank(), std::max(plan_peak, PeakRssBytes()), plan_peak,
-                            blocks_peak, AccountMemory(stage, config))
-                     .c_str());
+    std::fprintf(
+        rank_log, "%s\n",
+        MemoryLine(comm.rank(), job_peak, plan_peak, blocks_peak, AccountMemory(stage, config))
+            .c_str());
     std::fflush(rank_log);
   }
   const std::vector<RankProvenance> ranks =
-      GatherProvenance(comm, report.quantize_seconds, std::max(plan_peak, PeakRssBytes()));
+      GatherProvenance(comm, report.quantize_seconds, job_peak);
   if (comm.rank() == 0) {
     ModelFileInfo info;
     info.n_ranks = comm.size();
