@@ -175,8 +175,9 @@ int Run(const Comm& comm, const Args& args) {
   // Setup, as RunPlanStage.
   const std::vector<Sequence> fisher_set =
       BuildSampleSet(config.calibration.fisher, "fisher", pipeline, tok, vocab);
-  CostModel cm(pipeline, spec, config.quant.ratios, config.quant.score,
-               ComputeFisher(pipeline, fisher_set));
+  CostModel cm(pipeline, spec, config.quant.ratios,
+               ScoreChannels(pipeline.stage(), ComputeFisher(pipeline, fisher_set),
+                             config.quant.score, spec));
   const double budget = config.quant.budget_ratio > 0 ? cm.BitsAtRatio(config.quant.budget_ratio)
                                                       : config.quant.budget_bits * cm.n_weights();
   const std::optional<Plan> fixed = cm.FixedPlanWithin(budget);

@@ -122,10 +122,12 @@ TEST(CliOutput, AReRunThatFailsLateLeavesThePreviousPlanByteForByte) {
   EXPECT_EQ(test::OutputHashes(dir.path()), before) << "the same plan again, nothing else left";
 }
 
-// A file size limit below what WritePlan writes: the write fails with EFBIG (SIGXFSZ is
-// ignored), the message names the staged file and the cause, and the previous plan stays with
-// nothing beside it. 2048 bytes stops fixed/plan.json (about 10 KB, written first by the plan
-// writer); 16384 lets it through and stops fixed/plan.h5 (about 26 KB) in HDF5's driver.
+// A file size limit below what the plan writes: the write fails with EFBIG (SIGXFSZ is
+// ignored), the message names the file and the cause, and the previous plan stays with nothing
+// beside it. 2048 bytes stops the resume store's first entry (block 0's Fisher scores, 5 KB);
+// 8192 lets the store's entries through and stops fixed/plan.json (about 10 KB, written first
+// by the plan writer); 16384 lets that through too and stops fixed/plan.h5 (about 26 KB) in
+// HDF5's driver.
 // Open MPI's own shared-memory files would exceed the limit at MPI_Init: the hash PMIx store
 // and the TCP transport keep it out of /dev/shm.
 TEST(CliOutput, APlanPastTheFileSizeLimitNamesEfbigAndKeepsThePreviousPlan) {
@@ -135,7 +137,9 @@ TEST(CliOutput, APlanPastTheFileSizeLimitNamesEfbigAndKeepsThePreviousPlan) {
   ASSERT_EQ(first.exit_code, 0) << first.output;
   const auto before = test::OutputHashes(dir.path());
   const std::pair<int, std::string> cases[] = {
-      {2048, "hiq: error: WritePlan: cannot write '" + out +
+      {2048, "hiq: error: resume store: cannot write '" + out +
+                 "/.resume/fisher/block-00000.entry.tmp-PID': File too large"},
+      {8192, "hiq: error: WritePlan: cannot write '" + out +
                  "/.staging-PID/fixed/plan.json.tmp': " + "File too large"},
       {16384, "hiq: error: H5File::Commit: cannot close '" + out +
                   "/.staging-PID/fixed/plan.h5.tmp-PID': H5FD__sec2_write(): file write failed: "

@@ -158,10 +158,12 @@ int CountOf(const std::string& text, const std::string& what) {
 }
 
 // The uninterrupted run every test compares with: its shards and its export.
-// Every file of OUT but the lock, which a rank aborted by another may leave (taken over later).
+// Every file of OUT but the lock, which a rank aborted by another may leave (taken over later),
+// and a killed run's staging, which the next run removes before it reads anything.
 std::map<std::string, std::string> Files(const fs::path& out) {
   auto files = test::FileHashes(out);
   files.erase(".hiq.lock");
+  std::erase_if(files, [](const auto& f) { return f.first.starts_with(".staging-"); });
   return files;
 }
 
@@ -260,7 +262,7 @@ TEST_F(CliResume, AKillWithQuantizedInputsResumesOnThreeRanksToTheSameModel) {
   EXPECT_EQ(ExportHash(out, dir / "export"), ExportHash(dir / "whole", dir / "whole-export"));
 }
 
-TEST_F(CliResume, AKillDuringThePlanResumesToTheSameShards) {
+TEST_F(CliResume, AKillDuringThePlanResumesFromItsStoredPartsToTheSameShards) {
   test::TempDir dir("hiq-resume");
   const fs::path out = dir / "out";
   {
@@ -275,7 +277,10 @@ TEST_F(CliResume, AKillDuringThePlanResumesToTheSameShards) {
   EXPECT_FALSE(fs::exists(out / "plan.json"));
   const test::CommandResult r = test::RunCommand(Mpirun(2) + Quantize(out) + " --resume");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(CountOf(r.output, "resume: "), 0) << "nothing to skip:\n" << r.output;
+  // The Fisher scores were stored before the line the kill waited for; the plan never was.
+  EXPECT_EQ(CountOf(r.output, "resume: fisher channel scores from "), 1) << r.output;
+  EXPECT_EQ(CountOf(r.output, "resume: plan from "), 0) << r.output;
+  EXPECT_EQ(CountOf(r.output, "] resume: block "), 0) << r.output;
   EXPECT_EQ(ShardHashes(out), shards_);
 }
 
@@ -335,6 +340,10 @@ TEST_P(CliResumeAfterAKillAt, ResumesToTheSameShardsSkippingWhatWasStored) {
 INSTANTIATE_TEST_SUITE_P(
     Steps, CliResumeAfterAKillAt,
     ::testing::Values(
+        KillPoint{"TheCalibrationSets", "kill:0:plan: calibration sets",
+                  "resume: fisher channel scores from "},
+        KillPoint{"CostTermsOfRound1", "kill:1:plan: cost terms, round 1",
+                  "resume: cost terms of round 0 from "},
         KillPoint{"BlockInputs", "kill:0:quantize: block inputs", "resume: plan from "},
         KillPoint{"InputsOfABlockPastTheRanksFirst", "kill:0:quantize: inputs of block 2",
                   "[rank 0] resume: block 1 from "},
@@ -343,6 +352,47 @@ INSTANTIATE_TEST_SUITE_P(
         KillPoint{"TheShards", "kill:1:quantize: shards", "[rank 1] resume: block 4 from "},
         KillPoint{"TheModelFile", "kill:0:quantize: model file", "no block inputs computed"}),
     [](const ::testing::TestParamInfo<KillPoint>& point) { return std::string(point.param.name); });
+
+// Killed in the cost terms, the store holds the generated calibration sets, the Fisher scores
+// and round 0's terms; another channel score is refused at the Fisher entries (the plan entry,
+// which would name it first, is not there yet), another cost set at its set's entry, and the
+// same config resumes on 3 ranks to the uninterrupted run's model.
+TEST_F(CliResume, APlanStageEntryOfAnotherConfigIsRefusedNamingItAndServesAnotherRankCount) {
+  test::TempDir dir("hiq-resume-plan");
+  const fs::path out = dir / "out";
+  const test::CommandResult killed =
+      test::RunCommand("HIQ_FAULT='kill:1:plan: cost terms, round 1' " + Mpirun(2) + Quantize(out));
+  ASSERT_NE(killed.exit_code, 0) << killed.output;
+  ASSERT_TRUE(fs::exists(out / ".resume/cost/round-00.entry")) << killed.output;
+  const auto before = Files(out);
+  test::CommandResult r =
+      test::RunCommand(Mpirun(2) + Quantize(out) + " --resume --set quant.score=fisher_impact");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(std::regex_search(
+      r.output, std::regex("hiq: error: rank [01]: --resume: " + out.string() +
+                           "/.resume/fisher/block-0000[0-4].entry was made with another config "
+                           "\\(fisher stage: quant.bits_high is not in the entry, 3 now, "
+                           "quant.bits_low is not in the entry, 2 now, quant.group_size is not "
+                           "in the entry, 32 now, quant.score is fisher in the entry, "
+                           "fisher_impact now\\)")))
+      << r.output;
+  EXPECT_EQ(Files(out), before) << "nothing recomputed over";
+  r = test::RunCommand(Mpirun(2) + Quantize(out) + " --resume --set calibration.cost.seed=77");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("--resume: " + out.string() +
+                          "/.resume/calibration/cost.entry was made with another config "
+                          "(calibration.cost stage: calibration.cost.seed is 2 in the entry, "
+                          "77 now)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(Files(out), before);
+  // Per-block Fisher entries serve another rank count: 3 ranks resume 2 ranks' store.
+  r = test::RunCommand(Mpirun(3) + Quantize(out) + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(CountOf(r.output, "resume: fisher channel scores from "), 1) << r.output;
+  EXPECT_EQ(CountOf(r.output, "resume: cost terms of round 0 from "), 1) << r.output;
+  EXPECT_EQ(ExportHash(out, dir / "export"), export_);
+}
 
 TEST_F(CliResume, ACompleteOutputIsRefusedWithoutResumeOrOverwriteAndLeftAsItWas) {
   const auto before = Files(Out());

@@ -426,6 +426,33 @@ TEST(ConfigFingerprint, IgnoresOutputAndThreadsButNotWhatThePlanReads) {
   }
 }
 
+TEST(ConfigFingerprint, TheTextOfSomeKeysHoldsExactlyThemAndTheSectionsNamed) {
+  TempDir dir("hiq-config-part");
+  const RunConfig c = Parse(MinimalYaml(), EveryKeyChanged(dir));
+  const std::array<std::string_view, 2> keys = {"calibration.cost", "quant.score"};
+  const std::string text = CanonicalTextOf(c, "cost", keys);
+  EXPECT_TRUE(text.starts_with("hiq-config-v2 stage cost\n")) << text;
+  for (const std::string& key : ConfigKeys()) {
+    const bool named = key.starts_with("calibration.cost.") || key == "quant.score";
+    EXPECT_EQ(Occurrences(text, "\n" + key + ": "), named ? 1u : 0u) << key;
+  }
+  // Each row reads as the stage's own text prints it.
+  const std::string plan = CanonicalText(c, ConfigStage::kPlan);
+  std::istringstream rows(text.substr(text.find('\n') + 1));
+  for (std::string line; std::getline(rows, line);) {
+    EXPECT_NE(plan.find("\n" + line + "\n"), std::string::npos) << line;
+  }
+}
+
+TEST(ConfigFingerprint, TheTextOfSomeKeysRefusesANameThatIsNoKeyOrSection) {
+  const RunConfig c = Parse(MinimalYaml());
+  const std::array<std::string_view, 1> typo = {"quant.scores"};
+  EXPECT_THROW_WITH(CanonicalTextOf(c, "fisher", typo), ConfigError,
+                    "'quant.scores' is not a config key or section");
+  const std::array<std::string_view, 1> part = {"calibration.co"};  // not a whole section name
+  EXPECT_THROW_WITH(CanonicalTextOf(c, "cost", part), ConfigError, "'calibration.co'");
+}
+
 TEST(ConfigFingerprint, CanonicalTextFormatIsPinned) {
   const std::string text = CanonicalText(Parse(MinimalYaml()), ConfigStage::kPlan);
   EXPECT_TRUE(

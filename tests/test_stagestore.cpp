@@ -85,6 +85,22 @@ TEST(StageStore, ADifferenceNamesTheConfigKeysTheModelTheBuildAndTheCpu) {
             "now)");
 }
 
+TEST(StageStore, AnotherCalibrationSetOrUpstreamIsNamedByWhatItIs) {
+  StoreEntry found{
+      "cost", {{"data", "1111111111111111aaaa"}, {"upstream", "u1"}, {"centre", "plan 1 2"}}, ""};
+  const std::map<std::string, std::string> now = {
+      {"data", "2222222222222222bbbb"}, {"upstream", "u2"}, {"centre", "full precision"}};
+  EXPECT_EQ(DescribeDifference(found, now),
+            "another centre (plan 1 2 in the entry, full precision now); another calibration set "
+            "(its tokens' SHA-256 111111111111 in the entry, 222222222222 now); another upstream "
+            "result (the Fisher scores it was made from)");
+  found.kind = "block";
+  EXPECT_EQ(
+      DescribeDifference(
+          found, {{"data", "1111111111111111aaaa"}, {"upstream", "u2"}, {"centre", "plan 1 2"}}),
+      "another upstream result (the plan it was made from)");
+}
+
 TEST(StageStore, TheComponentsFingerprintChangesWithAnyComponentButNotThePayload) {
   StoreEntry a = Sample();
   StoreEntry b = a;

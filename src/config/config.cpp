@@ -1168,6 +1168,29 @@ std::string CanonicalText(const RunConfig& config, ConfigStage stage) {
   return out;
 }
 
+std::string CanonicalTextOf(const RunConfig& config, std::string_view part,
+                            std::span<const std::string_view> keys) {
+  const std::vector<Row> rows = Rows(config);
+  auto under = [](const std::string& key, std::string_view name) {
+    return key == name ||
+           (key.size() > name.size() && key.starts_with(name) && key[name.size()] == '.');
+  };
+  for (std::string_view name : keys) {
+    if (std::none_of(rows.begin(), rows.end(), [&](const Row& r) { return under(r.key, name); })) {
+      throw ConfigError("CanonicalTextOf: '" + std::string(name) +
+                        "' is not a config key or "
+                        "section");
+    }
+  }
+  std::string out = "hiq-config-v2 stage " + std::string(part) + "\n";
+  for (const Row& row : rows) {
+    if (std::any_of(keys.begin(), keys.end(),
+                    [&](std::string_view k) { return under(row.key, k); }))
+      out += row.key + ": " + row.value + "\n";
+  }
+  return out;
+}
+
 std::string Fingerprint(const RunConfig& config, ConfigStage stage) {
   return Sha256Hex(CanonicalText(config, stage));
 }

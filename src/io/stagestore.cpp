@@ -206,7 +206,12 @@ std::string DescribeDifference(const StoreEntry& found,
     } else if (name == "cpu") {
       parts.push_back("another CPU kind (" + was + " in the entry, " + value + " now)");
     } else if (name == "upstream") {
-      parts.push_back("another upstream result (the plan it was made from)");
+      parts.push_back("another upstream result (the " +
+                      std::string(found.kind == "cost" ? "Fisher scores" : "plan") +
+                      " it was made from)");
+    } else if (name == "data") {
+      parts.push_back("another calibration set (its tokens' SHA-256 " + was.substr(0, 12) +
+                      " in the entry, " + value.substr(0, 12) + " now)");
     } else {
       parts.push_back("another " + name + " (" + was + " in the entry, " + value + " now)");
     }

@@ -40,9 +40,24 @@ struct Switch {
 
 }  // namespace
 
+ChannelScoreBlocks ScoreChannels(const Stage<float>& stage,
+                                 const std::vector<std::array<Matrix<float>, kNumLinears>>& fisher,
+                                 ChannelScore score, const QuantSpec& spec) {
+  HIQ_CHECK(fisher.size() == stage.blocks.size());
+  const ScoreKind kind =
+      score == ChannelScore::kFisher ? ScoreKind::kFisher : ScoreKind::kFisherImpact;
+  ChannelScoreBlocks scores(stage.blocks.size());
+  for (size_t b = 0; b < stage.blocks.size(); ++b) {
+    for (size_t k = 0; k < kLinears.size(); ++k) {
+      const Matrix<float>& w = stage.blocks[b].linear(kLinears[k]);
+      scores[b][k] = ChannelScores(fisher[b][k].data(), w.data(), w.rows(), w.cols(), kind, spec);
+    }
+  }
+  return scores;
+}
+
 CostModel::CostModel(Pipeline& pipeline, const QuantSpec& spec, std::vector<double> ratios,
-                     ChannelScore score,
-                     const std::vector<std::array<Matrix<float>, kNumLinears>>& fisher)
+                     const ChannelScoreBlocks& scores)
     : pipeline_(pipeline), spec_(spec), ratios_(std::move(ratios)) {
   ValidateQuantSpec(spec_);
   const Stage<float>& stage = pipeline_.stage();
@@ -59,22 +74,18 @@ CostModel::CostModel(Pipeline& pipeline, const QuantSpec& spec, std::vector<doub
           static_cast<double>(LayerBits(n_out, n_in, HighCount(r, n_in), spec_)));
     }
   }
-  HIQ_CHECK(fisher.size() == stage.blocks.size());
-  const ScoreKind kind =
-      score == ChannelScore::kFisher ? ScoreKind::kFisher : ScoreKind::kFisherImpact;
+  HIQ_CHECK(scores.size() == stage.blocks.size());
   for (size_t b = 0; b < stage.blocks.size(); ++b) {
     for (size_t k = 0; k < kLinears.size(); ++k) {
       const Matrix<float>& w = stage.blocks[b].linear(kLinears[k]);
-      LayerCandidates& cand = local_[static_cast<size_t>(
-          LayerIndex(stage.block_begin + static_cast<int>(b), kLinears[k]))];
+      const int layer = LayerIndex(stage.block_begin + static_cast<int>(b), kLinears[k]);
+      LayerCandidates& cand = local_[static_cast<size_t>(layer)];
       cand.n_out = w.rows();
       cand.n_in = w.cols();
-      const std::vector<double> scores =
-          ChannelScores(fisher[b][k].data(), w.data(), w.rows(), w.cols(), kind, spec_);
+      HIQ_CHECK(static_cast<int64_t>(scores[b][k].size()) == w.cols());
       for (double r : ratios_)
-        cand.high_cols.push_back(TopChannels(scores, HighCount(r, w.cols())));
-      cand.bits = bits_[static_cast<size_t>(
-          LayerIndex(stage.block_begin + static_cast<int>(b), kLinears[k]))];
+        cand.high_cols.push_back(TopChannels(scores[b][k], HighCount(r, w.cols())));
+      cand.bits = bits_[static_cast<size_t>(layer)];
     }
   }
 }

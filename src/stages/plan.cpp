@@ -229,7 +229,8 @@ struct Search {
   }
 };
 
-// What the sets and the loss of the full-precision model on the cost set are, for every round.
+// What the sets and the loss of the full-precision model on the cost set are, for every round,
+// and where each round's terms are stored (store null: nowhere).
 struct Rounds {
   const RunConfig& config;
   CostModel& cm;
@@ -238,15 +239,40 @@ struct Rounds {
   double fp_cost, budget;
   const StageClock& since;
   std::FILE* log;
+  const ResumeStore* store;
+  const Components& fisher_components;
+  const std::string& model_fingerprint;
 };
+
+// One round's cost terms: from the store when it holds them for this centre, else measured
+// (and stored).
+CostTerms RoundTerms(const Rounds& r, int round, const std::optional<Plan>& centre) {
+  // Round 0 is the first measurement: it keeps the name of the step before it (the
+  // full-precision loss on the same set), and the re-centring rounds are told apart.
+  const std::string stage =
+      round == 0 ? "plan: cost terms" : "plan: cost terms, round " + std::to_string(round);
+  SetStage(stage.c_str());
+  Components components;
+  if (r.store != nullptr) {
+    components = CostComponents(r.config, r.model_fingerprint, r.fisher_components,
+                                SampleSetDigest(r.cost_set), centre);
+    if (std::optional<CostTerms> stored = ResumeCostTerms(*r.store, round, components, r.comm)) {
+      Log(r.log, "[%.1fs] resume: cost terms of round %d from %s\n", r.since(), round,
+          CostEntryPath(*r.store, round).c_str());
+      return *stored;
+    }
+  }
+  CostTerms terms = r.cm.Measure(r.config.cost.mode, r.cost_set, centre, r.config.cost.pairs,
+                                 r.config.cost.local_fit_switches);
+  if (r.store != nullptr && r.comm.rank() == 0) SaveCostTerms(*r.store, round, components, terms);
+  return terms;
+}
 
 // One round around `centre`: measure, solve, and keep the new plan if it measures better.
 // Returns whether to go on re-centring.
 bool Round(const Rounds& r, int round, std::optional<Plan>& centre, Search& s, PlanReport& report) {
   const bool around_plan = r.config.cost.center == CostCenter::kPlan;
-  SetStage("plan: cost terms");
-  const CostTerms terms = r.cm.Measure(r.config.cost.mode, r.cost_set, centre, r.config.cost.pairs,
-                                       r.config.cost.local_fit_switches);
+  const CostTerms terms = RoundTerms(r, round, centre);
   report.evaluations += terms.evaluations;
   report.cost_seconds += terms.seconds;
   if (round == 0) {
@@ -354,20 +380,37 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
       return *stored;
     }
   }
-  const std::filesystem::path& tok = config.model.tokenizer;
   const ModelVocab vocab = ReadModelVocab(checkpoint.dir() / "config.json");
 
-  // 1. Fisher and candidates.
+  // 1. Fisher and candidates. The sets the model generates, the channel scores and each round's
+  // cost terms are kept in the store as they are made (hiq/stages/resume.h).
+  const std::string& model_fp = report.model_fingerprint;
+  auto sample_set = [&](const SampleSetConfig& set, const char* name) {
+    return StoredSampleSet(store, config, set, name, model_fp, pipeline, vocab, log);
+  };
   SetStage("plan: fisher");
-  const std::vector<Sequence> fisher_set =
-      BuildSampleSet(config.calibration.fisher, "fisher", pipeline, tok, vocab);
-  FisherBlocks fisher = ComputeFisher(pipeline, fisher_set);
-  CostModel cm(pipeline, report.spec, config.quant.ratios, config.quant.score, fisher);
-  // The candidates hold what the stages after this need of F; its n_out x n_in accumulators, as
-  // large as the rank's weights, go before the cost terms allocate their own.
-  FisherBlocks().swap(fisher);
-  Log(log, "[%.1fs] fisher: %zu sequences of %d tokens\n", since(), fisher_set.size(),
-      config.calibration.fisher.seq_len);
+  const std::vector<Sequence> fisher_set = sample_set(config.calibration.fisher, "fisher");
+  const Components fisher_components =
+      FisherComponents(config, model_fp, SampleSetDigest(fisher_set));
+  std::optional<ChannelScoreBlocks> scores;
+  if (store != nullptr) scores = ResumeScores(*store, fisher_components, pipeline.stage(), comm);
+  if (scores) {
+    Log(log, "[%.1fs] resume: fisher channel scores from %s\n", since(),
+        (store->dir / "fisher").c_str());
+  } else {
+    // The scores are what the stages after this need of F: its n_out x n_in accumulators, as
+    // large as the rank's weights, go before the cost terms allocate their own.
+    scores = ScoreChannels(pipeline.stage(), ComputeFisher(pipeline, fisher_set),
+                           config.quant.score, report.spec);
+    if (store != nullptr) {
+      SetStage("plan: store fisher");
+      SaveScores(*store, fisher_components, pipeline.stage(), *scores);
+      comm.Barrier();  // the line below says that every rank's entries are there
+    }
+    Log(log, "[%.1fs] fisher: %zu sequences of %d tokens\n", since(), fisher_set.size(),
+        config.calibration.fisher.seq_len);
+  }
+  CostModel cm(pipeline, report.spec, config.quant.ratios, *scores);
 
   // 2. Budget and the reference plan.
   SetStage("plan: budget");
@@ -379,16 +422,15 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
 
   // 3. Cost terms, solve, re-centre.
   SetStage("plan: calibration sets");
-  const std::vector<Sequence> cost_set =
-      BuildSampleSet(config.calibration.cost, "cost", pipeline, tok, vocab);
-  const std::vector<Sequence> check_set =
-      BuildSampleSet(config.calibration.check, "check", pipeline, tok, vocab);
+  const std::vector<Sequence> cost_set = sample_set(config.calibration.cost, "cost");
+  const std::vector<Sequence> check_set = sample_set(config.calibration.check, "check");
   Log(log, "[%.1fs] cost set %zu x %d, check set %zu x %d\n", since(), cost_set.size(),
       config.calibration.cost.seq_len, check_set.size(), config.calibration.check.seq_len);
   SetStage("plan: cost terms");
   const double fp_cost = cm.MeasurePlans(cost_set, {std::nullopt})[0];
-  Search s =
-      SolveAndRecentre({config, cm, comm, cost_set, fp_cost, budget, since, log}, fixed, report);
+  Search s = SolveAndRecentre(
+      {config, cm, comm, cost_set, fp_cost, budget, since, log, store, fisher_components, model_fp},
+      fixed, report);
   report.status = s.best_sol.status;
 
   // 4. Check on held-out sequences, then the rows of the plan and of the fixed ratio.

@@ -268,8 +268,9 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   std::vector<Sequence> seqs;
   int64_t seq_len = 0;
   if (!all_stored) {
-    seqs = BuildSampleSet(config.calibration.reconstruction, "reconstruction", pipeline,
-                          config.model.tokenizer, ReadModelVocab(checkpoint.dir() / "config.json"));
+    seqs = StoredSampleSet(store, config, config.calibration.reconstruction, "reconstruction",
+                           report.plan.model_fingerprint, pipeline,
+                           ReadModelVocab(checkpoint.dir() / "config.json"), log);
     seq_len = static_cast<int64_t>(seqs.front().tokens.size());
   }
   std::vector<BlockWeights<float>> quantized(n_local);  // dequantized, for quantized inputs

@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include "hiq/base/error.h"     // ConfigError, FormatError
+#include "hiq/base/log.h"       // Log
+#include "hiq/base/sha256.h"    // Sha256
 #include "hiq/dist/mpi.h"       // Comm
 #include "hiq/io/stagestore.h"  // StoreEntry, WriteStoreEntry, ReadStoreEntry
 #include "hiq/model/blas.h"     // CurrentBlasInfo
@@ -170,7 +172,7 @@ struct Reader {
   size_t at = 0;
   void Need(size_t n) const {
     if (n > bytes.size() - at) {
-      throw FormatError("resume store: " + path.string() + ": the block payload is cut short");
+      throw FormatError("resume store: " + path.string() + ": the payload is cut short");
     }
   }
   template <class T>
@@ -291,16 +293,18 @@ Components PlanComponents(const RunConfig& config, const std::string& model_fing
 
 fs::path PlanEntryPath(const ResumeStore& store) { return store.dir / "plan.entry"; }
 
-std::optional<PlanReport> ResumePlan(const ResumeStore& store, const Components& components,
-                                     const Comm& comm) {
-  if (!store.reuse) return std::nullopt;
-  const fs::path path = PlanEntryPath(store);
-  // Rank 0 decides; the others get its outcome, so that every rank throws or resumes alike.
+namespace {
+
+// Rank 0 reads the entry at `path` and every rank gets its outcome: the payload, nullopt when
+// there is none, or the same ConfigError (refused) / FormatError (unreadable) on every rank.
+std::optional<std::string> PayloadFromRankZero(const ResumeStore& store, const fs::path& path,
+                                               const std::string& kind,
+                                               const Components& components, const Comm& comm) {
   std::string payload, error;
   int outcome = 0;  // 0 none, 1 found, 2 refused (ConfigError), 3 unreadable (FormatError)
   if (comm.rank() == 0) {
     try {
-      if (std::optional<StoreEntry> entry = ValidEntry(store, path, "plan", components)) {
+      if (std::optional<StoreEntry> entry = ValidEntry(store, path, kind, components)) {
         payload = std::move(entry->payload);
         outcome = 1;
       }
@@ -318,7 +322,19 @@ std::optional<PlanReport> ResumePlan(const ResumeStore& store, const Components&
   if (outcome == 2) throw ConfigError(error);
   if (outcome == 3) throw FormatError(error);
   comm.Broadcast(payload, 0);
-  return PlanFromPayload(payload, path);
+  return payload;
+}
+
+}  // namespace
+
+std::optional<PlanReport> ResumePlan(const ResumeStore& store, const Components& components,
+                                     const Comm& comm) {
+  if (!store.reuse) return std::nullopt;
+  const fs::path path = PlanEntryPath(store);
+  const std::optional<std::string> payload =
+      PayloadFromRankZero(store, path, "plan", components, comm);
+  if (!payload) return std::nullopt;
+  return PlanFromPayload(*payload, path);
 }
 
 void SavePlan(const ResumeStore& store, const Components& components, const PlanReport& plan) {
@@ -352,6 +368,250 @@ std::optional<BlockResult> ResumeBlock(const ResumeStore& store, int block,
 void SaveBlock(const ResumeStore& store, int block, const Components& components,
                const BlockResult& result) {
   WriteStoreEntry(BlockEntryPath(store, block), {"block", components, BlockPayload(result, block)});
+}
+
+namespace {
+
+constexpr uint32_t kSetPayloadVersion = 1, kScorePayloadVersion = 1;
+
+std::string SetPayload(const std::vector<Sequence>& seqs) {
+  Writer w;
+  w.Put(kSetPayloadVersion);
+  w.Put(static_cast<uint64_t>(seqs.size()));
+  for (const Sequence& q : seqs) {
+    w.PutVector(q.tokens);
+    w.PutVector(q.targets);
+  }
+  return w.bytes;
+}
+
+std::vector<Sequence> SetFromPayload(const std::string& payload, const SampleSetConfig& set,
+                                     const fs::path& path) {
+  Reader in{payload, path};
+  if (in.Get<uint32_t>() != kSetPayloadVersion) {
+    throw FormatError("resume store: " + path.string() + ": not a version " +
+                      std::to_string(kSetPayloadVersion) + " calibration set");
+  }
+  const uint64_t n = in.Get<uint64_t>();
+  std::vector<Sequence> seqs;
+  for (uint64_t i = 0; i < n; ++i) {
+    Sequence q;
+    q.tokens = in.GetVector<int32_t>();
+    q.targets = in.GetVector<int32_t>();
+    if (q.tokens.size() != static_cast<size_t>(set.seq_len) ||
+        q.targets.size() != q.tokens.size()) {
+      throw FormatError("resume store: " + path.string() + ": sequence " + std::to_string(i) +
+                        " has " + std::to_string(q.tokens.size()) + " tokens, expected " +
+                        std::to_string(set.seq_len));
+    }
+    seqs.push_back(std::move(q));
+  }
+  if (seqs.size() != static_cast<size_t>(set.n_sequences) || in.at != payload.size()) {
+    throw FormatError("resume store: " + path.string() + ": " + std::to_string(seqs.size()) +
+                      " sequences and " + std::to_string(payload.size() - in.at) +
+                      " bytes after them, expected " + std::to_string(set.n_sequences) +
+                      " and none");
+  }
+  return seqs;
+}
+
+fs::path SetEntryPath(const ResumeStore& store, const std::string& name) {
+  return store.dir / "calibration" / (name + ".entry");
+}
+
+std::string PlanText(const std::optional<Plan>& plan) {
+  if (!plan) return "full precision";
+  std::string out = "plan";
+  for (int c : *plan) out += " " + std::to_string(c);
+  return out;
+}
+
+}  // namespace
+
+std::string SampleSetDigest(const std::vector<Sequence>& seqs) {
+  Sha256 h;
+  for (const Sequence& q : seqs) {
+    const uint64_t n = q.tokens.size();
+    h.Update(&n, sizeof n);
+    h.Update(q.tokens.data(), q.tokens.size() * sizeof(int32_t));
+    h.Update(q.targets.data(), q.targets.size() * sizeof(int32_t));
+  }
+  return h.HexDigest();
+}
+
+std::vector<Sequence> StoredSampleSet(const ResumeStore* store, const RunConfig& config,
+                                      const SampleSetConfig& set, const std::string& name,
+                                      const std::string& model_fingerprint, Pipeline& pipeline,
+                                      const ModelVocab& vocab, std::FILE* log) {
+  const bool stored = store != nullptr && set.source == SampleSource::kGenerate;
+  const std::string section = "calibration." + name;
+  const std::array<std::string_view, 2> keys = {section, "model.tokenizer"};
+  const Components components = stored
+                                    ? Components{{"config", CanonicalTextOf(config, section, keys)},
+                                                 {"model", model_fingerprint},
+                                                 {"build", BuildKind()},
+                                                 {"cpu", CpuKind()}}
+                                    : Components{};
+  const fs::path path = stored ? SetEntryPath(*store, name) : fs::path();
+  if (stored && store->reuse) {
+    if (const std::optional<std::string> payload =
+            PayloadFromRankZero(*store, path, "calibration", components, pipeline.comm())) {
+      Log(log, "resume: calibration set %s from %s\n", name.c_str(), path.c_str());
+      return SetFromPayload(*payload, set, path);
+    }
+  }
+  std::vector<Sequence> seqs = BuildSampleSet(set, name, pipeline, config.model.tokenizer, vocab);
+  if (stored && pipeline.comm().rank() == 0) {
+    WriteStoreEntry(path, {"calibration", components, SetPayload(seqs)});
+  }
+  return seqs;
+}
+
+Components FisherComponents(const RunConfig& config, const std::string& model_fingerprint,
+                            const std::string& fisher_set_digest) {
+  // fisher scores columns by F alone; fisher_impact also by the b_L error of the spec.
+  std::vector<std::string_view> keys = {"quant.score"};
+  if (config.quant.score == ChannelScore::kFisherImpact) {
+    keys.insert(keys.end(), {"quant.bits_low", "quant.bits_high", "quant.group_size"});
+  }
+  return {{"config", CanonicalTextOf(config, "fisher", keys)},
+          {"data", fisher_set_digest},
+          {"model", model_fingerprint},
+          {"build", BuildKind()},
+          {"cpu", CpuKind()}};
+}
+
+fs::path FisherEntryPath(const ResumeStore& store, int block) {
+  char name[64];
+  std::snprintf(name, sizeof name, "block-%05d.entry", block);
+  return store.dir / "fisher" / name;
+}
+
+std::optional<ChannelScoreBlocks> ResumeScores(const ResumeStore& store,
+                                               const Components& components,
+                                               const Stage<float>& stage, const Comm& comm) {
+  if (!store.reuse) return std::nullopt;
+  ChannelScoreBlocks scores(stage.blocks.size());
+  bool all_mine = true;
+  std::string error;
+  try {
+    for (size_t b = 0; b < stage.blocks.size() && all_mine; ++b) {
+      const int block = stage.block_begin + static_cast<int>(b);
+      const fs::path path = FisherEntryPath(store, block);
+      const std::optional<StoreEntry> entry = ValidEntry(store, path, "fisher", components);
+      if (!entry) {
+        all_mine = false;
+        break;
+      }
+      Reader in{entry->payload, path};
+      if (in.Get<uint32_t>() != kScorePayloadVersion || in.Get<int32_t>() != block) {
+        throw FormatError("resume store: " + path.string() + ": not a version " +
+                          std::to_string(kScorePayloadVersion) + " entry of block " +
+                          std::to_string(block) + "'s channel scores");
+      }
+      for (size_t k = 0; k < kNumLinears; ++k) {
+        scores[b][k] = in.GetVector<double>();
+        const int64_t n_in = stage.blocks[b].linear(kLinears[k]).cols();
+        if (static_cast<int64_t>(scores[b][k].size()) != n_in) {
+          throw FormatError("resume store: " + path.string() + ": layer " +
+                            LayerName(LayerIndex(block, kLinears[k])) + " has " +
+                            std::to_string(scores[b][k].size()) + " channel scores, the model " +
+                            std::to_string(n_in) + " input channels");
+        }
+      }
+      if (in.at != entry->payload.size()) {
+        throw FormatError("resume store: " + path.string() + ": " +
+                          std::to_string(entry->payload.size() - in.at) +
+                          " bytes after the scores");
+      }
+    }
+  } catch (const ConfigError& e) {
+    error = std::string("C") + e.what();
+  } catch (const Error& e) {
+    error = std::string("F") + e.what();
+  }
+  // Every rank ends alike: the first error in rank order, else whether all ranks have theirs.
+  std::string first;
+  for (const std::string& e : comm.Gather(error, 0)) {
+    if (first.empty()) first = e;
+  }
+  comm.Broadcast(first, 0);
+  if (!first.empty() && first[0] == 'C') throw ConfigError(first.substr(1));
+  if (!first.empty()) throw FormatError(first.substr(1));
+  if (!comm.AllTrue(all_mine)) return std::nullopt;
+  return scores;
+}
+
+void SaveScores(const ResumeStore& store, const Components& components, const Stage<float>& stage,
+                const ChannelScoreBlocks& scores) {
+  for (size_t b = 0; b < stage.blocks.size(); ++b) {
+    const int block = stage.block_begin + static_cast<int>(b);
+    Writer w;
+    w.Put(kScorePayloadVersion);
+    w.Put(static_cast<int32_t>(block));
+    for (const std::vector<double>& layer : scores[b]) w.PutVector(layer);
+    WriteStoreEntry(FisherEntryPath(store, block), {"fisher", components, w.bytes});
+  }
+}
+
+Components CostComponents(const RunConfig& config, const std::string& model_fingerprint,
+                          const Components& fisher_components, const std::string& cost_set_digest,
+                          const std::optional<Plan>& centre) {
+  static constexpr std::array<std::string_view, 7> kKeys = {
+      "quant.bits_low", "quant.bits_high", "quant.group_size",       "quant.ratios",
+      "cost.mode",      "cost.pairs",      "cost.local_fit_switches"};
+  return {{"config", CanonicalTextOf(config, "cost", kKeys)},
+          {"centre", PlanText(centre)},
+          {"data", cost_set_digest},
+          {"upstream", ComponentsFingerprint({"fisher", fisher_components, ""})},
+          {"model", model_fingerprint},
+          {"build", BuildKind()},
+          {"cpu", CpuKind()}};
+}
+
+fs::path CostEntryPath(const ResumeStore& store, int round) {
+  char name[64];
+  std::snprintf(name, sizeof name, "round-%02d.entry", round);
+  return store.dir / "cost" / name;
+}
+
+std::optional<CostTerms> ResumeCostTerms(const ResumeStore& store, int round,
+                                         const Components& components, const Comm& comm) {
+  if (!store.reuse) return std::nullopt;
+  const fs::path path = CostEntryPath(store, round);
+  const std::optional<std::string> payload =
+      PayloadFromRankZero(store, path, "cost", components, comm);
+  if (!payload) return std::nullopt;
+  CostTerms t;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(*payload);
+    t.diag = j.at("diag").get<std::vector<std::vector<double>>>();
+    for (const nlohmann::json& p : j.at("pairs")) {
+      t.pairs.push_back(
+          {p.at("l1").get<int>(), p.at("l2").get<int>(), p.at("cost").get<std::vector<double>>()});
+    }
+    t.centre_loss = j.at("centre_loss").get<double>();
+    t.evaluations = j.at("evaluations").get<int>();
+    t.seconds = j.at("seconds").get<double>();
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError("resume store: " + path.string() +
+                      ": the cost terms do not read back: " + e.what());
+  }
+  return t;
+}
+
+void SaveCostTerms(const ResumeStore& store, int round, const Components& components,
+                   const CostTerms& terms) {
+  nlohmann::json j;
+  j["diag"] = terms.diag;
+  j["pairs"] = nlohmann::json::array();
+  for (const PlanProblem::Pair& p : terms.pairs) {
+    j["pairs"].push_back({{"l1", p.l1}, {"l2", p.l2}, {"cost", p.cost}});
+  }
+  j["centre_loss"] = terms.centre_loss;
+  j["evaluations"] = terms.evaluations;
+  j["seconds"] = terms.seconds;
+  WriteStoreEntry(CostEntryPath(store, round), {"cost", components, j.dump()});
 }
 
 }  // namespace hiq

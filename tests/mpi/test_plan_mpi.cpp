@@ -32,9 +32,10 @@ struct StageRun {
     cost_set =
         BuildSampleSet(config.calibration.cost, "cost", pipeline, config.model.tokenizer, vocab);
     fisher = ComputeFisher(pipeline, fisher_set);
+    const QuantSpec spec{config.quant.bits_low, config.quant.bits_high, config.quant.group_size};
     model = std::make_unique<CostModel>(
-        pipeline, QuantSpec{config.quant.bits_low, config.quant.bits_high, config.quant.group_size},
-        config.quant.ratios, config.quant.score, fisher);
+        pipeline, spec, config.quant.ratios,
+        ScoreChannels(pipeline.stage(), fisher, config.quant.score, spec));
   }
   Checkpoint checkpoint;
   Pipeline pipeline;

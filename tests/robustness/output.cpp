@@ -255,12 +255,25 @@ const int kRegistered = RegisterCases({
            });
            EXPECT_EQ(after, OutputHashes(s / "before"));
          }},
-    {.name = "FileSizeLimitAtThePlanJson",
+    {.name = "FileSizeLimitAtTheResumeStore",
      .area = "disk",
-     .what = "RLIMIT_FSIZE 2 KiB (prlimit --fsize): the plan writer's write(2) fails with EFBIG",
+     .what = "RLIMIT_FSIZE 2 KiB (prlimit --fsize): the first file the plan writes, the resume "
+             "store's entry of block 0's Fisher scores (5 KB), fails with EFBIG",
      .command =
          [](Sandbox& s) {
            return AgainUnderFileSizeLimit(s, " plan " + s.PlanConfig().string(), 2048,
+                                          " --overwrite");
+         },
+     .message = "hiq: error: resume store: cannot write "
+                "'$TMP/out/.resume/fisher/block-00000.entry.tmp-$PID': File too large",
+     .check = ExpectOutputAsBefore},
+    {.name = "FileSizeLimitAtThePlanJson",
+     .area = "disk",
+     .what = "RLIMIT_FSIZE 8 KiB: the resume store's entries (at most 5 KB) pass, the plan "
+             "writer's write(2) of fixed/plan.json (10 KB) fails with EFBIG",
+     .command =
+         [](Sandbox& s) {
+           return AgainUnderFileSizeLimit(s, " plan " + s.PlanConfig().string(), 8192,
                                           " --overwrite");
          },
      .message = "hiq: error: WritePlan: cannot write '$TMP/out/.staging-$PID/fixed/plan.json.tmp': "
@@ -292,24 +305,29 @@ const int kRegistered = RegisterCases({
                 "'$TMP/out/.staging-$PID/shards/rank-00000-of-00001.h5': H5FD__sec2_write(): file "
                 "write failed: File too large",
      .check = ExpectOutputAsBefore},
-    {.name = "DiskFullDuringThePlanWrite",
+    {.name = "DiskFullDuringThePlan",
      .area = "disk",
-     .what = "the output on a 48 KiB tmpfs (mounted by the test, as root): a write fails with "
-             "ENOSPC, and nothing of the plan is published",
+     .what = "the output on an 8 KiB tmpfs (mounted by the test, as root): the plan's first file, "
+             "the resume store's entry of block 0's Fisher scores (2 pages), fails with ENOSPC; "
+             "nothing is published, and the store holds no partial entry",
      .command =
          [](Sandbox& s) {
            const std::string small = (s / "small").string();
-           return "mkdir " + small + " && mount -t tmpfs -o size=48k tmpfs " + small + " && { " +
-                  Plan(s, 1, " --output " + small + "/out") + "; rc=$?; ls -A " + small +
-                  "/out > " + (s / "left.txt").string() + "; umount " + small + "; exit $rc; }";
+           return "mkdir " + small + " && mount -t tmpfs -o size=8k tmpfs " + small + " && { " +
+                  Plan(s, 1, " --output " + small + "/out") + "; rc=$?; (cd " + small +
+                  "/out && find . | sort) > " + (s / "left.txt").string() + "; umount " + small +
+                  "; exit $rc; }";
          },
-     .message = "hiq: error: WritePlan: cannot write '$TMP/small/out/.staging-$PID/plan.json.tmp': "
-                "No space left on device",
+     .message = "hiq: error: resume store: cannot write "
+                "'$TMP/small/out/.resume/fisher/block-00000.entry.tmp-$PID': No space left on "
+                "device",
      .check =
          [](Sandbox& s, const CommandResult&) {
            std::ifstream in(s / "left.txt");
            const std::string left((std::istreambuf_iterator<char>(in)), {});
-           EXPECT_EQ(left, "") << "left in the full output directory:\n" << left;
+           EXPECT_EQ(left, ".\n./.resume\n./.resume/fisher\n")
+               << "left in the full output directory:\n"
+               << left;
          }},
     {.name = "SigtermToMpirun",
      .area = "signal",

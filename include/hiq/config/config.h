@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -157,6 +158,12 @@ std::string ToYaml(const RunConfig& config);
 // changing the thread count does not invalidate a --resume. Fingerprint() is its SHA-256 (hex).
 std::string CanonicalText(const RunConfig& config, ConfigStage stage);
 std::string Fingerprint(const RunConfig& config, ConfigStage stage);
+// The same text for a part of a stage that reads fewer keys (a resume entry of the Fisher scores,
+// of one round's cost terms): the header names `part`, then the rows of `keys`, each a whole key
+// or a section ("calibration.cost" takes every key under it), in list order. Throws ConfigError
+// for a name that is neither, so that a misspelt key cannot drop out of a fingerprint.
+std::string CanonicalTextOf(const RunConfig& config, std::string_view part,
+                            std::span<const std::string_view> keys);
 
 // Every dotted key, in list order (for CLI help and completion).
 std::vector<std::string> ConfigKeys();

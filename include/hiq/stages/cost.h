@@ -54,13 +54,23 @@ struct CostTerms {
   double seconds = 0;
 };
 
+// Per local block, per kLinears entry, the n_in input-channel scores the candidates are cut
+// from: what the plan keeps of the Fisher pass (and what its resume entry stores).
+using ChannelScoreBlocks = std::vector<std::array<std::vector<double>, kNumLinears>>;
+
+// The scores of this rank's layers from their accumulated Fisher diagonal (quant.score;
+// hiq/quant/quant.h ChannelScores).
+ChannelScoreBlocks ScoreChannels(const Stage<float>& stage,
+                                 const std::vector<std::array<Matrix<float>, kNumLinears>>& fisher,
+                                 ChannelScore score, const QuantSpec& spec);
+
 // The quantization side of one rank: its layers' candidates, and the quantized blocks of any
 // plan. Holds a reference to the pipeline (whose stage keeps the full-precision weights).
 class CostModel {
  public:
-  // `fisher` holds, per local block and per kLinears entry, the accumulated Fisher diagonal.
+  // `scores`: ScoreChannels of this rank's blocks.
   CostModel(Pipeline& pipeline, const QuantSpec& spec, std::vector<double> ratios,
-            ChannelScore score, const std::vector<std::array<Matrix<float>, kNumLinears>>& fisher);
+            const ChannelScoreBlocks& scores);
 
   int n_layers() const { return n_layers_; }
   int n_candidates() const { return static_cast<int>(ratios_.size()); }

@@ -76,8 +76,10 @@ struct ResumeStore;  // hiq/stages/resume.h
 // Runs the whole stage. Collective; `log` (rank 0 only, may be null) receives progress lines.
 // `store` (may be null): with store->reuse a valid plan entry is returned instead of computing
 // (logged "resume: plan from PATH"; another config, model, build or CPU kind is a ConfigError on
-// every rank). The caller stores a computed plan (SavePlan, hiq/stages/resume.h) once it has
-// written its plan files, so that the published files fail first on a full disk.
+// every rank); without one, the stage takes from the store and adds to it its generated
+// calibration sets, the Fisher channel scores and each round's cost terms (hiq/stages/resume.h),
+// logging each one it takes. The caller stores a computed plan (SavePlan, hiq/stages/resume.h) once
+// it has written its plan files, so that the published files fail first on a full disk.
 PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Checkpoint& checkpoint,
                         std::FILE* log, const ResumeStore* store = nullptr);
 
