@@ -5,22 +5,12 @@
 //
 // Counters: "GFLOP/s" is the matrix work of the call over its wall time. GPTQ's matrix work is
 //   updates:   2 n_out sum_blocks count (n_in - i2)  ~ n_out n_in^2    float, sgemm
-//   factoring: chol n^3/3 + L^-1 n^3 + L^-T L^-1 n^3 + chol n^3/3  = 8/3 n^3  double
-// (the in-block rank-1 updates, 2 n_out n_in block / 2, are counted too). "update_GFLOP" and
-// "factor_GFLOP" give the two parts; the n_out = 64 row isolates the factoring, which is the
-// same for every n_out. Compare "GFLOP/s" with BM_SgemmPeak's (and double runs at about half of
-// float's peak on AVX-512).
-//
-// Measured 2026-12-01 on the 2-core development VM (OpenBLAS SkylakeX kernels, 2 threads, with
-// other developers' builds running: load average about 2, so these are upper bounds on time):
-//   BM_SgemmPeak                              185-199 GFLOP/s
-//   GPTQ 64 x 11008 (the factoring alone)     39.6 s   3557 GFLOP in double: 90 GFLOP/s
-//   GPTQ 4096 x 11008 (LLaMA-7B down_proj)    53.9 s   75 GFLOP/s overall; besides the
-//                                                      factoring, 14 s for 496 GFLOP of updates
-//   GPTQ 4096 x 4096                          4.2 s    60 GFLOP/s (factoring about 2 s; the
-//                                                      block products ran at 106 GFLOP/s)
-// So the double factoring, in the reference's three steps, is most of the time at n_in = 11008;
-// it runs near the double peak, and the way to go faster is fewer flops (see gptq.h).
+//   factoring: chol n^3/3 + a triangular solve against I, n^3  = 4/3 n^3  double
+// (the in-block rank-1 updates, 2 n_out n_in block / 2, are counted too; the factoring is
+// J chol(J H J)^-1 J since e3507f4, see gptq.h). "update_GFLOP" and "factor_GFLOP" give the two
+// parts; the n_out = 64 row isolates the factoring, which is the same for every n_out. Compare
+// "GFLOP/s" with BM_SgemmPeak's (double runs at about half of float's peak on AVX-512).
+// Measured numbers: docs/PERFORMANCE.md, "Quantize stage".
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -81,7 +71,7 @@ void BM_GptqQuantize(benchmark::State& state) {
   }
   const double update = UpdateFlops(n_out, n_in, options.block_size);
   const double n = static_cast<double>(n_in);
-  const double factor = 8.0 / 3.0 * n * n * n;
+  const double factor = 4.0 / 3.0 * n * n * n;
   state.counters["update_GFLOP"] = update * 1e-9;
   state.counters["factor_GFLOP"] = factor * 1e-9;
   state.counters["GFLOP/s"] =
