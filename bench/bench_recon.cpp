@@ -1,8 +1,8 @@
 // Block reconstruction speed: one training step (ReconTrainer::Step: fake-quantize, the engine's
 // BlockForward + BlockBackward, LWC / AdaRound backward, Adam) of a LLaMA-2-7B-shaped block,
 // against the plain BlockForward + BlockBackward of the same block in the same run. The target
-// is a step at most 1.25x the plain pass. Never run by ctest. OpenBLAS threads: its default (one
-// per core).
+// is a step at most 1.25x the plain pass. Never run by ctest. Threads: one per core, for the
+// products and for the per-weight passes (SetBlasThreads), as hiq runs them.
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -112,6 +112,7 @@ BENCHMARK(BM_ReconStep)
 // engine's temporaries would be part of both timings.
 int main(int argc, char** argv) {
   hiq::PinBlasCore(argv);
+  hiq::SetBlasThreads(0);  // a core each, for the products and the per-weight passes, as hiq
   hiq::KeepActivationMemory();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -3,14 +3,17 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <random>
+#include <tuple>
 
 #include "hiq/base/error.h"  // NumericalError
 #include "hiq/io/checkpoint.h"
 #include "hiq/io/tokenizer.h"
+#include "hiq/model/blas.h"  // ParallelRows, SetBlasThreads
 #include "hiq/quant/adaround.h"
 #include "hiq/quant/learn.h"
 #include "hiq/quant/lwc.h"
@@ -227,6 +230,63 @@ TEST(AdaRound, StartsAtTheWeightAndItsHardCodesAreRtn) {
   int64_t differ = 0;
   for (size_t i = 0; i < codes.size(); ++i) differ += codes[i] != rtn.low_codes[i];
   EXPECT_LE(differ, 2) << "of " << codes.size();  // only near-ties may round the other way
+}
+
+TEST(ParallelRows, CoversEveryRowOnceInContiguousPartsAndKeepsSmallWorkOnTheCaller) {
+  SetBlasThreads(2);
+  std::vector<int> seen(1000, 0);
+  std::vector<std::pair<int64_t, int64_t>> parts(2, {-1, -1});
+  std::atomic<int> n_parts{0};
+  ParallelRows(1000, kMinRowWork, [&](int64_t r0, int64_t r1) {
+    parts[static_cast<size_t>(n_parts++)] = {r0, r1};
+    for (int64_t r = r0; r < r1; ++r) ++seen[static_cast<size_t>(r)];
+  });
+  EXPECT_EQ(n_parts.load(), 2);
+  std::sort(parts.begin(), parts.end());
+  EXPECT_EQ(parts[0], std::make_pair(int64_t{0}, int64_t{500}));
+  EXPECT_EQ(parts[1], std::make_pair(int64_t{500}, int64_t{1000}));
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 1000);
+  int calls = 0;
+  ParallelRows(64, 64, [&](int64_t r0, int64_t r1) {  // 4096 elements: one part
+    ++calls;
+    EXPECT_EQ(r0, 0);
+    EXPECT_EQ(r1, 64);
+  });
+  EXPECT_EQ(calls, 1);
+  SetBlasThreads(1);
+}
+
+// The per-weight passes split rows among the loop threads; every output is the same bytes for 1
+// and 2 threads (a layer large enough to be split: 512 x 512).
+TEST(ParallelRows, LwcAdaRoundAndAdamGiveTheSameBytesOnOneAndTwoThreads) {
+  const int64_t n_out = 512, n_in = 512;
+  const std::vector<float> w = RandomVector(n_out * n_in, 11, 0.05f);
+  const std::vector<float> g = RandomVector(n_out * n_in, 12, 1.0f);
+  std::vector<int32_t> high;
+  for (int32_t c = 3; c < n_in; c += 10) high.push_back(c);
+  const QuantSpec spec{.bits_low = 2, .bits_high = 3, .group_size = 32};
+  const QuantizedLayer rtn = QuantizeLayer(w.data(), n_out, n_in, high, spec);
+  auto run = [&](int threads) {
+    SetBlasThreads(threads);
+    std::vector<float> out(w.size(), 0.0f), da, db, dv;
+    Lwc lwc = LwcInit(LowPart(n_in, high, 32), w.data(), n_out, 2, 4.0f);
+    for (size_t i = 0; i < lwc.max_logit.size(); ++i) lwc.max_logit[i] -= 0.001f * (i % 7);
+    LwcCache cache;
+    LwcForward(lwc, w.data(), out.data(), &cache);
+    da.resize(lwc.max_logit.size());
+    db.resize(lwc.min_logit.size());
+    LwcBackward(lwc, w.data(), cache, g.data(), da.data(), db.data());
+    AdaRound ar = AdaRoundInit(HighPart(n_in, high), w.data(), n_out, 3, rtn.high_params);
+    AdaRoundForward(ar, out.data());
+    dv.resize(ar.v.size());
+    AdaRoundBackward(ar, g.data(), 5.0f, 0.01f, dv.data());
+    AdamState state;
+    AdamStep(AdamOptions{.lr = 1e-3f}, ar.v, dv, state);
+    std::vector<uint8_t> codes = AdaRoundCodes(ar, nullptr);
+    SetBlasThreads(1);
+    return std::make_tuple(out, da, db, dv, ar.v, codes);
+  };
+  EXPECT_TRUE(run(1) == run(2));
 }
 
 TEST(AdaRound, BetaFollowsBrecqSchedule) {

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
+#include <vector>
 
 #include "hiq/base/sysinfo.h"  // CpuModel
 
@@ -20,6 +21,9 @@ char* openblas_get_config(void);
 namespace hiq {
 
 namespace {
+
+// OPENBLAS_THREAD_TIMEOUT for PinBlasCore: 2^20 cycles, under a millisecond.
+constexpr const char* kThreadTimeout = "20";
 
 // The kernel family hiq runs on this CPU, or nullptr for OpenBLAS's own choice. With AVX-512:
 // SkylakeX. With AVX but not AVX-512, OpenBLAS would pick Haswell (or Zen, the same kernels),
@@ -44,10 +48,35 @@ void PinBlasCore(char** argv) {
   const char* core = PinnedCore();
   if (core == nullptr) return;
   setenv("OPENBLAS_CORETYPE", core, 1);
+  // 2^n cycles of spinning before an idle worker sleeps (OpenBLAS's default n is 28, about 0.1
+  // s): with the default the worker holds its core through the per-weight passes between
+  // products.
+  setenv("OPENBLAS_THREAD_TIMEOUT", kThreadTimeout, 0);
   setenv("HIQ_BLAS_PINNED", "1", 1);
   execv("/proc/self/exe", argv);
   // Only reached if the re-exec failed: say so, and run with OpenBLAS's own choice.
   std::perror("hiq: warning: could not re-execute to pin the OpenBLAS kernels");
+}
+
+namespace {
+int g_loop_threads = 1;
+}  // namespace
+
+int LoopThreads() { return g_loop_threads; }
+
+void ParallelRows(int64_t n, int64_t row_work, const std::function<void(int64_t, int64_t)>& f) {
+  const int64_t by_work = n * std::max<int64_t>(row_work, 1) / kMinRowWork;
+  const int64_t parts = std::min<int64_t>({g_loop_threads, n, std::max<int64_t>(by_work, 1)});
+  if (parts <= 1) {
+    if (n > 0) f(0, n);
+    return;
+  }
+  std::vector<std::thread> helpers;
+  for (int64_t p = 1; p < parts; ++p) {
+    helpers.emplace_back(f, p * n / parts, (p + 1) * n / parts);
+  }
+  f(0, n / parts);
+  for (std::thread& t : helpers) t.join();
 }
 
 int SetBlasThreads(int threads) {
@@ -57,6 +86,7 @@ int SetBlasThreads(int threads) {
     threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / ranks);
   }
   openblas_set_num_threads(threads);
+  g_loop_threads = threads;
   return threads;
 }
 

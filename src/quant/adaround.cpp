@@ -6,6 +6,7 @@
 #include <string>
 
 #include "hiq/base/error.h"
+#include "hiq/model/blas.h"  // ParallelRows
 
 namespace hiq {
 namespace {
@@ -26,18 +27,21 @@ void CheckSizes(const AdaRound& ar) {
   }
 }
 
-// f(element index, column, group parameters) for every element of the part, in order.
+// f(element index, column, group parameters) for every element of the part, rows split among
+// the loop threads (ParallelRows): f must touch only its own element.
 template <typename F>
 void ForEachElement(const AdaRound& ar, F&& f) {
   const ColumnPart& part = ar.part;
-  for (int64_t r = 0; r < ar.n_out; ++r) {
-    for (int64_t k = 0; k < part.n_groups; ++k) {
-      const GroupParams& p = ar.params[static_cast<size_t>(r * part.n_groups + k)];
-      for (int64_t i = part.group_begin[k]; i < part.group_begin[k + 1]; ++i) {
-        f(r * part.n_cols() + i, r * part.n_in + part.cols[i], p);
+  ParallelRows(ar.n_out, part.n_cols(), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t k = 0; k < part.n_groups; ++k) {
+        const GroupParams& p = ar.params[static_cast<size_t>(r * part.n_groups + k)];
+        for (int64_t i = part.group_begin[k]; i < part.group_begin[k + 1]; ++i) {
+          f(r * part.n_cols() + i, r * part.n_in + part.cols[i], p);
+        }
       }
     }
-  }
+  });
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "hiq/base/error.h"
+#include "hiq/model/blas.h"   // ParallelRows
 #include "hiq/quant/quant.h"  // GroupCount
 
 namespace hiq {
@@ -104,12 +105,14 @@ void AdamStep(const AdamOptions& o, std::span<float> p, std::span<const float> g
   const float decay = 1.0f - o.lr * o.weight_decay;
   float* m = state.m.data();
   float* v = state.v.data();
-  for (size_t i = 0; i < p.size(); ++i) {
-    m[i] = o.beta1 * m[i] + (1.0f - o.beta1) * g[i];
-    v[i] = o.beta2 * v[i] + (1.0f - o.beta2) * g[i] * g[i];
-    const float denom = std::sqrt(v[i]) / bc2_sqrt + o.eps;
-    p[i] = p[i] * decay - step_size * m[i] / denom;
-  }
+  ParallelRows(static_cast<int64_t>(p.size()), 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      m[i] = o.beta1 * m[i] + (1.0f - o.beta1) * g[i];
+      v[i] = o.beta2 * v[i] + (1.0f - o.beta2) * g[i] * g[i];
+      const float denom = std::sqrt(v[i]) / bc2_sqrt + o.eps;
+      p[i] = p[i] * decay - step_size * m[i] / denom;
+    }
+  });
 }
 
 }  // namespace hiq

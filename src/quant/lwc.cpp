@@ -6,6 +6,7 @@
 #include <string>
 
 #include "hiq/base/error.h"
+#include "hiq/model/blas.h"  // ParallelRows
 
 namespace hiq {
 namespace {
@@ -91,42 +92,41 @@ void LwcForward(const Lwc& lwc, const float* w, float* w_q, LwcCache* cache) {
   const RowSpans spans(part);
   const int64_t j0 = spans.first.front(), j1 = spans.last.back();
   const uint8_t* in = spans.in.data();
-  std::vector<float> s_col(static_cast<size_t>(n_in), 1.0f), z_col(static_cast<size_t>(n_in), 0.0f);
-  for (int64_t r = 0; r < lwc.n_out; ++r) {
-    const float* x = w + r * n_in;  // (n_in,)
-    float* y = w_q + r * n_in;      // (n_in,)
-    for (int64_t k = 0; k < n_groups; ++k) {
-      GroupScale(lwc, r * n_groups + k, qmax, &c.scale[r * n_groups + k],
-                 &c.zero[r * n_groups + k]);
+  ParallelRows(lwc.n_out, lwc.part.n_in, [&](int64_t r0, int64_t r1) {
+    std::vector<float> s_col(static_cast<size_t>(n_in), 1.0f);
+    std::vector<float> z_col(static_cast<size_t>(n_in), 0.0f);
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* x = w + r * n_in;  // (n_in,)
+      float* y = w_q + r * n_in;      // (n_in,)
+      for (int64_t k = 0; k < n_groups; ++k) {
+        GroupScale(lwc, r * n_groups + k, qmax, &c.scale[r * n_groups + k],
+                   &c.zero[r * n_groups + k]);
+      }
+      SpreadRow(spans, c.scale.data() + r * n_groups, c.zero.data() + r * n_groups, s_col.data(),
+                z_col.data());
+      const float* sc = s_col.data();
+      const float* zc = z_col.data();
+      for (int64_t j = j0; j < j1; ++j) {
+        const float q = std::min(std::max(std::nearbyint(x[j] / sc[j]) + zc[j], 0.0f), qmax);
+        const float v = (q - zc[j]) * sc[j];
+        y[j] = in[j] ? v : y[j];
+      }
     }
-    SpreadRow(spans, c.scale.data() + r * n_groups, c.zero.data() + r * n_groups, s_col.data(),
-              z_col.data());
-    const float* sc = s_col.data();
-    const float* zc = z_col.data();
-    for (int64_t j = j0; j < j1; ++j) {
-      const float q = std::min(std::max(std::nearbyint(x[j] / sc[j]) + zc[j], 0.0f), qmax);
-      const float v = (q - zc[j]) * sc[j];
-      y[j] = in[j] ? v : y[j];
-    }
-  }
+  });
 }
 
-void LwcBackward(const Lwc& lwc, const float* w, const LwcCache& cache, const float* dw_q,
-                 float* d_max_logit, float* d_min_logit) {
-  CheckSizes(lwc);
+namespace {
+// Rows [r0, r1) of LwcBackward.
+void BackwardRows(const Lwc& lwc, const float* w, const LwcCache& cache, const float* dw_q,
+                  float* d_max_logit, float* d_min_logit, const RowSpans& spans, int64_t r0,
+                  int64_t r1) {
   const float qmax = Qmax(lwc.bits);
-  const ColumnPart& part = lwc.part;
-  const int64_t n_in = part.n_in, n_groups = part.n_groups;
-  if (cache.scale.size() != lwc.x_min.size() || cache.zero.size() != lwc.x_min.size()) {
-    throw ConfigError("LwcBackward: the cache is not from LwcForward of this LWC");
-  }
-  if (n_groups == 0) return;
-  const RowSpans spans(part);
+  const int64_t n_in = lwc.part.n_in, n_groups = lwc.part.n_groups;
   const int64_t j0 = spans.first.front(), j1 = spans.last.back();
   const uint8_t* in = spans.in.data();
   std::vector<float> s_col(static_cast<size_t>(n_in), 1.0f), z_col(static_cast<size_t>(n_in), 0.0f);
   std::vector<float> contrib(static_cast<size_t>(n_in), 0.0f);  // dL/dw_q * dw_q/ds per column
-  for (int64_t r = 0; r < lwc.n_out; ++r) {
+  for (int64_t r = r0; r < r1; ++r) {
     const float* x = w + r * n_in;      // (n_in,)
     const float* dy = dw_q + r * n_in;  // (n_in,)
     const float* scale = cache.scale.data() + r * n_groups;
@@ -163,6 +163,22 @@ void LwcBackward(const Lwc& lwc, const float* w, const LwcCache& cache, const fl
         d_min_logit[gi] = dlo * lwc.x_min[gi] * c_min * (1.0f - c_min);
     }
   }
+}
+
+}  // namespace
+
+void LwcBackward(const Lwc& lwc, const float* w, const LwcCache& cache, const float* dw_q,
+                 float* d_max_logit, float* d_min_logit) {
+  CheckSizes(lwc);
+  Qmax(lwc.bits);
+  if (cache.scale.size() != lwc.x_min.size() || cache.zero.size() != lwc.x_min.size()) {
+    throw ConfigError("LwcBackward: the cache is not from LwcForward of this LWC");
+  }
+  if (lwc.part.n_groups == 0) return;
+  const RowSpans spans(lwc.part);
+  ParallelRows(lwc.n_out, lwc.part.n_in, [&](int64_t r0, int64_t r1) {
+    BackwardRows(lwc, w, cache, dw_q, d_max_logit, d_min_logit, spans, r0, r1);
+  });
 }
 
 std::vector<GroupClip> LwcClip(const Lwc& lwc) {

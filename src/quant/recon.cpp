@@ -14,6 +14,7 @@
 #include "hiq/base/finite.h"    // ValueName
 #include "hiq/base/rng.h"       // RandomStream
 #include "hiq/base/watchdog.h"  // NoteProgress
+#include "hiq/model/blas.h"     // ParallelRows
 #include "hiq/quant/adaround.h"
 #include "hiq/quant/learn.h"
 #include "hiq/quant/lwc.h"
@@ -269,7 +270,10 @@ double ReconTrainer::Step(const Matrix<float>& x, const Matrix<float>& target, i
     loss += static_cast<double>(d) * static_cast<double>(d);
     s.dout.data()[i] = dscale * d;
   }
-  ForEachBlockTensor(s.grad, [](const BlockTensor&, Matrix<float>& g) { g.setZero(); });
+  ForEachBlockTensor(s.grad, [](const BlockTensor&, Matrix<float>& g) {
+    ParallelRows(g.rows(), g.cols(),
+                 [&](int64_t r0, int64_t r1) { g.middleRows(r0, r1 - r0).setZero(); });
+  });
   BlockBackward(*s.config, s.wq, s.rope, s.seq_len, s.cache, s.dout, s.dx, s.grad);
   const ReconOptions& o = s.options;
   const float beta = AdaRoundBeta(t, o.steps, o.warmup, o.beta_start, o.beta_end);

@@ -12,11 +12,15 @@
 // AVX-512 (an AMD EPYC with AVX2, where OpenBLAS's own choice, Zen = Haswell's kernels, is
 // thread-dependent) the Sandybridge kernels, unless OPENBLAS_CORETYPE is set by the user (then it
 // is respected and recorded). OpenBLAS reads the variable when it is loaded, before main(), so
-// PinBlasCore re-executes the program once with it set.
+// PinBlasCore re-executes the program once with it set. It also shortens how long an idle
+// OpenBLAS worker spins after a product (OPENBLAS_THREAD_TIMEOUT, unless set), so that the core
+// is free for ParallelRows between products.
 // Different kernel families round differently: results may differ across CPU kinds, never
 // across ranks or threads on one.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <string>
 
 namespace hiq {
@@ -27,8 +31,19 @@ namespace hiq {
 void PinBlasCore(char** argv);
 
 // OpenBLAS threads per rank: `threads` if > 0, else the node's cores shared among its ranks
-// (Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE), at least 1. Returns the number set.
+// (Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE), at least 1. Returns the number set. hiq's own loops
+// over a layer's rows (ParallelRows) take the same number.
 int SetBlasThreads(int threads);
+
+// f(begin, end) for up to LoopThreads() contiguous parts of [0, n), run at once (the calling
+// thread takes the first), each part at least kMinRowWork elements (`row_work` a row), since a
+// thread costs tens of microseconds. For loops whose rows do not read each other's results, so
+// that the outcome is the same bytes for any thread count: the quantizers' per-weight passes,
+// which otherwise run on one core while the products use them all. 1 thread until
+// SetBlasThreads.
+inline constexpr int64_t kMinRowWork = int64_t{1} << 16;
+void ParallelRows(int64_t n, int64_t row_work, const std::function<void(int64_t, int64_t)>& f);
+int LoopThreads();
 
 struct BlasInfo {
   std::string core;       // OpenBLAS's kernel family, e.g. "SkylakeX"
