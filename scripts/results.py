@@ -252,6 +252,17 @@ def main():
     write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r)
 
 
+def save(fig, ax, path, xlabel, ylabel):
+    import matplotlib.pyplot as plt
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r):
     import matplotlib
     matplotlib.use("Agg")
@@ -321,14 +332,9 @@ def write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r):
             best = y
     ax.plot([p[0] for p in envelope], [p[1] for p in envelope], color="black", lw=2.5, alpha=0.3,
             label="lower envelope")
-    ax.set_xlabel("average bits per weight (stored)")
-    ax.set_ylabel("perplexity, valid-head30KB.txt")
     ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(figs / "curves.png", dpi=120)
-    plt.close(fig)
+    save(fig, ax, figs / "curves.png", "average bits per weight (stored)",
+         "perplexity, valid-head30KB.txt")
     L.append("## Perplexity against average bits\n")
     L.append(f"![perplexity against bits]({rel}/curves.png)\n")
     L.append("Seed 1, wikitext calibration, perplexity on valid-head30KB.txt; budgets: the W2 config's, "
@@ -381,13 +387,8 @@ def write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r):
         ax.scatter(xs, ys, label=METHODS[m][0], s=18)
     lim = [0, max(pred + meas) * 1.05]
     ax.plot(lim, lim, color="grey", lw=1)
-    ax.set_xlabel("predicted loss change (cost set), nats/token")
-    ax.set_ylabel("measured loss change (check set), nats/token")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(figs / "predicted.png", dpi=120)
-    plt.close(fig)
+    save(fig, ax, figs / "predicted.png", "predicted loss change (cost set), nats/token",
+         "measured loss change (check set), nats/token")
     L.append(f"![predicted against measured]({rel}/predicted.png)\n")
     L.append("Predicted (from the cost terms, on the cost set) against measured (on the held-out check "
              f"set) loss change of each of the {len(pred)} hiq plans above, from their plan.json, by "

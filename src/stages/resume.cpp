@@ -268,6 +268,19 @@ BlockResult BlockFromPayload(const std::string& payload, int block, const fs::pa
 
 }  // namespace
 
+namespace {
+
+// OUT/.resume/<dir>/<prefix><n, zero-padded to `width`>.entry: the entries that come one per
+// block or round.
+fs::path NumberedEntry(const ResumeStore& store, const char* dir, const char* prefix, int width,
+                       int n) {
+  std::string digits = std::to_string(n);
+  if (static_cast<int>(digits.size()) < width) digits.insert(0, width - digits.size(), '0');
+  return store.dir / dir / (prefix + digits + ".entry");
+}
+
+}  // namespace
+
 std::string BuildKind() {
 #if defined(__clang__)
   const char* compiler = "clang " __clang_version__;
@@ -351,9 +364,7 @@ Components BlockComponents(const RunConfig& config, const std::string& model_fin
 }
 
 fs::path BlockEntryPath(const ResumeStore& store, int block) {
-  char name[64];
-  std::snprintf(name, sizeof name, "block-%05d.entry", block);
-  return store.dir / "blocks" / name;
+  return NumberedEntry(store, "blocks", "block-", 5, block);
 }
 
 std::optional<BlockResult> ResumeBlock(const ResumeStore& store, int block,
@@ -482,9 +493,7 @@ Components FisherComponents(const RunConfig& config, const std::string& model_fi
 }
 
 fs::path FisherEntryPath(const ResumeStore& store, int block) {
-  char name[64];
-  std::snprintf(name, sizeof name, "block-%05d.entry", block);
-  return store.dir / "fisher" / name;
+  return NumberedEntry(store, "fisher", "block-", 5, block);
 }
 
 std::optional<ChannelScoreBlocks> ResumeScores(const ResumeStore& store,
@@ -570,9 +579,7 @@ Components CostComponents(const RunConfig& config, const std::string& model_fing
 }
 
 fs::path CostEntryPath(const ResumeStore& store, int round) {
-  char name[64];
-  std::snprintf(name, sizeof name, "round-%02d.entry", round);
-  return store.dir / "cost" / name;
+  return NumberedEntry(store, "cost", "round-", 2, round);
 }
 
 std::optional<CostTerms> ResumeCostTerms(const ResumeStore& store, int round,
