@@ -16,6 +16,15 @@ Parts (what issue 16 asks for that is here):
            (seed 1, wikitext calibration), the lower envelope marked.
   plans    the heat map of hiq's chosen ratio per layer and block, and the predicted against
            the measured loss change of every hiq plan made above.
+  ablations  at W2 and W3 (seed 1, wikitext calibration), each against the quality table's run
+           of the same method: b_H = b_L + 2 at the same bits (fixed ratio and hiq), within-block
+           pair terms (hiq), quantized reconstruction inputs (fixed ratio and hiq); optimised vs
+           fixed ratio, hybrid vs LWC only and b_H = 16 (FP16 retention) are rows of the quality
+           table.
+  speed    per-stage wall time and peak memory per rank of `hiq quantize` (hiq, W2) on 1-4
+           ranks, from `hiq inspect --json` of each output.
+Not here yet (issue 16): cost terms measured around the reconstructed operating point, the
+7B-shaped per-block stage times and the projection to LLaMA-2-7B/13B/70B, bytes between ranks.
 """
 import argparse
 import json
@@ -66,6 +75,20 @@ CURVE_RATIOS = "[" + ",".join(f"{r / 20:g}" for r in range(1, 21)) + "]"  # 0.05
 CURVE_BUDGETS = [None, 3.0, 3.1, 3.2, 3.28, "w3"]  # None: the W2 config's own budget
 CURVE_MISS = 0.05
 CURVE_METHODS = ["rtn", "gptq", "lwc", "adaround", "fixed_ratio", "fp16", "hiq"]
+
+
+# Ablations: name -> (label, the quality table's method it is set beside, extra --set values).
+ABLATIONS = {
+    "bh2_fixed": ("fixed ratio, hybrid, b_H = b_L + 2 at the same bits", "fixed_ratio", []),
+    "bh2_hiq": ("hiq, b_H = b_L + 2 at the same bits", "hiq", []),
+    "pairs_hiq": ("hiq with within-block pair terms (cost.pairs)", "hiq", ["cost.pairs=true"]),
+    "qin_fixed": ("fixed ratio, hybrid, quantized reconstruction inputs", "fixed_ratio",
+                  ["quantize.inputs=quantized"]),
+    "qin_hiq": ("hiq, quantized reconstruction inputs", "hiq", ["quantize.inputs=quantized"]),
+}
+# b_H two bits above b_L costs more a column: smaller candidates, so that one fits the budget.
+BH2_RATIOS = "[0.01,0.02,0.03,0.04,0.05,0.06,0.07,0.08,0.1,0.15,0.2]"
+SPEED_RANKS = [1, 2, 3, 4]
 
 
 def seed_sets(s):
@@ -200,9 +223,11 @@ def main():
 
     n_quality = len(calibs) * len(BUDGETS) * len(seeds) * len(METHODS)
     n_curve = len(CURVE_BUDGETS) * len(CURVE_METHODS)
+    n_ablation = len(BUDGETS) * len(ABLATIONS)
     r = Runner(out, a.ranks, 0)
-    r.plan("quantize", n_quality + n_curve)
-    r.plan("eval", len(TEXTS) * (1 + n_quality) + n_curve)
+    r.plan("quantize", n_quality + n_curve + n_ablation)
+    r.plan("eval", len(TEXTS) * (1 + n_quality) + n_curve + n_ablation)
+    r.plan("speed", len(SPEED_RANKS))
     r.n = sum(r.pending.values())
 
     fp = {t: r.evaluate("fp", t, ["--model", str(MODEL)]) for t in TEXTS}
@@ -249,7 +274,37 @@ def main():
             if float(kv["avg_bits"]) >= budget_bits - CURVE_MISS:
                 curves[(m, i)] = (float(kv["avg_bits"]), float(kv["ppl"]))
 
-    write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r)
+    # ablations[(budget, name)] = (bits, ppl on tinystories)
+    ablations = {}
+    for b, config in BUDGETS.items():
+        ref = plan_json(out / f"q-text-{b}-s1-fixed_ratio")
+        for name, (_, base, extra) in ABLATIONS.items():
+            sets = seed_sets(1) + calib_sets("text", a.quick) + steps + METHODS[base][1]
+            if name.startswith("bh2"):  # two bits more on fewer columns, at the same budget
+                bits_high = 4 if b == "w2" else 5
+                sets += [f"quant.bits_high={bits_high}", "quant.budget_ratio=0",
+                         f"quant.budget_bits={ref['budget_avg_bits']!r}", f"quant.ratios={BH2_RATIOS}"]
+            sets += extra
+            d = r.quantize(f"a-{b}-{name}", config, sets)
+            kv = r.evaluate(f"a-{b}-{name}", "tinystories", ["--quantized", str(d)])
+            ablations[(b, name)] = (float(kv["avg_bits"]), float(kv["ppl"]))
+
+    # speed[ranks] = inspect's provenance of a W2 hiq run on that many ranks
+    speed = {}
+    for n in SPEED_RANKS:
+        name = f"speed-np{n}"
+        d = out / name
+        sets = seed_sets(1) + calib_sets("text", a.quick) + steps + METHODS["hiq"][1]
+        argv = ["mpirun", "--oversubscribe", "-np", str(n), r.hiq, "quantize",
+                str(BUDGETS["w2"]), "--output", str(d), "--overwrite"]
+        for x in sets:
+            argv += ["--set", x]
+        r.run("speed", name, argv, d / "model.h5", out / f"{name}.log")
+        info = subprocess.run([r.hiq, "inspect", str(d), "--json"], capture_output=True, text=True,
+                              check=True).stdout
+        speed[n] = json.loads(info)["provenance"]
+
+    write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r, ablations, speed)
 
 
 def save(fig, ax, path, xlabel, ylabel):
@@ -263,7 +318,7 @@ def save(fig, ax, path, xlabel, ylabel):
     plt.close(fig)
 
 
-def write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r):
+def write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r, ablations, speed):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -393,6 +448,33 @@ def write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r):
     L.append("Predicted (from the cost terms, on the cost set) against measured (on the held-out check "
              f"set) loss change of each of the {len(pred)} hiq plans above, from their plan.json, by "
              "round-to-nearest (the plan stage's own check, before reconstruction).\n")
+    L.append("## Ablations\n")
+    L.append("Seed 1, wikitext calibration, perplexity on valid-head30KB.txt, each beside the quality "
+             "table's run it changes one thing of. b_H = b_L + 2 runs at the b_L + 1 fixed ratio's "
+             f"budget exactly, with candidate ratios {BH2_RATIOS}. Optimised against fixed ratio, "
+             "hybrid against LWC only and b_H = 16 (FP16 retention) are rows of the tables above.\n")
+    L.append("| ablation | budget | avg_bits | ppl | the same without it: avg_bits, ppl |")
+    L.append("|---|---|---:|---:|---:|")
+    for b in BUDGETS:
+        for name, (label, base, _) in ABLATIONS.items():
+            bits, ppl = ablations[(b, name)]
+            q = quality[("text", b, base, 1)]
+            L.append(f"| {label} | {b.upper()} | {bits:.4f} | {ppl:.2f} | {q['bits']:.4f}, "
+                     f"{q['ppl']['tinystories']:.2f} |")
+    L.append("")
+    L.append("## Speed and memory on 1-4 ranks\n")
+    L.append("`hiq quantize configs/stories260k-w2.yaml` (hiq, seed 1, wikitext calibration) under "
+             "`mpirun -np N` on this machine's cores (oversubscribed past 2), from `hiq inspect --json` "
+             "of each output: wall seconds per stage (rank 0's clock) and, per rank, the seconds of its "
+             "blocks and its peak resident memory.\n")
+    L.append("| ranks | plan s | inputs s | blocks s | write s | per rank: blocks s / peak MiB |")
+    L.append("|---:|---:|---:|---:|---:|---|")
+    for n, p in sorted(speed.items()):
+        st = p["stage_seconds"]
+        per = ", ".join(f"{x['blocks_seconds']:.1f} / {x['peak_rss_bytes'] / 2**20:.0f}" for x in p["ranks"])
+        L.append(f"| {n} | {st['plan']:.1f} | {st['inputs']:.1f} | {st['blocks']:.1f} | "
+                 f"{st['write']:.2f} | {per} |")
+    L.append("")
     tmp = doc.with_suffix(".md.tmp")
     tmp.write_text("\n".join(L) + "\n")
     tmp.replace(doc)
