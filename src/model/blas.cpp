@@ -62,8 +62,6 @@ namespace {
 int g_loop_threads = 1;
 }  // namespace
 
-int LoopThreads() { return g_loop_threads; }
-
 void ParallelRows(int64_t n, int64_t row_work, const std::function<void(int64_t, int64_t)>& f) {
   const int64_t by_work = n * std::max<int64_t>(row_work, 1) / kMinRowWork;
   const int64_t parts = std::min<int64_t>({g_loop_threads, n, std::max<int64_t>(by_work, 1)});

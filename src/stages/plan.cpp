@@ -236,6 +236,7 @@ struct Rounds {
   CostModel& cm;
   const Comm& comm;
   const std::vector<Sequence>& cost_set;
+  const std::string& cost_set_digest;  // SampleSetDigest(cost_set)
   double fp_cost, budget;
   const StageClock& since;
   std::FILE* log;
@@ -255,7 +256,7 @@ CostTerms RoundTerms(const Rounds& r, int round, const std::optional<Plan>& cent
   Components components;
   if (r.store != nullptr) {
     components = CostComponents(r.config, r.model_fingerprint, r.fisher_components,
-                                SampleSetDigest(r.cost_set), centre);
+                                r.cost_set_digest, centre);
     if (std::optional<CostTerms> stored = ResumeCostTerms(*r.store, round, components, r.comm)) {
       Log(r.log, "[%.1fs] resume: cost terms of round %d from %s\n", r.since(), round,
           CostEntryPath(*r.store, round).c_str());
@@ -428,9 +429,10 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
       config.calibration.cost.seq_len, check_set.size(), config.calibration.check.seq_len);
   SetStage("plan: cost terms");
   const double fp_cost = cm.MeasurePlans(cost_set, {std::nullopt})[0];
-  Search s = SolveAndRecentre(
-      {config, cm, comm, cost_set, fp_cost, budget, since, log, store, fisher_components, model_fp},
-      fixed, report);
+  const std::string cost_set_digest = SampleSetDigest(cost_set);
+  Search s = SolveAndRecentre({config, cm, comm, cost_set, cost_set_digest, fp_cost, budget, since,
+                               log, store, fisher_components, model_fp},
+                              fixed, report);
   report.status = s.best_sol.status;
 
   // 4. Check on held-out sequences, then the rows of the plan and of the fixed ratio.

@@ -308,32 +308,57 @@ fs::path PlanEntryPath(const ResumeStore& store) { return store.dir / "plan.entr
 
 namespace {
 
+// An error caught on one rank, to be thrown alike on every rank: kind 'C' a ConfigError (a
+// refused entry), 'F' a FormatError (an unreadable one), 0 none.
+struct CaughtError {
+  char kind = 0;
+  std::string message;
+};
+
+template <class F>
+CaughtError CatchEntryError(F&& f) {
+  try {
+    f();
+  } catch (const ConfigError& e) {
+    return {'C', e.what()};
+  } catch (const Error& e) {
+    return {'F', e.what()};
+  }
+  return {};
+}
+
+// Collective: the first error of `local` in rank order, thrown on every rank, so that every rank
+// ends alike whichever rank read the entry that failed.
+void ThrowOnEveryRank(const CaughtError& local, const Comm& comm) {
+  std::string first;
+  for (const std::string& e : comm.Gather(local.kind ? local.kind + local.message : "", 0)) {
+    if (first.empty()) first = e;
+  }
+  comm.Broadcast(first, 0);
+  if (first.empty()) return;
+  if (first[0] == 'C') throw ConfigError(first.substr(1));
+  throw FormatError(first.substr(1));
+}
+
 // Rank 0 reads the entry at `path` and every rank gets its outcome: the payload, nullopt when
 // there is none, or the same ConfigError (refused) / FormatError (unreadable) on every rank.
 std::optional<std::string> PayloadFromRankZero(const ResumeStore& store, const fs::path& path,
                                                const std::string& kind,
                                                const Components& components, const Comm& comm) {
-  std::string payload, error;
-  int outcome = 0;  // 0 none, 1 found, 2 refused (ConfigError), 3 unreadable (FormatError)
+  std::string payload;
+  bool found = false;
+  CaughtError error;
   if (comm.rank() == 0) {
-    try {
+    error = CatchEntryError([&] {
       if (std::optional<StoreEntry> entry = ValidEntry(store, path, kind, components)) {
         payload = std::move(entry->payload);
-        outcome = 1;
+        found = true;
       }
-    } catch (const ConfigError& e) {
-      error = e.what();
-      outcome = 2;
-    } catch (const Error& e) {
-      error = e.what();
-      outcome = 3;
-    }
+    });
   }
-  comm.Broadcast(outcome, 0);
-  if (outcome == 0) return std::nullopt;
-  comm.Broadcast(error, 0);
-  if (outcome == 2) throw ConfigError(error);
-  if (outcome == 3) throw FormatError(error);
+  ThrowOnEveryRank(error, comm);
+  comm.Broadcast(found, 0);
+  if (!found) return std::nullopt;
   comm.Broadcast(payload, 0);
   return payload;
 }
@@ -502,9 +527,8 @@ std::optional<ChannelScoreBlocks> ResumeScores(const ResumeStore& store,
   if (!store.reuse) return std::nullopt;
   ChannelScoreBlocks scores(stage.blocks.size());
   bool all_mine = true;
-  std::string error;
-  try {
-    for (size_t b = 0; b < stage.blocks.size() && all_mine; ++b) {
+  const CaughtError error = CatchEntryError([&] {
+    for (size_t b = 0; b < stage.blocks.size(); ++b) {
       const int block = stage.block_begin + static_cast<int>(b);
       const fs::path path = FisherEntryPath(store, block);
       const std::optional<StoreEntry> entry = ValidEntry(store, path, "fisher", components);
@@ -534,19 +558,8 @@ std::optional<ChannelScoreBlocks> ResumeScores(const ResumeStore& store,
                           " bytes after the scores");
       }
     }
-  } catch (const ConfigError& e) {
-    error = std::string("C") + e.what();
-  } catch (const Error& e) {
-    error = std::string("F") + e.what();
-  }
-  // Every rank ends alike: the first error in rank order, else whether all ranks have theirs.
-  std::string first;
-  for (const std::string& e : comm.Gather(error, 0)) {
-    if (first.empty()) first = e;
-  }
-  comm.Broadcast(first, 0);
-  if (!first.empty() && first[0] == 'C') throw ConfigError(first.substr(1));
-  if (!first.empty()) throw FormatError(first.substr(1));
+  });
+  ThrowOnEveryRank(error, comm);
   if (!comm.AllTrue(all_mine)) return std::nullopt;
   return scores;
 }

@@ -35,15 +35,14 @@ void PinBlasCore(char** argv);
 // over a layer's rows (ParallelRows) take the same number.
 int SetBlasThreads(int threads);
 
-// f(begin, end) for up to LoopThreads() contiguous parts of [0, n), run at once (the calling
-// thread takes the first), each part at least kMinRowWork elements (`row_work` a row), since a
-// thread costs tens of microseconds. For loops whose rows do not read each other's results, so
-// that the outcome is the same bytes for any thread count: the quantizers' per-weight passes,
+// f(begin, end) for up to SetBlasThreads' count of contiguous parts of [0, n), run at once (the
+// calling thread takes the first), each part at least kMinRowWork elements (`row_work` a row),
+// since a thread costs tens of microseconds. For loops whose rows do not read each other's results,
+// so that the outcome is the same bytes for any thread count: the quantizers' per-weight passes,
 // which otherwise run on one core while the products use them all. 1 thread until
 // SetBlasThreads.
 inline constexpr int64_t kMinRowWork = int64_t{1} << 16;
 void ParallelRows(int64_t n, int64_t row_work, const std::function<void(int64_t, int64_t)>& f);
-int LoopThreads();
 
 struct BlasInfo {
   std::string core;       // OpenBLAS's kernel family, e.g. "SkylakeX"
