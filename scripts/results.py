@@ -6,7 +6,10 @@ under mpirun, each output evaluated by `hiq eval --quantized`, the plans read fr
 plan.json. Each run's command is recorded beside its output (<dir>.cmd); a run whose output
 exists and whose recorded command equals the one it would run now is skipped, so an
 interrupted script resumes where it stopped. Before each run the command is printed, after it
-a progress line with the time left (the mean of the measured runs of the same kind).
+a progress line with the time left (the mean of the measured runs of the same kind). The plan
+is deterministic and does not depend on quantize.*: the methods that share rtn's plan-stage keys
+resume from the plan its run stored (`hiq quantize --resume` with that plan.entry copied in),
+which writes the same model as a run from scratch without computing the plan again.
 
 Parts (what issue 16 asks for that is here):
   quality  every method at the W2 and W3 budgets, seeds 1-3, calibrated on wikitext-2/valid.txt
@@ -23,14 +26,18 @@ Parts (what issue 16 asks for that is here):
            table.
   speed    per-stage wall time and peak memory per rank of `hiq quantize` (hiq, W2) on 1-4
            ranks, from `hiq inspect --json` of each output.
-Not here yet (issue 16): cost terms measured around the reconstructed operating point, the
-7B-shaped per-block stage times and the projection to LLaMA-2-7B/13B/70B, bytes between ranks.
+  scale    bytes each rank sent per stage (the speed runs); a 7B-shaped synthetic model's time
+           per block of every stage (Fisher, each cost estimator, block inputs, reconstruction per
+           method, write; the solve from bench_solver) and from them a projection to LLaMA-2-7B,
+           -13B and -70B on N nodes, beside the published times of GPTQ, OmniQuant and AQLM.
+Not here yet (issue 16): cost terms measured around the reconstructed operating point.
 """
 import argparse
 import json
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -75,6 +82,9 @@ CURVE_RATIOS = "[" + ",".join(f"{r / 20:g}" for r in range(1, 21)) + "]"  # 0.05
 CURVE_BUDGETS = [None, 3.0, 3.1, 3.2, 3.28, "w3"]  # None: the W2 config's own budget
 CURVE_MISS = 0.05
 CURVE_METHODS = ["rtn", "gptq", "lwc", "adaround", "fixed_ratio", "fp16", "hiq"]
+# The methods whose plan-stage keys are rtn's (they differ in quantize.* only): each resumes
+# from the plan of the rtn run before it (Runner.quantize).
+PLAN_SHARED = {"rtn", "gptq", "gptq_act", "lwc", "adaround", "fixed_ratio", "hiq"}
 
 
 # Ablations: name -> (label, the quality table's method it is set beside, extra --set values).
@@ -89,6 +99,40 @@ ABLATIONS = {
 # b_H two bits above b_L costs more a column: smaller candidates, so that one fits the budget.
 BH2_RATIOS = "[0.01,0.02,0.03,0.04,0.05,0.06,0.07,0.08,0.1,0.15,0.2]"
 SPEED_RANKS = [1, 2, 3, 4]
+
+# Scale: a random-weight LLaMA-2-7B-shaped model of two blocks (`hiq synth`, stories260K's
+# 512-piece tokenizer, so the head is small), one block per rank on 2 ranks of one core each,
+# with small sets; every stage's time per block at these token counts, then scaled.
+SCALE_TOKENS = {"fisher": (2, 256), "cost": (1, 256), "check": (1, 256), "reconstruction": (4, 256)}
+SCALE_STEPS = (4, 12)  # two step counts: the time a step costs and what a block costs besides
+SCALE_PLANS = {  # cost estimator -> (label, --set values, rounds in the default recipe)
+    "loss": ("loss around the plan (default)", [], 3),
+    "fp": ("loss around full precision (the paper's)", ["cost.center=fp"], 1),
+    "local": ("local", ["cost.mode=local"], 3),
+}
+SCALE_RECON = {"fixed_ratio": "hybrid (hiq, fixed ratio)", "lwc": "LWC", "adaround": "AdaRound",
+               "gptq": "GPTQ", "rtn": "RTN"}
+# The projection's shapes (Hugging Face configs of LLaMA-2): hidden, intermediate, blocks,
+# heads, key/value heads, vocabulary.
+SHAPES = {"LLaMA-2-7B": (4096, 11008, 32, 32, 32, 32000),
+          "LLaMA-2-13B": (5120, 13824, 40, 40, 40, 32000),
+          "LLaMA-2-70B": (8192, 28672, 80, 64, 8, 32000)}
+# The recipe projected: what a 7B user runs (GPTQ's and OmniQuant's 128 x 2048 calibration).
+RECIPE = {"fisher": 128 * 2048, "cost": 32 * 2048, "reconstruction": 128 * 2048, "seq": 2048,
+          "steps": 5120, "ratios": 5}
+NODE = {"cores": 64, "mem_gib": 512}
+NODES = [1, 4, 16]
+# Published single-GPU (or few-GPU) times, quoted from the papers: (method, what, source).
+PUBLISHED = [
+    ("GPTQ", "OPT-13B 20.9 min, OPT-66B 1.6 h, OPT-175B 4.2 h, BLOOM-7.1B 10.0 min; one A100 80 GB, "
+     "128 x 2048 C4 tokens", "Frantar et al., arXiv 2210.17323, Table 2"),
+    ("GPTQ", "LLaMA-13B \"in an hour\" on one A100", "Shao et al. (OmniQuant), arXiv 2308.13137, introduction"),
+    ("OmniQuant", "weight-only LLaMA-7B 1.1 h, 13B 2.2 h, 30B 4.5 h, 65B 8.9 h; one A100 80 GB, "
+     "128 x 2048, 20 epochs (W2 uses 40: about twice)", "arXiv 2308.13137, Table A12"),
+    ("OmniQuant", "LLaMA-2 7B-70B in 1-16 h on one A100 40 GB, 128 samples", "arXiv 2308.13137, abstract"),
+    ("AQLM", "7B about 1 day on one A100 (14 h on 2); 70B 10-14 days on one (3-4 days on 8)",
+     "Egiazarian et al., arXiv 2401.06118, Appendix D"),
+]
 
 
 def seed_sets(s):
@@ -133,16 +177,20 @@ class Runner:
     def plan(self, kind, n=1):
         self.pending[kind] = self.pending.get(kind, 0) + n
 
-    def run(self, kind, name, argv, done, log):
-        """Runs argv (logged to `log`) unless `done` exists and <name>.cmd holds argv."""
+    def run(self, kind, name, argv, done, log, also_done=None, before=None):
+        """Runs argv (logged to `log`) unless `done` exists and <name>.cmd holds argv (or
+        also_done, another argv that makes the same output). `before` runs first."""
         cmdfile = self.out / f"{name}.cmd"
         cmd = shlex.join(argv)
         self.k += 1
         self.pending[kind] -= 1
-        if Path(done).exists() and cmdfile.exists() and cmdfile.read_text() == cmd + "\n":
+        same = {cmd + "\n"} | ({shlex.join(also_done) + "\n"} if also_done else set())
+        if Path(done).exists() and cmdfile.exists() and cmdfile.read_text() in same:
             print(f"[{self.k}/{self.n}] skip (done): {name}", file=sys.stderr)
             return False
         cmdfile.unlink(missing_ok=True)
+        if before:
+            before()
         print(f"+ {cmd}", file=sys.stderr)
         t = time.time()
         with open(log, "w") as f:
@@ -160,12 +208,28 @@ class Runner:
               f"about {hms(left)} left", file=sys.stderr)
         return True
 
-    def quantize(self, name, config, sets):
+    def quantize(self, name, config, sets, plan_from=None):
+        """`hiq quantize` into out/<name>. With plan_from (the directory of an earlier run whose
+        plan-stage keys are the same), its stored plan is copied into a new resume store and the
+        run resumes from it: the plan is deterministic, so the output is the one a run from
+        scratch writes (the same model digest), without computing the plan again."""
         d = self.out / name
-        argv = self.mpi + [self.hiq, "quantize", str(config), "--output", str(d), "--overwrite"]
+        fresh = self.mpi + [self.hiq, "quantize", str(config), "--output", str(d), "--overwrite"]
         for s in sets:
-            argv += ["--set", s]
-        ran = self.run("quantize", name, argv, d / "model.h5", self.out / f"{name}.log")
+            fresh += ["--set", s]
+        argv, before = fresh, None
+        src = Path(plan_from) / ".resume" if plan_from else None
+        if src and (src / "plan.entry").exists():
+            argv = [x if x != "--overwrite" else "--resume" for x in fresh]
+
+            def before():
+                shutil.rmtree(d, ignore_errors=True)
+                (d / ".resume").mkdir(parents=True)
+                shutil.copy2(src / "plan.entry", d / ".resume" / "plan.entry")
+                if (src / "calibration").is_dir():  # generated sets: the reconstruction set
+                    shutil.copytree(src / "calibration", d / ".resume" / "calibration")
+        ran = self.run("quantize", name, argv, d / "model.h5", self.out / f"{name}.log",
+                       also_done=fresh, before=before)
         if ran:  # a new model: evaluate it again
             for t in TEXTS:
                 (self.out / f"{name}.{t}.cmd").unlink(missing_ok=True)
@@ -228,6 +292,8 @@ def main():
     r.plan("quantize", n_quality + n_curve + n_ablation)
     r.plan("eval", len(TEXTS) * (1 + n_quality) + n_curve + n_ablation)
     r.plan("speed", len(SPEED_RANKS))
+    n_scale_recon = sum(1 if m in ("gptq", "rtn") else len(SCALE_STEPS) for m in SCALE_RECON)
+    r.plan("scale", 1 + len(SCALE_PLANS) + n_scale_recon)
     r.n = sum(r.pending.values())
 
     fp = {t: r.evaluate("fp", t, ["--model", str(MODEL)]) for t in TEXTS}
@@ -244,7 +310,9 @@ def main():
                         ref = plan_json(out / f"q-{calib}-{b}-s{s}-fixed_ratio")
                         sets += ["quant.budget_ratio=0", f"quant.budget_bits={ref['budget_avg_bits']!r}",
                                  f"quant.ratios={FP16_RATIOS}"]
-                    d = r.quantize(name, config, sets)
+                    shared = m in PLAN_SHARED and m != "rtn"
+                    d = r.quantize(name, config, sets,
+                                   out / f"q-{calib}-{b}-s{s}-rtn" if shared else None)
                     row = {"dir": d, "ppl": {}}
                     for t in TEXTS:
                         kv = r.evaluate(name, t, ["--quantized", str(d)])
@@ -268,7 +336,8 @@ def main():
                 sets = [s for s in sets if not s.startswith("quant.ratios=")]
                 sets += ["quant.budget_ratio=0", f"quant.budget_bits={ref['budget_avg_bits']!r}",
                          f"quant.ratios={FP16_RATIOS}"]
-            d = r.quantize(name, config, sets)
+            shared = m in PLAN_SHARED and m != "rtn"
+            d = r.quantize(name, config, sets, out / f"c-{i}-rtn" if shared else None)
             kv = r.evaluate(name, "tinystories", ["--quantized", str(d)])
             budget_bits = plan_json(d)["budget_avg_bits"]
             if float(kv["avg_bits"]) >= budget_bits - CURVE_MISS:
@@ -285,7 +354,8 @@ def main():
                 sets += [f"quant.bits_high={bits_high}", "quant.budget_ratio=0",
                          f"quant.budget_bits={ref['budget_avg_bits']!r}", f"quant.ratios={BH2_RATIOS}"]
             sets += extra
-            d = r.quantize(f"a-{b}-{name}", config, sets)
+            d = r.quantize(f"a-{b}-{name}", config, sets,
+                           out / f"q-text-{b}-s1-rtn" if name.startswith("qin") else None)
             kv = r.evaluate(f"a-{b}-{name}", "tinystories", ["--quantized", str(d)])
             ablations[(b, name)] = (float(kv["avg_bits"]), float(kv["ppl"]))
 
@@ -304,7 +374,59 @@ def main():
                               check=True).stdout
         speed[n] = json.loads(info)["provenance"]
 
-    write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r, ablations, speed)
+    scale = run_scale(r, out)
+    write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r, ablations, speed, scale)
+
+
+def inspect_json(r, d):
+    return json.loads(subprocess.run([r.hiq, "inspect", str(d), "--json"], capture_output=True,
+                                     text=True, check=True).stdout)
+
+
+def parse_log(path):
+    """What a `hiq quantize` log says of its stages: fisher seconds, rounds, blocks."""
+    import re
+    text = Path(path).read_text()
+    m = re.search(r"^\[([\d.]+)s\] fisher:", text, re.M)
+    rounds = [dict(evals=int(e), seconds=float(t), solve=float(st)) for e, t, st in re.findall(
+        r"round \d+: (\d+) evaluations in ([\d.]+)s, solve \S+ in ([\d.]+)s", text)]
+    blocks = [float(t) for t in re.findall(
+        r"^\[rank \d+\] block \d+: \S+ mse \S+ \S+ \S+ \(([\d.]+)s\)", text, re.M)]
+    return {"fisher": float(m.group(1)) if m else None, "rounds": rounds, "blocks": blocks}
+
+
+def run_scale(r, out):
+    """The 7B-shaped stage times (SCALE_* above): per block, at the stated token counts."""
+    model = out / "synth-7b"
+    r.run("scale", "synth-7b", [r.hiq, "synth", "--shape", "llama2-7b", "--layers", "2", "--seed",
+                                "1", "--vocab", "512", "--tokenizer-from", str(MODEL), "--out",
+                                str(model)], model / "model.safetensors", out / "synth-7b.log")
+    base = [f"model.path={model}", "cost.refine=0"]
+    for name, (n, t) in SCALE_TOKENS.items():
+        base += [f"calibration.{name}.source=text", f"calibration.{name}.path={CALIB_TEXT}",
+                 f"calibration.{name}.n_sequences={n}", f"calibration.{name}.seq_len={t}"]
+    res = {"plans": {}, "recon": {}}
+    for k, (_, extra, _) in SCALE_PLANS.items():
+        d = r.quantize(f"scale-plan-{k}", BUDGETS["w2"], base + extra + ["quantize.method=rtn"])
+        res["plans"][k] = {"log": parse_log(out / f"scale-plan-{k}.log"), "info": inspect_json(r, d)}
+    for m in SCALE_RECON:
+        for steps in (SCALE_STEPS[:1] if m in ("gptq", "rtn") else SCALE_STEPS):
+            name = f"scale-recon-{m}-s{steps}"
+            # One candidate ratio: the plan stage is short and these runs time the blocks.
+            d = r.quantize(name, BUDGETS["w2"], base + [f"quantize.method={m}", "quant.ratios=[0.1]",
+                                                          f"quantize.steps={steps}"])
+            res["recon"][(m, steps)] = {"log": parse_log(out / f"{name}.log"),
+                                        "info": inspect_json(r, d)}
+    bench = Path(os.environ.get("HIQ_BENCH", ROOT / "build/bench")) / "bench_solver"
+    res["solve"] = {}
+    if bench.exists():
+        j = json.loads(subprocess.run([str(bench), "--benchmark_filter=BM_Pareto/shape:./noise:0/seed:0$",
+                                       "--benchmark_format=json"], capture_output=True, text=True,
+                                      check=True).stdout)
+        for bm in j["benchmarks"]:
+            shape = "7B" if "shape:0" in bm["name"] else "70B"
+            res["solve"][shape] = bm["real_time"] / {"ns": 1e9, "us": 1e6, "ms": 1e3, "s": 1}[bm["time_unit"]]
+    return res
 
 
 def save(fig, ax, path, xlabel, ylabel):
@@ -318,7 +440,7 @@ def save(fig, ax, path, xlabel, ylabel):
     plt.close(fig)
 
 
-def write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r, ablations, speed):
+def write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r, ablations, speed, scale):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -455,6 +577,29 @@ def write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r, ablation
     L.append("Predicted (from the cost terms, on the cost set) against measured (on the held-out check "
              f"set) loss change of each of the {len(pred)} hiq plans above, from their plan.json, by "
              "round-to-nearest (the plan stage's own check, before reconstruction).\n")
+    L.append("### Does the plan's advantage survive reconstruction?\n")
+    L.append("The plan is chosen from round-to-nearest loss terms and applied with the hybrid "
+             "reconstruction. Its advantage over the fixed ratio before reconstruction (the plan "
+             "stage's check: loss change against full precision on the held-out check set, both "
+             "by round-to-nearest, from plan.json) against after it (the difference of log "
+             "perplexity of the fixed-ratio hybrid and hiq, on valid-head30KB.txt), in nats per "
+             "token, mean over the seeds (min-max):\n")
+    L.append("| calibration | budget | fixed ratio - plan, RTN (check set) | fixed ratio - hiq, hybrid (valid-head30KB) | kept |")
+    L.append("|---|---|---:|---:|---:|")
+    for calib in calibs:
+        for b in BUDGETS:
+            before, after = [], []
+            for s_ in seeds:
+                h, f = quality.get((calib, b, "hiq", s_)), quality.get((calib, b, "fixed_ratio", s_))
+                if not h or not f:
+                    continue
+                pj = plan_json(h["dir"])
+                before.append(pj["fixed_dloss"] - pj["measured_dloss"])
+                after.append(math.log(f["ppl"]["tinystories"]) - math.log(h["ppl"]["tinystories"]))
+            kept = sum(after) / sum(before) if before and sum(before) else float("nan")
+            L.append(f"| {'wikitext' if calib == 'text' else 'generated'} | {b.upper()} | "
+                     f"{stats(before)} | {stats(after)} | {kept:.0%} |")
+    L.append("")
     L.append("## Ablations\n")
     L.append("Seed 1, wikitext calibration, perplexity on valid-head30KB.txt, each beside the quality "
              "table's run it changes one thing of. b_H = b_L + 2 runs at the b_L + 1 fixed ratio's "
@@ -482,6 +627,17 @@ def write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r, ablation
         L.append(f"| {n} | {st['plan']:.1f} | {st['inputs']:.1f} | {st['blocks']:.1f} | "
                  f"{st['write']:.2f} | {per} |")
     L.append("")
+    L.append("Bytes each rank sent to the others per stage (`bytes_sent` of `hiq inspect --json`: "
+             "point-to-point activations plus its part of the collectives, docs/FORMATS.md), KiB:\n")
+    L.append("| ranks | per rank: plan / inputs / blocks / write KiB |")
+    L.append("|---:|---|")
+    for n, p in sorted(speed.items()):
+        per = "; ".join(
+            "/".join(f"{x['bytes_sent'][k] / 1024:.0f}" for k in ("plan", "inputs", "blocks", "write"))
+            if "bytes_sent" in x else "not recorded" for x in p["ranks"])
+        L.append(f"| {n} | {per} |")
+    L.append("")
+    L += scale_section(scale)
     tmp = doc.with_suffix(".md.tmp")
     tmp.write_text("\n".join(L) + "\n")
     tmp.replace(doc)
@@ -490,3 +646,140 @@ def write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r, ablation
 
 if __name__ == "__main__":
     main()
+
+
+def block_params(d, ff, heads, kv):
+    return 2 * d * d + 2 * d * (d * kv // heads) + 3 * d * ff
+
+
+def hours(sec):
+    return f"{sec / 3600:.1f} h" if sec >= 3600 else f"{sec / 60:.1f} min" if sec >= 60 else f"{sec:.1f} s"
+
+
+def scale_section(sc):
+    """The 7B-shaped per-block stage times and the projection to LLaMA-2-7B/13B/70B."""
+    L = ["## Scale: LLaMA-2-7B-shaped blocks and a projection\n"]
+    tok = {k: n * t for k, (n, t) in SCALE_TOKENS.items()}
+    L.append("A random-weight model of two LLaMA-2-7B-shaped blocks (`hiq synth --shape llama2-7b "
+             "--layers 2 --vocab 512`: hidden 4096, intermediate 11008, 32 heads; the 512-piece "
+             "vocabulary of stories260K's tokenizer, so the head is negligible), quantized by "
+             "`mpirun -np 2 hiq quantize` with one block and one core per rank, the plan stage in "
+             "one round (cost.refine=0), calibration windows of wikitext-2/valid.txt: "
+             + ", ".join(f"{k} {n} x {t}" for k, (n, t) in SCALE_TOKENS.items())
+             + f" tokens; reconstruction at {SCALE_STEPS[0]} and {SCALE_STEPS[1]} steps of one "
+             "sequence. Seconds per block on one core, from each run's log and `hiq inspect --json`:\n")
+    pb7 = block_params(4096, 11008, 32, 32)
+    # Per block and token on one core (each rank holds one block, the two work at once).
+    plans = sc["plans"]
+    fisher = plans["loss"]["log"]["fisher"]
+    L.append("| stage | seconds | per block per 1K tokens, s | how it is read |")
+    L.append("|---|---:|---:|---|")
+    L.append(f"| Fisher (forward + backward) | {fisher:.1f} | {fisher / tok['fisher'] * 1024:.3f} | "
+             "the log's fisher line (both ranks at once, one block each) |")
+    rate = {"fisher": fisher / tok["fisher"]}
+    for k, (label, _, _) in SCALE_PLANS.items():
+        rd = plans[k]["log"]["rounds"][0]
+        # The last rank runs the suffix of every job: one block-forward per evaluation.
+        per = rd["seconds"] / rd["evals"] / tok["cost"] if k != "local" else rd["seconds"] / tok["cost"]
+        rate["cost_" + k] = per
+        how = (f"{rd['evals']} evaluations in one round; per evaluation and block" if k != "local"
+               else "one round, every switch scored at its block's output; per block")
+        L.append(f"| cost terms, {label} | {rd['seconds']:.1f} | {per * 1024:.3f} | {how} |")
+    inputs = plans["loss"]["info"]["provenance"]["stage_seconds"]["inputs"]
+    rate["inputs"] = inputs / tok["reconstruction"]
+    L.append(f"| block inputs (pipeline forward) | {inputs:.1f} | {rate['inputs'] * 1024:.3f} | "
+             "stage_seconds.inputs |")
+    write = plans["loss"]["info"]["provenance"]["stage_seconds"]["write"]
+    L.append(f"| write (one shard per rank) | {write:.2f} | — | stage_seconds.write, one block per rank |")
+    recon = {}
+    for m, label in SCALE_RECON.items():
+        runs = {st: v for (mm, st), v in sc["recon"].items() if mm == m}
+        t = {st: max(v["log"]["blocks"]) for st, v in runs.items()}  # the slower rank's block
+        if len(t) == 2:
+            s0, s1 = SCALE_STEPS
+            step = (t[s1] - t[s0]) / (s1 - s0)
+            fixed = max(t[s0] - s0 * step, 0.0)
+            recon[m] = (fixed, step)
+            L.append(f"| reconstruction, {label} | {t[s0]:.1f} @ {s0} steps, {t[s1]:.1f} @ {s1} | "
+                     f"step {step:.2f} s, rest {fixed:.1f} s | per step of one {SCALE_TOKENS['reconstruction'][1]}-token "
+                     "sequence; the rest (initialisation, final error) from the difference |")
+        else:
+            (st, v), = t.items()
+            recon[m] = (v, 0.0)
+            L.append(f"| reconstruction, {label} | {v:.1f} | {v / tok['reconstruction'] * 1024:.3f} | "
+                     "the block's log line (no steps) |")
+    for shape, sec in sorted(sc["solve"].items()):
+        L.append(f"| solve, {shape} shape (Pareto + knapsack, bench_solver) | {sec:.3f} | — | "
+                 "BM_Pareto, independent pairs, seed 0 |")
+    bytes_plan = [x["bytes_sent"] for x in plans["loss"]["info"]["provenance"]["ranks"] if "bytes_sent" in x]
+    if bytes_plan:
+        L.append("")
+        L.append("Bytes sent per rank in that run (plan / inputs / blocks / write, MiB): " + "; ".join(
+            "/".join(f"{b[k] / 2**20:.1f}" for k in ("plan", "inputs", "blocks", "write")) for b in bytes_plan)
+            + f". A block boundary carries {SCALE_TOKENS['fisher'][1]} tokens x 4096 x 4 bytes per sequence "
+              "forward (and as much back in the Fisher pass).")
+    L.append("")
+
+    # The projection.
+    L.append("**Projection** to full models on N nodes of "
+             f"{NODE['cores']} cores and {NODE['mem_gib']} GiB, one rank per block up to the core count "
+             "(a rank with several blocks runs them one after the other), each rank with cores/ranks "
+             "threads. Assumptions, each a source of error: every stage's time is linear in tokens "
+             "(attention's quadratic part is about 8% of a 7B block's flops at 2048 tokens and is "
+             "not scaled), and in a block's parameters across shapes; the measured one-core rates "
+             "scale perfectly with threads (this machine has 2 cores: not measured beyond); "
+             "the pipeline keeps every rank busy in the Fisher pass and the block inputs. The loss "
+             "estimator's round runs 7 x R x L evaluations, and the last rank runs the suffix "
+             "(its L/P blocks and the head) of every one of them, so a round costs about "
+             "7 R L (L/P + h) block-forwards on that rank (h = the head's parameters over a "
+             "block's): quadratic in depth. The local estimator scores every switch at its block "
+             "(L/P blocks a rank; its few end-to-end fit switches are left out). Recipe: "
+             f"Fisher {RECIPE['fisher'] // 2048} x 2048 tokens, cost set {RECIPE['cost'] // 2048} x 2048, "
+             f"R = {RECIPE['ratios']} candidates, 3 rounds around the plan (1 around full precision), "
+             f"reconstruction {RECIPE['steps']} steps of one 2048-token sequence a block (OmniQuant's W2 "
+             "recipe) over 128 x 2048 cached inputs. Memory per rank: its blocks in F32 and two "
+             "blocks' cached inputs (F32, 128 x 2048 x hidden).\n")
+    hdr = ("| model | nodes | ranks x threads | Fisher | cost: loss (plan) | cost: loss (fp) | "
+           "cost: local | inputs | hybrid | GPTQ | hiq total (default) | memory/node GiB |")
+    L.append(hdr)
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for model, (d, ff, nl, heads, kv, vocab) in SHAPES.items():
+        pb = block_params(d, ff, heads, kv)
+        sfac = pb / pb7
+        h = d * vocab / pb
+        for nodes in NODES:
+            cores = nodes * NODE["cores"]
+            P = min(nl, cores)
+            thr = cores // P
+            per_rank = math.ceil(nl / P)
+            c = sfac / thr  # seconds scale of one block's work on this rank
+            fis = rate["fisher"] * RECIPE["fisher"] * per_rank * c
+            cost = {}
+            for k, (_, _, rounds) in SCALE_PLANS.items():
+                if k == "local":
+                    cost[k] = rounds * rate["cost_local"] * RECIPE["cost"] * per_rank * c
+                else:
+                    jobs = 7 * RECIPE["ratios"] * nl
+                    cost[k] = rounds * jobs * (per_rank + h) * rate["cost_" + k] * RECIPE["cost"] * c
+            inp = rate["inputs"] * RECIPE["reconstruction"] * per_rank * c
+            tok_ratio = RECIPE["reconstruction"] / (SCALE_TOKENS["reconstruction"][0] * SCALE_TOKENS["reconstruction"][1])
+            seq_ratio = RECIPE["seq"] / SCALE_TOKENS["reconstruction"][1]
+            def blocks(m):
+                fixed, step = recon[m]
+                return per_rank * c * (fixed * tok_ratio + step * RECIPE["steps"] * seq_ratio)
+            hyb, gptq = blocks("fixed_ratio"), blocks("gptq")
+            total = fis + cost["loss"] + inp + hyb
+            mem = (per_rank * pb * 4 + 2 * RECIPE["reconstruction"] * d * 4) / 2**30 * math.ceil(P / nodes)
+            fits = "" if mem <= NODE["mem_gib"] else " (does not fit)"
+            L.append(f"| {model} | {nodes} | {P} x {thr} | {hours(fis)} | {hours(cost['loss'])} | "
+                     f"{hours(cost['fp'])} | {hours(cost['local'])} | {hours(inp)} | {hours(hyb)} | "
+                     f"{hours(gptq)} | {hours(total)} | {mem:.0f}{fits} |")
+    L.append("")
+    L.append("The solve is left out of the totals: bench_solver's time for the 7B and 70B shapes "
+             "is in the table above. Published times of the baselines, quoted (not measured here):\n")
+    L.append("| method | published time | source |")
+    L.append("|---|---|---|")
+    for m, what, src in PUBLISHED:
+        L.append(f"| {m} | {what} | {src} |")
+    L.append("")
+    return L

@@ -98,6 +98,24 @@ TEST(CliDigest, QuantizeGivesOneDigestOnOneToFourRanksAndOneOrTwoThreads) {
       EXPECT_FALSE(r["host"].get<std::string>().empty()) << r.dump();
       EXPECT_FALSE(r["blas_core"].get<std::string>().empty()) << r.dump();
       EXPECT_GT(r["peak_rss_bytes"].get<int64_t>(), 1 << 20) << r.dump();
+      ASSERT_TRUE(r.contains("bytes_sent")) << r.dump();
+      for (const char* stage : {"plan", "inputs", "blocks", "write"}) {
+        EXPECT_GE(r["bytes_sent"][stage].get<int64_t>(), 0) << stage << ": " << r.dump();
+      }
+      // Several ranks talk in every stage that has a collective; one rank has nobody to talk to.
+      if (run.np == 1) {
+        EXPECT_EQ(r["bytes_sent"]["plan"], 0) << r.dump();
+      } else {
+        EXPECT_GT(r["bytes_sent"]["plan"].get<int64_t>(), 0) << r.dump();
+        EXPECT_GT(r["bytes_sent"]["write"].get<int64_t>(), 0) << r.dump();
+      }
+    }
+    // The pipeline's activations go down the ranks: the first rank sends the block inputs on,
+    // the last one only its part of the collectives.
+    if (run.np > 1) {
+      EXPECT_GT(p["ranks"][0]["bytes_sent"]["inputs"].get<int64_t>(),
+                p["ranks"][run.np - 1]["bytes_sent"]["inputs"].get<int64_t>())
+          << p.dump();
     }
     const test::CommandResult text = test::RunCommand(Hiq() + " inspect " + out);
     ASSERT_EQ(text.exit_code, 0) << text.output;

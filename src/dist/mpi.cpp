@@ -136,6 +136,14 @@ std::vector<Part> GatherParts(MPI_Comm comm, int rank, int size, const std::vect
   return Split<Part>(all, all_lengths);
 }
 
+// The bytes GatherParts sends of `local`: its parts' lengths and values, and the two counts.
+template <typename Part>
+size_t PartsBytes(const std::vector<Part>& local) {
+  size_t bytes = 2 * sizeof(int) + local.size() * sizeof(int32_t);
+  for (const Part& part : local) bytes += part.size() * sizeof(typename Part::value_type);
+  return bytes;
+}
+
 template <typename T>
 void RecvExact(MPI_Comm comm, std::span<T> data, int source, int tag) {
   const PeerWait wait(source, "MPI_Recv");
@@ -198,7 +206,19 @@ void SendRequest::Wait() {
 }
 
 Comm::Comm(MPI_Comm comm, int rank, int size)
-    : comm_(comm), rank_(rank), size_(size), bytes_sent_(std::make_shared<uint64_t>(0)) {}
+    : comm_(comm), rank_(rank), size_(size), traffic_(std::make_shared<Traffic>()) {}
+
+void Comm::CountFromRoot(size_t bytes, int root) const {
+  if (rank_ == root) traffic_->collective += bytes * static_cast<size_t>(size_ - 1);
+}
+
+void Comm::CountToRoot(size_t bytes, int root) const {
+  if (root < 0) {
+    traffic_->collective += bytes * static_cast<size_t>(size_ - 1);
+  } else if (rank_ != root) {
+    traffic_->collective += bytes;
+  }
+}
 
 int Comm::CollectivePeer(int root) const {
   if (size_ == 2) return 1 - rank_;
@@ -233,7 +253,7 @@ void Comm::Send(std::span<const float> data, int dest, int tag) const {
   const PeerWait wait(dest, "MPI_Send");
   Check(MPI_Send(data.data(), static_cast<int>(data.size()), MPI_FLOAT, dest, tag, comm_),
         "MPI_Send", dest);
-  *bytes_sent_ += data.size_bytes();
+  traffic_->p2p += data.size_bytes();
 }
 
 SendRequest Comm::Isend(std::span<const float> data, int dest, int tag) const {
@@ -241,7 +261,7 @@ SendRequest Comm::Isend(std::span<const float> data, int dest, int tag) const {
   Check(
       MPI_Isend(data.data(), static_cast<int>(data.size()), MPI_FLOAT, dest, tag, comm_, &request),
       "MPI_Isend", dest);
-  *bytes_sent_ += data.size_bytes();
+  traffic_->p2p += data.size_bytes();
   return SendRequest(request, dest);
 }
 
@@ -253,7 +273,7 @@ void Comm::Send(std::span<const double> data, int dest, int tag) const {
   const PeerWait wait(dest, "MPI_Send");
   Check(MPI_Send(data.data(), static_cast<int>(data.size()), MPI_DOUBLE, dest, tag, comm_),
         "MPI_Send", dest);
-  *bytes_sent_ += data.size_bytes();
+  traffic_->p2p += data.size_bytes();
 }
 
 void Comm::Recv(std::span<double> data, int source, int tag) const {
@@ -269,37 +289,44 @@ void Comm::Broadcast(std::span<double> data, int root) const {
   const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   Check(MPI_Bcast(data.data(), static_cast<int>(data.size()), MPI_DOUBLE, root, comm_), "MPI_Bcast",
         root);
+  CountFromRoot(data.size_bytes(), root);
 }
 
 void Comm::Broadcast(std::span<int32_t> data, int root) const {
   const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   Check(MPI_Bcast(data.data(), static_cast<int>(data.size()), MPI_INT32_T, root, comm_),
         "MPI_Bcast", root);
+  CountFromRoot(data.size_bytes(), root);
 }
 
 void Comm::Broadcast(std::string& text, int root) const {
   const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   BroadcastSized(comm_, text, root);
+  CountFromRoot(sizeof(int64_t) + text.size() * sizeof(text[0]), root);
 }
 
 void Comm::Broadcast(std::vector<double>& values, int root) const {
   const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   BroadcastSized(comm_, values, root);
+  CountFromRoot(sizeof(int64_t) + values.size() * sizeof(values[0]), root);
 }
 
 void Comm::Broadcast(std::vector<int32_t>& values, int root) const {
   const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   BroadcastSized(comm_, values, root);
+  CountFromRoot(sizeof(int64_t) + values.size() * sizeof(values[0]), root);
 }
 
 void Comm::Broadcast(double& value, int root) const {
   const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   Check(MPI_Bcast(&value, 1, MPI_DOUBLE, root, comm_), "MPI_Bcast", root);
+  CountFromRoot(sizeof value, root);
 }
 
 void Comm::Broadcast(int& value, int root) const {
   const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   Check(MPI_Bcast(&value, 1, MPI_INT, root, comm_), "MPI_Bcast", root);
+  CountFromRoot(sizeof value, root);
 }
 
 void Comm::Broadcast(bool& value, int root) const {
@@ -312,29 +339,37 @@ std::vector<std::string> Comm::Gather(const std::string& local, int root) const 
   std::vector<int> counts;
   const std::vector<char> all =
       GatherConcat<char>(comm_, rank_, size_, std::span<const char>(local), root, counts);
+  CountToRoot(sizeof(int) + local.size(), root);
   if (rank_ != root) return {};
   return Split<std::string>(all, std::vector<int32_t>(counts.begin(), counts.end()));
 }
 
 std::vector<std::string> Comm::GatherStrings(const std::vector<std::string>& local,
                                              int root) const {
-  return GatherParts(comm_, rank_, size_, local, root);
+  std::vector<std::string> all = GatherParts(comm_, rank_, size_, local, root);
+  CountToRoot(PartsBytes(local), root);
+  return all;
 }
 
 std::vector<double> Comm::AllGather(std::span<const double> local) const {
   std::vector<int> counts;
-  return GatherConcat<double>(comm_, rank_, size_, local, -1, counts);
+  std::vector<double> all = GatherConcat<double>(comm_, rank_, size_, local, -1, counts);
+  CountToRoot(sizeof(int) + local.size_bytes(), -1);
+  return all;
 }
 
 std::vector<std::vector<int32_t>> Comm::AllGather(
     const std::vector<std::vector<int32_t>>& local) const {
-  return GatherParts(comm_, rank_, size_, local, -1);
+  std::vector<std::vector<int32_t>> all = GatherParts(comm_, rank_, size_, local, -1);
+  CountToRoot(PartsBytes(local), -1);
+  return all;
 }
 
 bool Comm::AllTrue(bool local) const {
   const PeerWait wait(CollectivePeer(-1), "MPI_Allreduce");
   int in = local ? 1 : 0, out = 0;
   Check(MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+  CountToRoot(sizeof in, -1);
   return out == 1;
 }
 
@@ -342,6 +377,7 @@ double Comm::AllMax(double local) const {
   const PeerWait wait(CollectivePeer(-1), "MPI_Allreduce");
   double out = 0;
   Check(MPI_Allreduce(&local, &out, 1, MPI_DOUBLE, MPI_MAX, comm_), "MPI_Allreduce");
+  CountToRoot(sizeof local, -1);
   return out;
 }
 
@@ -349,6 +385,7 @@ double Comm::AllSum(double local) const {
   const PeerWait wait(CollectivePeer(-1), "MPI_Allreduce");
   double out = 0;
   Check(MPI_Allreduce(&local, &out, 1, MPI_DOUBLE, MPI_SUM, comm_), "MPI_Allreduce");
+  CountToRoot(sizeof local, -1);
   return out;
 }
 

@@ -166,13 +166,21 @@ std::string DescribeOutput(const std::filesystem::path& out_dir, const ModelFile
     s += "  stage seconds    plan " + Fixed(info.seconds.plan, 1) + ", inputs " +
          Fixed(info.seconds.inputs, 1) + ", blocks " + Fixed(info.seconds.blocks, 1) + ", write " +
          Fixed(info.seconds.write, 1) + "\n";
-    s += "  rank  host                  threads  blas_core    peak_rss_mib  blocks_s  cpu_model\n";
+    s += "  rank  host                  threads  blas_core    peak_rss_mib  blocks_s  "
+         "sent_kib plan/inputs/blocks/write  cpu_model\n";
     for (size_t r = 0; r < info.ranks.size(); ++r) {
       const RankProvenance& p = info.ranks[r];
-      char line[512];
-      std::snprintf(line, sizeof line, "  %-4zu  %-20s  %7d  %-11s  %12.1f  %8.1f  %s\n", r,
+      char sent[128] = "(not recorded)";
+      if (p.bytes_sent) {
+        const auto kib = [](int64_t b) { return static_cast<double>(b) / 1024.0; };
+        std::snprintf(sent, sizeof sent, "%.1f/%.1f/%.1f/%.1f", kib(p.bytes_sent->plan),
+                      kib(p.bytes_sent->inputs), kib(p.bytes_sent->blocks),
+                      kib(p.bytes_sent->write));
+      }
+      char line[640];
+      std::snprintf(line, sizeof line, "  %-4zu  %-20s  %7d  %-11s  %12.1f  %8.1f  %-34s  %s\n", r,
                     OrUnknown(p.host).c_str(), p.threads, OrUnknown(p.blas_core).c_str(),
-                    MiB(p.peak_rss_bytes), p.blocks_seconds, OrUnknown(p.cpu_model).c_str());
+                    MiB(p.peak_rss_bytes), p.blocks_seconds, sent, OrUnknown(p.cpu_model).c_str());
       s += line;
       peak_mib = std::max(peak_mib, MiB(p.peak_rss_bytes));
     }

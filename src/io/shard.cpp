@@ -328,6 +328,14 @@ void ReadProvenance(const H5Group& root, const std::filesystem::path& file, Mode
     p.threads = Member(r, "threads", IsInteger, at_ranks, "integer");
     p.peak_rss_bytes = Member(r, "peak_rss_bytes", IsInteger, at_ranks, "integer");
     p.blocks_seconds = Member(r, "blocks_seconds", IsNumber, at_ranks, "number");
+    if (r.contains("bytes_sent")) {
+      const nlohmann::json& b = r["bytes_sent"];
+      const std::string at_bytes = at_ranks + ": bytes_sent";
+      p.bytes_sent = StageBytes{Member(b, "plan", IsInteger, at_bytes, "integer").get<int64_t>(),
+                                Member(b, "inputs", IsInteger, at_bytes, "integer").get<int64_t>(),
+                                Member(b, "blocks", IsInteger, at_bytes, "integer").get<int64_t>(),
+                                Member(b, "write", IsInteger, at_bytes, "integer").get<int64_t>()};
+    }
     info.ranks.push_back(std::move(p));
   }
 }
@@ -534,12 +542,19 @@ nlohmann::json ProvenanceJson(const ModelFileInfo& info) {
   if (info.ranks.empty()) return nullptr;
   nlohmann::json ranks = nlohmann::json::array();
   for (const RankProvenance& r : info.ranks) {
-    ranks.push_back({{"host", r.host},
-                     {"cpu_model", r.cpu_model},
-                     {"blas_core", r.blas_core},
-                     {"threads", r.threads},
-                     {"peak_rss_bytes", r.peak_rss_bytes},
-                     {"blocks_seconds", r.blocks_seconds}});
+    nlohmann::json rank = {{"host", r.host},
+                           {"cpu_model", r.cpu_model},
+                           {"blas_core", r.blas_core},
+                           {"threads", r.threads},
+                           {"peak_rss_bytes", r.peak_rss_bytes},
+                           {"blocks_seconds", r.blocks_seconds}};
+    if (r.bytes_sent) {
+      rank["bytes_sent"] = {{"plan", r.bytes_sent->plan},
+                            {"inputs", r.bytes_sent->inputs},
+                            {"blocks", r.bytes_sent->blocks},
+                            {"write", r.bytes_sent->write}};
+    }
+    ranks.push_back(std::move(rank));
   }
   return {{"hiq_version", info.hiq_version},
           {"model_fingerprint", info.model_fingerprint},

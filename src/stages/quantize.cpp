@@ -169,19 +169,24 @@ std::vector<TensorToWrite> OwnUnquantizedTensors(const Stage<float>& stage,
 // Every rank's machine, threads, peak memory and blocks time, on rank 0 (empty elsewhere).
 // Collective.
 std::vector<RankProvenance> GatherProvenance(const Comm& comm, double blocks_seconds,
-                                             int64_t peak_bytes) {
+                                             int64_t peak_bytes, const StageBytes& sent) {
   const BlasInfo blas = CurrentBlasInfo();
   const std::vector<std::string> hosts = comm.Gather(HostName(), 0);
   const std::vector<std::string> cpus = comm.Gather(blas.cpu_model, 0);
   const std::vector<std::string> cores = comm.Gather(blas.core, 0);
   // Counts below 2^53 travel exactly as doubles.
   const std::vector<double> numbers = comm.AllGather(std::vector<double>{
-      static_cast<double>(blas.threads), static_cast<double>(peak_bytes), blocks_seconds});
+      static_cast<double>(blas.threads), static_cast<double>(peak_bytes), blocks_seconds,
+      static_cast<double>(sent.plan), static_cast<double>(sent.inputs),
+      static_cast<double>(sent.blocks), static_cast<double>(sent.write)});
+  constexpr size_t kPerRank = 7;
   std::vector<RankProvenance> ranks;
   if (comm.rank() != 0) return ranks;
   for (size_t r = 0; r < hosts.size(); ++r) {
-    ranks.push_back({hosts[r], cpus[r], cores[r], static_cast<int>(numbers[3 * r]),
-                     static_cast<int64_t>(numbers[3 * r + 1]), numbers[3 * r + 2]});
+    const double* n = &numbers[kPerRank * r];
+    const auto count = [](double v) { return static_cast<int64_t>(v); };
+    ranks.push_back({hosts[r], cpus[r], cores[r], static_cast<int>(n[0]), count(n[1]), n[2],
+                     StageBytes{count(n[3]), count(n[4]), count(n[5]), count(n[6])}});
   }
   return ranks;
 }
@@ -207,6 +212,17 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   QuantizeReport report;
   report.method = std::string(Name(config.quantize.method));
 
+  // The bytes this rank has sent to the others so far, for the stages' traffic (provenance).
+  const auto sent = [&comm] {
+    return static_cast<int64_t>(comm.bytes_sent() + comm.collective_bytes());
+  };
+  StageBytes stage_bytes;
+  int64_t sent0 = sent();
+  const auto end_stage = [&](int64_t& bytes) {
+    bytes = sent() - sent0;
+    sent0 = sent();
+  };
+
   // 1. The plan; every method but hiq takes the fixed ratio's channels at the same budget.
   auto t0 = Clock::now();
   report.plan = RunPlanStage(config, pipeline, checkpoint, log, store);
@@ -218,6 +234,7 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
     SavePlan(*store, plan_components, report.plan);
   }
   report.plan_seconds = Since(t0);
+  end_stage(stage_bytes.plan);
   const int64_t plan_peak = PeakRssBytes();
   // From here the peak is the blocks stage's own: its inputs and training, apart from the plan.
   const bool blocks_measured = ResetPeakRss();
@@ -297,6 +314,7 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
     pipeline.ForwardJobs(seqs, {0}, weights, nullptr, &inputs, kMicroBatch);
   }
   report.inputs_seconds = Since(t0);
+  end_stage(stage_bytes.inputs);
   if (all_stored) {
     Log(log, "[%.1fs] resume: every block is in %s, no block inputs computed\n",
         report.plan_seconds + report.inputs_seconds, (store->dir / "blocks").c_str());
@@ -392,6 +410,7 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
     if (local_all_stored) quantize_local_blocks();
   }
   report.quantize_seconds = Since(t0);
+  end_stage(stage_bytes.blocks);
   const int64_t blocks_peak = blocks_measured ? PeakRssBytes() : -1;
 
   // 4. Shards, then the root file. The stored bits are exact integers, summed in rank order.
@@ -433,8 +452,9 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
             .c_str());
     std::fflush(rank_log);
   }
+  end_stage(stage_bytes.write);  // the shards' stage, up to the provenance's own gather
   const std::vector<RankProvenance> ranks =
-      GatherProvenance(comm, report.quantize_seconds, job_peak);
+      GatherProvenance(comm, report.quantize_seconds, job_peak, stage_bytes);
   if (comm.rank() == 0) {
     ModelFileInfo info;
     info.n_ranks = comm.size();

@@ -71,6 +71,34 @@ TEST(CommMpi, GathersReachOnlyTheRoot) {
   }
 }
 
+// collective_bytes() is the payload that must leave each rank, whatever algorithm Open MPI
+// picks: a broadcast's once per other rank from the root, a gather's once from each other rank.
+TEST(CommMpi, CollectiveBytesCountWhatLeavesEachRank) {
+  const Comm comm = Comm::World();
+  const size_t others = static_cast<size_t>(comm.size() - 1);
+  const int root = comm.size() - 1;
+  const bool at_root = comm.rank() == root;
+  const uint64_t p2p = comm.bytes_sent();
+
+  uint64_t before = comm.collective_bytes();
+  std::vector<double> values(at_root ? 5 : 0, 1.5);
+  comm.Broadcast(values, root);  // its size (an int64) first, then 5 doubles
+  EXPECT_EQ(comm.collective_bytes() - before, at_root ? others * (8 + 5 * 8) : 0u);
+
+  before = comm.collective_bytes();
+  comm.Gather(std::string(3, 'x'), root);  // a count (an int) and 3 chars from each other rank
+  EXPECT_EQ(comm.collective_bytes() - before, at_root ? 0u : sizeof(int) + 3);
+
+  before = comm.collective_bytes();
+  comm.AllSum(1.0);  // every rank's double reaches every other rank
+  EXPECT_EQ(comm.collective_bytes() - before, others * sizeof(double));
+
+  before = comm.collective_bytes();
+  comm.Barrier();
+  EXPECT_EQ(comm.collective_bytes(), before);
+  EXPECT_EQ(comm.bytes_sent(), p2p) << "collectives are not point-to-point sends";
+}
+
 TEST(CommMpi, BroadcastsCarryWhatOnlyTheRootKnows) {
   const Comm comm = Comm::World();
   const int root = comm.size() - 1;

@@ -102,16 +102,28 @@ class Comm {
   double AllMax(double local) const;
   double AllSum(double local) const;
 
-  // Bytes this rank has sent point-to-point since construction (for the bench).
-  uint64_t bytes_sent() const { return *bytes_sent_; }
+  // Bytes this rank has sent point-to-point since construction (activations between stages).
+  uint64_t bytes_sent() const { return traffic_->p2p; }
+  // Bytes this rank has contributed to collectives since construction, counted as the payload
+  // that must leave it: a broadcast root's data once per other rank, a gather's part once (to
+  // the root) or once per other rank (allgather, reductions). What the wire carries depends on
+  // Open MPI's algorithm; this is the application's traffic, the same for any algorithm.
+  uint64_t collective_bytes() const { return traffic_->collective; }
 
  private:
   Comm(MPI_Comm comm, int rank, int size);
   // The rank a collective with `root` (-1: none) waits for, as far as this rank can tell.
   int CollectivePeer(int root) const;
+  // collective_bytes() bookkeeping: `bytes` leave the root for every other rank (a broadcast).
+  void CountFromRoot(size_t bytes, int root) const;
+  // `bytes` leave every rank but the root for it, or for every other rank when root < 0.
+  void CountToRoot(size_t bytes, int root) const;
+  struct Traffic {
+    uint64_t p2p = 0, collective = 0;
+  };
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
-  std::shared_ptr<uint64_t> bytes_sent_;
+  std::shared_ptr<Traffic> traffic_;  // shared by copies: one count per communicator
 };
 
 }  // namespace hiq

@@ -59,7 +59,10 @@
 //      or none): hiq_version, model_fingerprint (ModelFingerprint of hiq/stages/plan.h),
 //      stage_seconds (a JSON object of float64 plan, inputs, blocks, write: rank 0's wall time
 //      per stage) and ranks (a JSON array of n_ranks objects, in rank order: host, cpu_model,
-//      blas_core (strings), threads, peak_rss_bytes (integers), blocks_seconds (number)).
+//      blas_core (strings), threads, peak_rss_bytes (integers), blocks_seconds (number), and,
+//      in files written since 2026-12-03, bytes_sent (an object of integers plan, inputs, blocks,
+//      write: the bytes the rank sent to other ranks in each stage, Comm's point-to-point plus
+//      collective counts of hiq/dist/mpi.h)).
 //
 // Ownership: the writers take their inputs by const reference and keep nothing; ShardReader owns
 // its open file. Thread-safety: HDF5 is not thread-safe here (hiq/io/h5.h): one thread at a time
@@ -75,6 +78,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -162,11 +166,18 @@ struct PlanEntry {
 };
 
 // One rank of the run as it saw itself (root file item 5).
+// Bytes a rank sent to the others in each stage of `hiq quantize`.
+struct StageBytes {
+  int64_t plan = 0, inputs = 0, blocks = 0, write = 0;
+  bool operator==(const StageBytes&) const = default;
+};
+
 struct RankProvenance {
   std::string host, cpu_model, blas_core;  // HostName, CpuModel, OpenBLAS's kernel family
   int threads = 0;                         // OpenBLAS threads
   int64_t peak_rss_bytes = 0;              // peak resident memory up to its shard's write
   double blocks_seconds = 0;               // its own blocks' quantization, wall time
+  std::optional<StageBytes> bytes_sent;    // none in files written before 2026-12-03
   bool operator==(const RankProvenance&) const = default;
 };
 
