@@ -103,8 +103,8 @@ SPEED_RANKS = [1, 2, 3, 4]
 # Scale: a random-weight LLaMA-2-7B-shaped model of two blocks (`hiq synth`, stories260K's
 # 512-piece tokenizer, so the head is small), one block per rank on 2 ranks of one core each,
 # with small sets; every stage's time per block at these token counts, then scaled.
-SCALE_TOKENS = {"fisher": (2, 256), "cost": (1, 256), "check": (1, 256), "reconstruction": (4, 256)}
-SCALE_STEPS = (4, 12)  # two step counts: the time a step costs and what a block costs besides
+SCALE_TOKENS = {"fisher": (2, 128), "cost": (1, 128), "check": (1, 128), "reconstruction": (2, 128)}
+SCALE_STEPS = (2, 6)  # two step counts: the time a step costs and what a block costs besides
 SCALE_PLANS = {  # cost estimator -> (label, --set values, rounds in the default recipe)
     "loss": ("loss around the plan (default)", [], 3),
     "fp": ("loss around full precision (the paper's)", ["cost.center=fp"], 1),
