@@ -242,8 +242,10 @@ TEST_F(ShardTest, ProvenanceRoundTripsAndIsAllOrNone) {
   info.hiq_version = "0.1.0";
   info.model_fingerprint = std::string(64, 'f');
   info.seconds = {12.25, 0.5, 1.0 / 3, 0.125};
-  info.ranks = {{"node1", "AMD EPYC", "SkylakeX", 2, int64_t{123} << 20, 0.75},
-                {"node2", "", "Haswell", 1, 5, 1e-3}};
+  // Rank 1 as a file written before bytes_sent was recorded has it: absent, read as absent.
+  info.ranks = {{"node1", "AMD EPYC", "SkylakeX", 2, int64_t{123} << 20, 0.75,
+                 StageBytes{int64_t{5} << 33, 0, 17, 1}},
+                {"node2", "", "Haswell", 1, 5, 1e-3, std::nullopt}};
   WriteModelFile(out.path(), info);
   ModelFileInfo read = ReadModelFile(out / "model.h5");
   EXPECT_EQ(read.shard_sha256.size(), 2u);
@@ -265,6 +267,15 @@ TEST_F(ShardTest, ProvenanceRoundTripsAndIsAllOrNone) {
     file.root().SetAttribute("ranks", std::string_view("[{\"host\": 1}, {}]"));
   }
   EXPECT_THROW_WITH(ReadModelFile(out / "model.h5"), FormatError, "has no host string");
+  {
+    H5File file = H5File::Open(out / "model.h5", H5Mode::kReadWrite);
+    nlohmann::json ranks = ProvenanceJson(info)["ranks"];
+    ranks[0]["bytes_sent"].erase("write");
+    file.root().SetAttribute("ranks", std::string_view(ranks.dump()));
+  }
+  EXPECT_THROW_WITH(ReadModelFile(out / "model.h5"), FormatError,
+                    "ranks: bytes_sent: {\"blocks\":17,\"inputs\":0,\"plan\":42949672960} has no "
+                    "write integer");
   WriteModelFile(out.path(), Info());
   {
     H5File file = H5File::Open(out / "model.h5", H5Mode::kReadWrite);
