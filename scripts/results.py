@@ -708,7 +708,7 @@ def scale_section(sc):
             recon[m] = (v, 0.0)
             L.append(f"| reconstruction, {label} | {v:.1f} | {v / tok['reconstruction'] * 1024:.3f} | "
                      "the block's log line (no steps) |")
-    for shape, sec in sorted(sc["solve"].items()):
+    for shape, sec in sorted(sc["solve"].items(), key=lambda kv: int(kv[0].rstrip("B"))):
         L.append(f"| solve, {shape} shape (Pareto + knapsack, bench_solver) | {sec:.3f} | — | "
                  "BM_Pareto, independent pairs, seed 0 |")
     bytes_plan = [x["bytes_sent"] for x in plans["loss"]["info"]["provenance"]["ranks"] if "bytes_sent" in x]
