@@ -650,6 +650,8 @@ def write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r, ablation
     tmp = doc.with_suffix(".md.tmp")
     tmp.write_text("\n".join(L) + "\n")
     tmp.replace(doc)
+    if not a.quick:
+        readme_block(doc, figs, seeds, fp, quality)
     print(f"results.sh: wrote {doc} and {figs}/*.png", file=sys.stderr)
 
 
@@ -858,3 +860,35 @@ def orderings(quality, calibs, seeds):
              "16 bits a weight, and on 64-input-column layers one column is 1/64 of the layer, so "
              "the candidate ratios cannot land closer; it is compared at fewer bits than the others.\n")
     return L
+
+
+def readme_block(doc, figs, seeds, fp, quality):
+    """README.md's quality section, between its results markers: the summary table and the curve."""
+    readme = ROOT / "README.md"
+    begin, end = "<!-- results.sh: begin -->", "<!-- results.sh: end -->"
+    text = readme.read_text()
+    if begin not in text or end not in text:
+        return
+    rel_doc = os.path.relpath(doc, ROOT)
+    rel_fig = os.path.relpath(figs / "curves.png", ROOT)
+    B = [begin, f"Written by `scripts/results.sh` with [{rel_doc}]({rel_doc}), which has every "
+         "method, both calibration sources, both evaluation texts, the ablations, speed and scale. "
+         f"stories260K, wikitext-2 calibration, seeds {', '.join(map(str, seeds))}: mean "
+         "perplexity on TinyStories valid-head30KB.txt (full precision "
+         f"{float(fp['tinystories']['ppl']):.2f}) at each method's average bits:", ""]
+    B.append("| method | W2 avg_bits | W2 ppl | W3 avg_bits | W3 ppl |")
+    B.append("|---|---:|---:|---:|---:|")
+    for m, (label, _) in METHODS.items():
+        cells = []
+        for b in BUDGETS:
+            rows = [quality[("text", b, m, s)] for s in seeds if ("text", b, m, s) in quality]
+            bits = sum(r["bits"] for r in rows) / len(rows)
+            ppl = sum(r["ppl"]["tinystories"] for r in rows) / len(rows)
+            cells += [f"{bits:.3f}", f"{ppl:.2f}"]
+        B.append(f"| {label} | " + " | ".join(cells) + " |")
+    B += ["", f"![perplexity against average bits]({rel_fig})", end]
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(head + "\n".join(B) + tail)
+    tmp.replace(readme)
