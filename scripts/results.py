@@ -177,7 +177,7 @@ class Runner:
     def plan(self, kind, n=1):
         self.pending[kind] = self.pending.get(kind, 0) + n
 
-    def run(self, kind, name, argv, done, log, also_done=None, before=None):
+    def run(self, kind, name, argv, done, log, also_done=None, before=None, may_fail=None):
         """Runs argv (logged to `log`) unless `done` exists and <name>.cmd holds argv (or
         also_done, another argv that makes the same output). `before` runs first."""
         cmdfile = self.out / f"{name}.cmd"
@@ -196,6 +196,11 @@ class Runner:
         with open(log, "w") as f:
             rc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
         took = time.time() - t
+        if rc != 0 and may_fail and may_fail in Path(log).read_text():
+            print(f"[{self.k}/{self.n}] {name}: {may_fail}: again from scratch", file=sys.stderr)
+            self.k -= 1
+            self.pending[kind] += 1
+            return None
         if rc != 0:
             sys.stderr.write(Path(log).read_text()[-3000:])
             sys.exit(f"results.sh: {name} failed with exit code {rc} (log {log})")
@@ -228,8 +233,11 @@ class Runner:
                 shutil.copy2(src / "plan.entry", d / ".resume" / "plan.entry")
                 if (src / "calibration").is_dir():  # generated sets: the reconstruction set
                     shutil.copytree(src / "calibration", d / ".resume" / "calibration")
+        # A plan stored by another build is refused (hiq/stages/resume.h): then from scratch.
         ran = self.run("quantize", name, argv, d / "model.h5", self.out / f"{name}.log",
-                       also_done=fresh, before=before)
+                       also_done=fresh, before=before, may_fail="was made with another build")
+        if ran is None:
+            ran = self.run("quantize", name, fresh, d / "model.h5", self.out / f"{name}.log")
         if ran:  # a new model: evaluate it again
             for t in TEXTS:
                 (self.out / f"{name}.{t}.cmd").unlink(missing_ok=True)
