@@ -433,7 +433,7 @@ def run_scale(r, out):
     bench = Path(os.environ.get("HIQ_BENCH", ROOT / "build/bench")) / "bench_solver"
     res["solve"] = {}
     if bench.exists():
-        j = json.loads(subprocess.run([str(bench), "--benchmark_filter=BM_Pareto/shape:./noise:0/seed:0$",
+        j = json.loads(subprocess.run([str(bench), "--benchmark_filter=BM_Pareto/shape:./noise:0/seed:0/",
                                        "--benchmark_format=json"], capture_output=True, text=True,
                                       check=True).stdout)
         for bm in j["benchmarks"]:
@@ -667,9 +667,6 @@ def write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r, ablation
         readme_block(doc, figs, seeds, fp, quality)
     print(f"results.sh: wrote {doc} and {figs}/*.png", file=sys.stderr)
 
-
-if __name__ == "__main__":
-    main()
 
 
 def block_params(d, ff, heads, kv):
@@ -907,3 +904,7 @@ def readme_block(doc, figs, seeds, fp, quality):
     tmp = readme.with_suffix(".md.tmp")
     tmp.write_text(head + "\n".join(B) + tail)
     tmp.replace(readme)
+
+
+if __name__ == "__main__":
+    main()
