@@ -380,9 +380,7 @@ def main():
         for x in sets:
             argv += ["--set", x]
         r.run("speed", name, argv, d / "model.h5", out / f"{name}.log")
-        info = subprocess.run([r.hiq, "inspect", str(d), "--json"], capture_output=True, text=True,
-                              check=True).stdout
-        speed[n] = json.loads(info)["provenance"]
+        speed[n] = inspect_json(r, d)["provenance"]
 
     try:
         scale = run_scale(r, out)

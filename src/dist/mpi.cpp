@@ -50,22 +50,36 @@ int CountOf(size_t n, const char* call) {
   return static_cast<int>(n);
 }
 
-// Root's container (a string or vector) on every rank, its size broadcast first.
+// Comm::collective_bytes() bookkeeping. A broadcast's `bytes` leave the root for every other
+// rank.
+uint64_t FromRoot(size_t bytes, int rank, int size, int root) {
+  return rank == root ? bytes * static_cast<size_t>(size - 1) : 0;
+}
+// A gather's `bytes` leave every rank but the root for it, or for every other rank (root < 0).
+uint64_t ToRoot(size_t bytes, int rank, int size, int root) {
+  if (root < 0) return bytes * static_cast<size_t>(size - 1);
+  return rank != root ? bytes : 0;
+}
+
+// Root's container (a string or vector) on every rank, its size broadcast first; the root's
+// bytes are added to `sent`.
 template <typename Container>
-void BroadcastSized(MPI_Comm comm, Container& values, int root) {
+void BroadcastSized(MPI_Comm comm, int rank, int size, Container& values, int root,
+                    uint64_t& sent) {
   int64_t n = static_cast<int64_t>(values.size());
   Check(MPI_Bcast(&n, 1, MPI_INT64_T, root, comm), "MPI_Bcast", root);
   values.resize(static_cast<size_t>(n));
   using T = typename Container::value_type;
   Check(MPI_Bcast(values.data(), CountOf(values.size(), "MPI_Bcast"), TypeOf<T>(), root, comm),
         "MPI_Bcast", root);
+  sent += FromRoot(sizeof n + values.size() * sizeof(T), rank, size, root);
 }
 
 // Every rank's `local` values, concatenated in rank order, with each rank's count: on `root`
-// (root >= 0; empty elsewhere) or on every rank (root < 0).
+// (root >= 0; empty elsewhere) or on every rank (root < 0). This rank's bytes are added to `sent`.
 template <typename T>
 std::vector<T> GatherConcat(MPI_Comm comm, int rank, int size, std::span<const T> local, int root,
-                            std::vector<int>& counts) {
+                            std::vector<int>& counts, uint64_t& sent) {
   // The root waits for every rank, the others for the root (the other one of two ranks).
   const PeerWait wait(size == 2 ? 1 - rank : (root < 0 || rank == root ? -1 : root),
                       root < 0 ? "MPI_Allgather" : "MPI_Gather");
@@ -92,6 +106,7 @@ std::vector<T> GatherConcat(MPI_Comm comm, int rank, int size, std::span<const T
                       TypeOf<T>(), root, comm),
           "MPI_Gatherv", root);
   }
+  sent += ToRoot(sizeof n + local.size_bytes(), rank, size, root);
   return all;
 }
 
@@ -125,23 +140,15 @@ std::vector<Part> Split(const std::vector<typename Part::value_type>& joined,
 // (root >= 0; empty elsewhere) or on every rank (root < 0).
 template <typename Part>
 std::vector<Part> GatherParts(MPI_Comm comm, int rank, int size, const std::vector<Part>& local,
-                              int root) {
+                              int root, uint64_t& sent) {
   using T = typename Part::value_type;
   std::vector<int32_t> lengths;
   const std::vector<T> joined = Join(local, lengths);
   std::vector<int> counts;
   const std::vector<int32_t> all_lengths =
-      GatherConcat<int32_t>(comm, rank, size, lengths, root, counts);
-  const std::vector<T> all = GatherConcat<T>(comm, rank, size, joined, root, counts);
+      GatherConcat<int32_t>(comm, rank, size, lengths, root, counts, sent);
+  const std::vector<T> all = GatherConcat<T>(comm, rank, size, joined, root, counts, sent);
   return Split<Part>(all, all_lengths);
-}
-
-// The bytes GatherParts sends of `local`: its parts' lengths and values, and the two counts.
-template <typename Part>
-size_t PartsBytes(const std::vector<Part>& local) {
-  size_t bytes = 2 * sizeof(int) + local.size() * sizeof(int32_t);
-  for (const Part& part : local) bytes += part.size() * sizeof(typename Part::value_type);
-  return bytes;
 }
 
 template <typename T>
@@ -207,18 +214,6 @@ void SendRequest::Wait() {
 
 Comm::Comm(MPI_Comm comm, int rank, int size)
     : comm_(comm), rank_(rank), size_(size), traffic_(std::make_shared<Traffic>()) {}
-
-void Comm::CountFromRoot(size_t bytes, int root) const {
-  if (rank_ == root) traffic_->collective += bytes * static_cast<size_t>(size_ - 1);
-}
-
-void Comm::CountToRoot(size_t bytes, int root) const {
-  if (root < 0) {
-    traffic_->collective += bytes * static_cast<size_t>(size_ - 1);
-  } else if (rank_ != root) {
-    traffic_->collective += bytes;
-  }
-}
 
 int Comm::CollectivePeer(int root) const {
   if (size_ == 2) return 1 - rank_;
@@ -289,44 +284,41 @@ void Comm::Broadcast(std::span<double> data, int root) const {
   const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   Check(MPI_Bcast(data.data(), static_cast<int>(data.size()), MPI_DOUBLE, root, comm_), "MPI_Bcast",
         root);
-  CountFromRoot(data.size_bytes(), root);
+  traffic_->collective += FromRoot(data.size_bytes(), rank_, size_, root);
 }
 
 void Comm::Broadcast(std::span<int32_t> data, int root) const {
   const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   Check(MPI_Bcast(data.data(), static_cast<int>(data.size()), MPI_INT32_T, root, comm_),
         "MPI_Bcast", root);
-  CountFromRoot(data.size_bytes(), root);
+  traffic_->collective += FromRoot(data.size_bytes(), rank_, size_, root);
 }
 
 void Comm::Broadcast(std::string& text, int root) const {
   const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
-  BroadcastSized(comm_, text, root);
-  CountFromRoot(sizeof(int64_t) + text.size() * sizeof(text[0]), root);
+  BroadcastSized(comm_, rank_, size_, text, root, traffic_->collective);
 }
 
 void Comm::Broadcast(std::vector<double>& values, int root) const {
   const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
-  BroadcastSized(comm_, values, root);
-  CountFromRoot(sizeof(int64_t) + values.size() * sizeof(values[0]), root);
+  BroadcastSized(comm_, rank_, size_, values, root, traffic_->collective);
 }
 
 void Comm::Broadcast(std::vector<int32_t>& values, int root) const {
   const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
-  BroadcastSized(comm_, values, root);
-  CountFromRoot(sizeof(int64_t) + values.size() * sizeof(values[0]), root);
+  BroadcastSized(comm_, rank_, size_, values, root, traffic_->collective);
 }
 
 void Comm::Broadcast(double& value, int root) const {
   const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   Check(MPI_Bcast(&value, 1, MPI_DOUBLE, root, comm_), "MPI_Bcast", root);
-  CountFromRoot(sizeof value, root);
+  traffic_->collective += FromRoot(sizeof value, rank_, size_, root);
 }
 
 void Comm::Broadcast(int& value, int root) const {
   const PeerWait wait(CollectivePeer(root), "MPI_Bcast");
   Check(MPI_Bcast(&value, 1, MPI_INT, root, comm_), "MPI_Bcast", root);
-  CountFromRoot(sizeof value, root);
+  traffic_->collective += FromRoot(sizeof value, rank_, size_, root);
 }
 
 void Comm::Broadcast(bool& value, int root) const {
@@ -337,39 +329,32 @@ void Comm::Broadcast(bool& value, int root) const {
 
 std::vector<std::string> Comm::Gather(const std::string& local, int root) const {
   std::vector<int> counts;
-  const std::vector<char> all =
-      GatherConcat<char>(comm_, rank_, size_, std::span<const char>(local), root, counts);
-  CountToRoot(sizeof(int) + local.size(), root);
+  const std::vector<char> all = GatherConcat<char>(
+      comm_, rank_, size_, std::span<const char>(local), root, counts, traffic_->collective);
   if (rank_ != root) return {};
   return Split<std::string>(all, std::vector<int32_t>(counts.begin(), counts.end()));
 }
 
 std::vector<std::string> Comm::GatherStrings(const std::vector<std::string>& local,
                                              int root) const {
-  std::vector<std::string> all = GatherParts(comm_, rank_, size_, local, root);
-  CountToRoot(PartsBytes(local), root);
-  return all;
+  return GatherParts(comm_, rank_, size_, local, root, traffic_->collective);
 }
 
 std::vector<double> Comm::AllGather(std::span<const double> local) const {
   std::vector<int> counts;
-  std::vector<double> all = GatherConcat<double>(comm_, rank_, size_, local, -1, counts);
-  CountToRoot(sizeof(int) + local.size_bytes(), -1);
-  return all;
+  return GatherConcat<double>(comm_, rank_, size_, local, -1, counts, traffic_->collective);
 }
 
 std::vector<std::vector<int32_t>> Comm::AllGather(
     const std::vector<std::vector<int32_t>>& local) const {
-  std::vector<std::vector<int32_t>> all = GatherParts(comm_, rank_, size_, local, -1);
-  CountToRoot(PartsBytes(local), -1);
-  return all;
+  return GatherParts(comm_, rank_, size_, local, -1, traffic_->collective);
 }
 
 bool Comm::AllTrue(bool local) const {
   const PeerWait wait(CollectivePeer(-1), "MPI_Allreduce");
   int in = local ? 1 : 0, out = 0;
   Check(MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
-  CountToRoot(sizeof in, -1);
+  traffic_->collective += ToRoot(sizeof in, rank_, size_, -1);
   return out == 1;
 }
 
@@ -377,7 +362,7 @@ double Comm::AllMax(double local) const {
   const PeerWait wait(CollectivePeer(-1), "MPI_Allreduce");
   double out = 0;
   Check(MPI_Allreduce(&local, &out, 1, MPI_DOUBLE, MPI_MAX, comm_), "MPI_Allreduce");
-  CountToRoot(sizeof local, -1);
+  traffic_->collective += ToRoot(sizeof local, rank_, size_, -1);
   return out;
 }
 
@@ -385,7 +370,7 @@ double Comm::AllSum(double local) const {
   const PeerWait wait(CollectivePeer(-1), "MPI_Allreduce");
   double out = 0;
   Check(MPI_Allreduce(&local, &out, 1, MPI_DOUBLE, MPI_SUM, comm_), "MPI_Allreduce");
-  CountToRoot(sizeof local, -1);
+  traffic_->collective += ToRoot(sizeof local, rank_, size_, -1);
   return out;
 }
 

@@ -291,6 +291,22 @@ bool IsString(const nlohmann::json& j) { return j.is_string(); }
 bool IsInteger(const nlohmann::json& j) { return j.is_number_integer(); }
 bool IsNumber(const nlohmann::json& j) { return j.is_number(); }
 
+// Provenance's per-stage objects (stage_seconds, a rank's bytes_sent): {plan, inputs, blocks,
+// write}, each member `is` a V.
+template <typename Stages, typename V>
+Stages ReadStages(const nlohmann::json& object, bool (*is)(const nlohmann::json&),
+                  const std::string& where, const char* expected) {
+  const auto member = [&](const char* key) {
+    return Member(object, key, is, where, expected).template get<V>();
+  };
+  return Stages{member("plan"), member("inputs"), member("blocks"), member("write")};
+}
+
+template <typename Stages>
+nlohmann::json StagesJson(const Stages& s) {
+  return {{"plan", s.plan}, {"inputs", s.inputs}, {"blocks", s.blocks}, {"write", s.write}};
+}
+
 void ReadProvenance(const H5Group& root, const std::filesystem::path& file, ModelFileInfo& info) {
   constexpr const char* kFn = "ReadModelFile";
   const std::string where = std::string(kFn) + ": " + file.string();
@@ -308,11 +324,8 @@ void ReadProvenance(const H5Group& root, const std::filesystem::path& file, Mode
   info.model_fingerprint = root.GetAttributeString("model_fingerprint");
   const nlohmann::json seconds = ParseJsonStrict(root.GetAttributeString("stage_seconds"), kFn,
                                                  file.string(), "stage_seconds");
-  const std::string at_seconds = where + ": stage_seconds";
-  info.seconds.plan = Member(seconds, "plan", IsNumber, at_seconds, "number");
-  info.seconds.inputs = Member(seconds, "inputs", IsNumber, at_seconds, "number");
-  info.seconds.blocks = Member(seconds, "blocks", IsNumber, at_seconds, "number");
-  info.seconds.write = Member(seconds, "write", IsNumber, at_seconds, "number");
+  info.seconds =
+      ReadStages<StageSeconds, double>(seconds, IsNumber, where + ": stage_seconds", "number");
   const nlohmann::json ranks =
       ParseJsonStrict(root.GetAttributeString("ranks"), kFn, file.string(), "ranks");
   if (!ranks.is_array() || ranks.size() != static_cast<size_t>(info.n_ranks)) {
@@ -329,12 +342,8 @@ void ReadProvenance(const H5Group& root, const std::filesystem::path& file, Mode
     p.peak_rss_bytes = Member(r, "peak_rss_bytes", IsInteger, at_ranks, "integer");
     p.blocks_seconds = Member(r, "blocks_seconds", IsNumber, at_ranks, "number");
     if (r.contains("bytes_sent")) {
-      const nlohmann::json& b = r["bytes_sent"];
-      const std::string at_bytes = at_ranks + ": bytes_sent";
-      p.bytes_sent = StageBytes{Member(b, "plan", IsInteger, at_bytes, "integer").get<int64_t>(),
-                                Member(b, "inputs", IsInteger, at_bytes, "integer").get<int64_t>(),
-                                Member(b, "blocks", IsInteger, at_bytes, "integer").get<int64_t>(),
-                                Member(b, "write", IsInteger, at_bytes, "integer").get<int64_t>()};
+      p.bytes_sent = ReadStages<StageBytes, int64_t>(r["bytes_sent"], IsInteger,
+                                                     at_ranks + ": bytes_sent", "integer");
     }
     info.ranks.push_back(std::move(p));
   }
@@ -548,21 +557,12 @@ nlohmann::json ProvenanceJson(const ModelFileInfo& info) {
                            {"threads", r.threads},
                            {"peak_rss_bytes", r.peak_rss_bytes},
                            {"blocks_seconds", r.blocks_seconds}};
-    if (r.bytes_sent) {
-      rank["bytes_sent"] = {{"plan", r.bytes_sent->plan},
-                            {"inputs", r.bytes_sent->inputs},
-                            {"blocks", r.bytes_sent->blocks},
-                            {"write", r.bytes_sent->write}};
-    }
+    if (r.bytes_sent) rank["bytes_sent"] = StagesJson(*r.bytes_sent);
     ranks.push_back(std::move(rank));
   }
   return {{"hiq_version", info.hiq_version},
           {"model_fingerprint", info.model_fingerprint},
-          {"stage_seconds",
-           {{"plan", info.seconds.plan},
-            {"inputs", info.seconds.inputs},
-            {"blocks", info.seconds.blocks},
-            {"write", info.seconds.write}}},
+          {"stage_seconds", StagesJson(info.seconds)},
           {"ranks", ranks}};
 }
 

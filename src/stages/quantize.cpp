@@ -219,8 +219,9 @@ QuantizeReport RunQuantizeStage(const RunConfig& config, Pipeline& pipeline,
   StageBytes stage_bytes;
   int64_t sent0 = sent();
   const auto end_stage = [&](int64_t& bytes) {
-    bytes = sent() - sent0;
-    sent0 = sent();
+    const int64_t now = sent();
+    bytes = now - sent0;
+    sent0 = now;
   };
 
   // 1. The plan; every method but hiq takes the fixed ratio's channels at the same budget.

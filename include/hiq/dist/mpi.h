@@ -114,10 +114,6 @@ class Comm {
   Comm(MPI_Comm comm, int rank, int size);
   // The rank a collective with `root` (-1: none) waits for, as far as this rank can tell.
   int CollectivePeer(int root) const;
-  // collective_bytes() bookkeeping: `bytes` leave the root for every other rank (a broadcast).
-  void CountFromRoot(size_t bytes, int root) const;
-  // `bytes` leave every rank but the root for it, or for every other rank when root < 0.
-  void CountToRoot(size_t bytes, int root) const;
   struct Traffic {
     uint64_t p2p = 0, collective = 0;
   };

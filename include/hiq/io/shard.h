@@ -165,13 +165,13 @@ struct PlanEntry {
   bool operator==(const PlanEntry&) const = default;
 };
 
-// One rank of the run as it saw itself (root file item 5).
 // Bytes a rank sent to the others in each stage of `hiq quantize`.
 struct StageBytes {
   int64_t plan = 0, inputs = 0, blocks = 0, write = 0;
   bool operator==(const StageBytes&) const = default;
 };
 
+// One rank of the run as it saw itself (root file item 5).
 struct RankProvenance {
   std::string host, cpu_model, blas_core;  // HostName, CpuModel, OpenBLAS's kernel family
   int threads = 0;                         // OpenBLAS threads
