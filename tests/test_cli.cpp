@@ -155,6 +155,37 @@ TEST(Cli, EvalIsTheSameForOneAndTwoOpenBlasThreads) {
   EXPECT_EQ(Field(LastLine(one.output), "nll"), Field(LastLine(two.output), "nll"));
 }
 
+// Prescott is never hiq's choice (blas.h), so the warning is due on any CPU hiq pins. Under
+// mpirun only the first of the ranks says it; without the variable nothing is said.
+TEST(Cli, WarnsOnceWhenTheUsersOpenBlasFamilyIsNotHiqsAndNeverOtherwise) {
+  const std::string args = " eval --model " + Model() + " --text " +
+                           (test::DataDir() / "text/tinystories/valid-head30KB.txt").string();
+  auto count = [](const std::string& text, const std::string& what) {
+    size_t n = 0;
+    for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  };
+  const std::string warning = "hiq: warning: OPENBLAS_CORETYPE=Prescott is set";
+  const test::CommandResult user =
+      test::RunCommand("env OPENBLAS_CORETYPE=Prescott " + Mpirun(2) + args);
+  ASSERT_EQ(user.exit_code, 0) << user.output;
+  EXPECT_EQ(count(user.output, warning), 1u) << user.output;
+  const test::CommandResult own = test::RunCommand("env -u OPENBLAS_CORETYPE " + Mpirun(2) + args);
+  ASSERT_EQ(own.exit_code, 0) << own.output;
+  EXPECT_EQ(count(own.output, "OPENBLAS_CORETYPE"), 0u) << own.output;
+}
+
+TEST(Cli, AUsageErrorIsOneLineFromTheFirstOfThreeRanks) {
+  const test::CommandResult r =
+      test::RunCommand(Mpirun(3) + " eval --model " + Model() + " --text " +
+                       (test::DataDir() / "text/tinystories/sample.txt").string() + " --seqlen 64");
+  EXPECT_EQ(r.exit_code, 109) << r.output;  // CLI11's code for arguments it did not expect
+  const std::string line = "hiq: error: The following arguments were not expected: 64 --seqlen";
+  const size_t at = r.output.find(line);
+  ASSERT_NE(at, std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("hiq: error:", at + 1), std::string::npos) << r.output;
+}
+
 TEST(Cli, EvalOnMoreRanksThanBlocksFailsWithoutHanging) {
   const test::CommandResult r =
       test::RunCommand("timeout 120 " + Mpirun(6) + " eval --model " + Model() + " --text " +

@@ -1,11 +1,13 @@
 // The thread and kernel policy (see hiq/model/blas.h).
 #include "hiq/model/blas.h"
 
+#include <strings.h>  // strcasecmp
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -39,13 +41,35 @@ const char* PinnedCore() {
   return __builtin_cpu_supports("avx") ? "Sandybridge" : nullptr;
 }
 
+// The first rank of an Open MPI or Slurm launch, or a process outside one: the one that speaks
+// before MPI_Init, when there is no communicator to ask.
+bool FirstRankOrAlone() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"}) {
+    const char* v = std::getenv(var);
+    if (v != nullptr) return std::string(v) == "0";
+  }
+  return true;
+}
+
 }  // namespace
 
 void PinBlasCore(char** argv) {
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr || std::getenv("HIQ_BLAS_PINNED") != nullptr) {
+  if (std::getenv("HIQ_BLAS_PINNED") != nullptr) return;
+  const char* core = PinnedCore();
+  if (const char* user = std::getenv("OPENBLAS_CORETYPE"); user != nullptr) {
+    // Respected, but a family other than hiq's may round differently on different thread
+    // counts (Haswell did on the AMD EPYC of docs/ARCHITECTURE.md), which silently costs the
+    // rank-invariance a user relies on; say so once.
+    if (core != nullptr && strcasecmp(user, core) != 0 && FirstRankOrAlone()) {
+      std::fprintf(
+          stderr,
+          "hiq: warning: OPENBLAS_CORETYPE=%s is set; hiq's choice on this CPU is %s, "
+          "whose results are the same on any number of ranks and threads. With %s they "
+          "may differ (docs/ARCHITECTURE.md); unset OPENBLAS_CORETYPE to let hiq choose.\n",
+          user, core, user);
+    }
     return;
   }
-  const char* core = PinnedCore();
   if (core == nullptr) return;
   setenv("OPENBLAS_CORETYPE", core, 1);
   // 2^n cycles of spinning before an idle worker sleeps (OpenBLAS's default n is 28, about 0.1

@@ -27,7 +27,9 @@ namespace hiq {
 
 // Called first in main(), before MPI_Init: if OPENBLAS_CORETYPE is unset and the CPU has
 // AVX-512 (or only AVX), sets it to SkylakeX (Sandybridge) and re-executes argv[0] with the same
-// arguments (at most once; HIQ_BLAS_PINNED marks the second run). Returns normally otherwise.
+// arguments (at most once; HIQ_BLAS_PINNED marks the second run). Returns normally otherwise,
+// after a warning on stderr (from the first rank only) if the user's OPENBLAS_CORETYPE names
+// another family than hiq's choice.
 void PinBlasCore(char** argv);
 
 // OpenBLAS threads per rank: `threads` if > 0, else the node's cores shared among its ranks
