@@ -320,6 +320,10 @@ int RunQuantize(const Comm& comm, const RunConfig& config, RerunFlags flags) {
 int Run(const Comm& comm, int argc, char** argv) {
   CLI::App app{"hiq: layer-wise high-impact ratio post-training quantization for LLaMA models"};
   app.require_subcommand(1);
+  // A usage error reads like every other error of hiq's (docs/ROBUSTNESS.md).
+  app.failure_message([](const CLI::App* a, const CLI::Error& e) {
+    return "hiq: error: " + CLI::FailureMessage::simple(a, e);
+  });
   int threads = 0;
   app.add_option("--threads", threads, "OpenBLAS threads per rank (default: cores / local ranks)");
   double stall_timeout = 600;
@@ -439,7 +443,9 @@ int Run(const Comm& comm, int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // Every rank parses the same argv: the first says what is wrong (or prints --help), and
+    // all end with the same exit code.
+    return Speaks(comm) ? app.exit(e) : e.get_exit_code();
   }
   SetBlasThreads(threads);
   if (comm.size() > 1) StartWatchdog(stall_timeout, comm.rank());

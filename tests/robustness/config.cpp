@@ -76,7 +76,7 @@ const int kRegistered = RegisterCases({
                   (DataDir() / "text/tinystories/sample.txt").string() + " --seqlen 64";
          },
      .exit_code = 109,
-     .message = "The following arguments were not expected: 64 --seqlen"},
+     .message = "hiq: error: The following arguments were not expected: 64 --seqlen"},
 });
 
 }  // namespace
