@@ -299,6 +299,7 @@ std::vector<std::string> EveryKeyChanged(const TempDir& dir) {
           "quant.score=fisher_impact",
           "cost.mode=fisher",
           "cost.center=fp",
+          "cost.candidates=gptq",
           "cost.pairs=true",
           "cost.refine=0",
           "cost.local_fit_switches=3",

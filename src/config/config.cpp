@@ -44,6 +44,7 @@ constexpr std::array<std::string_view, 3> kSampleSourceNames = {"text", "tokens"
 constexpr std::array<std::string_view, 2> kChannelScoreNames = {"fisher", "fisher_impact"};
 constexpr std::array<std::string_view, 3> kCostModeNames = {"loss", "local", "fisher"};
 constexpr std::array<std::string_view, 2> kCostCenterNames = {"plan", "fp"};
+constexpr std::array<std::string_view, 2> kCostCandidatesNames = {"rtn", "gptq"};
 constexpr std::array<std::string_view, 2> kSolverMethodNames = {"pareto", "milp"};
 constexpr std::array<std::string_view, 6> kQuantizeMethodNames = {"hiq",      "fixed_ratio", "lwc",
                                                                   "adaround", "gptq",        "rtn"};
@@ -54,6 +55,7 @@ std::span<const std::string_view> Choices(SampleSource) { return kSampleSourceNa
 std::span<const std::string_view> Choices(ChannelScore) { return kChannelScoreNames; }
 std::span<const std::string_view> Choices(CostMode) { return kCostModeNames; }
 std::span<const std::string_view> Choices(CostCenter) { return kCostCenterNames; }
+std::span<const std::string_view> Choices(CostCandidates) { return kCostCandidatesNames; }
 std::span<const std::string_view> Choices(SolverMethod) { return kSolverMethodNames; }
 std::span<const std::string_view> Choices(QuantizeMethod) { return kQuantizeMethodNames; }
 std::span<const std::string_view> Choices(ReconInputs) { return kReconInputsNames; }
@@ -264,6 +266,14 @@ void CostFields(CostSection& c, Visitor& v) {
      .help = "Where loss differences are measured: `plan` = around the quantized operating "
              "point (first the fixed-ratio plan that meets the budget, then the current plan), "
              "`fp` = around the full-precision model (the paper's reproduction)."});
+  v(c.candidates, CostCandidates::kRtn,
+    {.key = "cost.candidates",
+     .read_by = kReadByPlan,
+     .help = "How a candidate's layer is quantized when its cost is measured: `rtn` = "
+             "round-to-nearest (the paper's); `gptq` = GPTQ on the Hessian of the layer's "
+             "full-precision inputs over the Fisher set (damping 0.01, no act-order), a "
+             "layer-local reconstruction standing in for the hybrid one that the plan is "
+             "applied with. The plan's check measures the same kind of candidates."});
   v(c.pairs, false,
     {.key = "cost.pairs",
      .read_by = kReadByPlan,
@@ -1067,6 +1077,7 @@ std::string_view Name(SampleSource value) { return EnumName(value); }
 std::string_view Name(ChannelScore value) { return EnumName(value); }
 std::string_view Name(CostMode value) { return EnumName(value); }
 std::string_view Name(CostCenter value) { return EnumName(value); }
+std::string_view Name(CostCandidates value) { return EnumName(value); }
 std::string_view Name(SolverMethod value) { return EnumName(value); }
 std::string_view Name(QuantizeMethod value) { return EnumName(value); }
 std::string_view Name(ReconInputs value) { return EnumName(value); }

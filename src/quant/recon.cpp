@@ -213,6 +213,37 @@ double BlockOutputMse(const LlamaConfig& config, const BlockWeights<float>& w, i
   return x.size() > 0 ? sum / static_cast<double>(x.size()) : 0.0;
 }
 
+void BlockTargetAndHessians(const LlamaConfig& config, const BlockWeights<float>& w,
+                            int64_t seq_len, const Matrix<float>& x, int64_t micro_batch,
+                            Matrix<float>& target, std::vector<GptqHessian>* hessians) {
+  CheckRows("x", config, seq_len, x);
+  if (micro_batch < 1) {
+    throw ConfigError("BlockTargetAndHessians: micro_batch = " + std::to_string(micro_batch));
+  }
+  const Rope<float> rope = MakeRope<float>(config, seq_len);
+  target.resize(x.rows(), x.cols());
+  if (hessians != nullptr) {
+    hessians->clear();
+    for (Linear kind : kLinears) hessians->emplace_back(w.linear(kind).cols());
+  }
+  Matrix<float> xc, oc;
+  BlockCache<float> cache;
+  const int64_t chunk_rows = micro_batch * seq_len;
+  for (int64_t r0 = 0; r0 < x.rows(); r0 += chunk_rows) {
+    const int64_t n = std::min(chunk_rows, x.rows() - r0);
+    xc = x.middleRows(r0, n);
+    BlockForward(config, w, rope, seq_len, xc, oc, hessians != nullptr ? &cache : nullptr);
+    target.middleRows(r0, n) = oc;
+    if (hessians == nullptr) continue;
+    for (size_t k = 0; k < kNumLinears; ++k) {
+      const Matrix<float>& in = LinearInput(cache, kLinears[k]);
+      for (int64_t s0 = 0; s0 < n; s0 += seq_len) {
+        (*hessians)[k].AddRows(in.data() + s0 * in.cols(), seq_len);
+      }
+    }
+  }
+}
+
 struct ReconTrainer::State {
   const LlamaConfig* config = nullptr;
   int64_t seq_len = 0;

@@ -2,9 +2,11 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <map>
 
-#include "hiq/base/error.h"  // HIQ_CHECK
+#include "hiq/base/error.h"   // HIQ_CHECK
+#include "hiq/quant/recon.h"  // BlockTargetAndHessians
 
 namespace hiq {
 namespace {
@@ -126,8 +128,50 @@ void CostModel::QuantizeLayerInto(int layer, int candidate, Matrix<float>& out) 
       stage.blocks[static_cast<size_t>(BlockOfLayer(layer) - stage.block_begin)].linear(
           LinearOfLayer(layer));
   out.resize(w.rows(), w.cols());
-  QuantizeCandidate(w.data(), w.rows(), w.cols(), cand->high_cols[static_cast<size_t>(candidate)],
-                    spec_, out.data());
+  const std::vector<int32_t>& high = cand->high_cols[static_cast<size_t>(candidate)];
+  if (hessians_.empty()) {
+    QuantizeCandidate(w.data(), w.rows(), w.cols(), high, spec_, out.data());
+    return;
+  }
+  auto it = gptq_layers_.find({layer, candidate});
+  if (it == gptq_layers_.end()) {
+    std::string log;
+    QuantizedLayer q =
+        GptqQuantize(w.data(), w.rows(), w.cols(), hessians_[static_cast<size_t>(layer)], high,
+                     spec_, GptqOptions{}, &log);
+    if (!log.empty()) {
+      std::fprintf(stderr, "%s, candidate %d: %s", LayerName(layer).c_str(), candidate,
+                   log.c_str());
+    }
+    it = gptq_layers_.emplace(std::make_pair(layer, candidate), std::move(q)).first;
+  }
+  Dequantize(it->second, out.data());
+}
+
+void CostModel::UseGptqCandidates(const std::vector<Sequence>& seqs) {
+  if (seqs.empty()) throw ConfigError("UseGptqCandidates: no sequences for the Hessians");
+  const size_t seq_len = seqs.front().tokens.size();
+  for (const Sequence& s : seqs) {
+    if (s.tokens.size() != seq_len) {
+      throw ConfigError("UseGptqCandidates: sequences of " + std::to_string(s.tokens.size()) +
+                        " and " + std::to_string(seq_len) + " tokens; one length expected");
+    }
+  }
+  const Centre fp = RunCentre(seqs, std::nullopt);
+  const Stage<float>& stage = pipeline_.stage();
+  std::vector<GptqHessian> hessians(static_cast<size_t>(n_layers_));
+  Matrix<float> target;
+  std::vector<GptqHessian> block;
+  for (size_t b = 0; b < stage.blocks.size(); ++b) {
+    BlockTargetAndHessians(stage.config, stage.blocks[b], static_cast<int64_t>(seq_len),
+                           fp.inputs.per_block[b], kMicroBatch, target, &block);
+    for (size_t k = 0; k < kNumLinears; ++k) {
+      const int l = LayerIndex(stage.block_begin + static_cast<int>(b), kLinears[k]);
+      hessians[static_cast<size_t>(l)] = std::move(block[k]);
+    }
+  }
+  hessians_ = std::move(hessians);
+  gptq_layers_.clear();
 }
 
 BlockWeights<float> CostModel::QuantizedBlock(size_t b, const Plan& plan) const {

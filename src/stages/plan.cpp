@@ -412,6 +412,12 @@ PlanReport RunPlanStage(const RunConfig& config, Pipeline& pipeline, const Check
         config.calibration.fisher.seq_len);
   }
   CostModel cm(pipeline, report.spec, config.quant.ratios, *scores);
+  if (config.cost.candidates == CostCandidates::kGptq) {
+    SetStage("plan: gptq candidates");
+    cm.UseGptqCandidates(fisher_set);
+    Log(log, "[%.1fs] candidates: GPTQ on the Hessians of the %zu fisher sequences\n", since(),
+        fisher_set.size());
+  }
 
   // 2. Budget and the reference plan.
   SetStage("plan: budget");

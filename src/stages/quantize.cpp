@@ -79,29 +79,10 @@ BlockResult QuantizeBlock(const RunConfig& config, const LlamaConfig& model,
       const Matrix<float>& wl = w.linear(kLinears[k]);
       rtn[k] = QuantizeLayer(wl.data(), wl.rows(), wl.cols(), layers[k].high_cols, spec);
     }
-    // The full-precision output, and for GPTQ each layer's Hessian, a micro-batch of sequences
-    // at a time (a whole 7B block's cache would be S * NH * T * T floats of attention alone),
-    // each sequence added to the running mean by itself, as the reference adds one sample.
-    const Rope<float> rope = MakeRope<float>(model, seq_len);
-    Matrix<float> target(x.rows(), x.cols()), xc, oc;
+    Matrix<float> target;
     std::vector<GptqHessian> hessians;
-    if (method == QuantizeMethod::kGptq) {
-      for (Linear kind : kLinears) hessians.emplace_back(w.linear(kind).cols());
-    }
-    BlockCache<float> cache;
-    const int64_t chunk_rows = kMicroBatch * seq_len;
-    for (int64_t r0 = 0; r0 < x.rows(); r0 += chunk_rows) {
-      const int64_t n = std::min(chunk_rows, x.rows() - r0);
-      xc = x.middleRows(r0, n);
-      BlockForward(model, w, rope, seq_len, xc, oc, hessians.empty() ? nullptr : &cache);
-      target.middleRows(r0, n) = oc;
-      for (size_t k = 0; k < hessians.size(); ++k) {
-        const Matrix<float>& in = LinearInput(cache, kLinears[k]);
-        for (int64_t s0 = 0; s0 < n; s0 += seq_len) {
-          hessians[k].AddRows(in.data() + s0 * in.cols(), seq_len);
-        }
-      }
-    }
+    BlockTargetAndHessians(model, w, seq_len, x, kMicroBatch, target,
+                           method == QuantizeMethod::kGptq ? &hessians : nullptr);
     for (size_t k = 0; k < kNumLinears; ++k) {
       if (method == QuantizeMethod::kRtn) {
         result.layers[k] = rtn[k];

@@ -579,9 +579,9 @@ void SaveScores(const ResumeStore& store, const Components& components, const St
 Components CostComponents(const RunConfig& config, const std::string& model_fingerprint,
                           const Components& fisher_components, const std::string& cost_set_digest,
                           const std::optional<Plan>& centre) {
-  static constexpr std::array<std::string_view, 7> kKeys = {
-      "quant.bits_low", "quant.bits_high", "quant.group_size",       "quant.ratios",
-      "cost.mode",      "cost.pairs",      "cost.local_fit_switches"};
+  static constexpr std::array<std::string_view, 8> kKeys = {
+      "quant.bits_low", "quant.bits_high", "quant.group_size",        "quant.ratios",
+      "cost.mode",      "cost.pairs",      "cost.local_fit_switches", "cost.candidates"};
   return {{"config", CanonicalTextOf(config, "cost", kKeys)},
           {"centre", PlanText(centre)},
           {"data", cost_set_digest},

@@ -36,11 +36,13 @@ enum class SampleSource { kText, kTokens, kGenerate };  // text | tokens | gener
 enum class ChannelScore { kFisher, kFisherImpact };     // fisher | fisher_impact
 enum class CostMode { kLoss, kLocal, kFisher };         // loss | local | fisher
 enum class CostCenter { kPlan, kFp };                   // plan | fp
+enum class CostCandidates { kRtn, kGptq };              // rtn | gptq
 enum class SolverMethod { kPareto, kMilp };             // pareto | milp
 std::string_view Name(SampleSource value);              // e.g. "generate"
 std::string_view Name(ChannelScore value);
 std::string_view Name(CostMode value);
 std::string_view Name(CostCenter value);
+std::string_view Name(CostCandidates value);
 std::string_view Name(SolverMethod value);
 // How the layers are quantized (DESIGN.md 1.5 and the baselines), at the plan's bits.
 enum class QuantizeMethod { kHiq, kFixedRatio, kLwc, kAdaRound, kGptq, kRtn };
@@ -93,6 +95,7 @@ struct QuantSection {
 struct CostSection {
   CostMode mode = CostMode::kLoss;
   CostCenter center = CostCenter::kPlan;
+  CostCandidates candidates = CostCandidates::kRtn;
   bool pairs = false;
   int refine = 0;
   int local_fit_switches = 0;

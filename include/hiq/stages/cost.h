@@ -5,6 +5,9 @@
 // R. Candidate m of a layer keeps its top ceil(R_m * n_in) channels by Fisher score at b_H (the
 // sets are nested) and the rest at b_L, quantized round-to-nearest (hiq/quant/quant.h).
 //
+// With UseGptqCandidates, candidate m is that layer quantized by GPTQ instead (same columns,
+// same bits), on the Hessian of its full-precision inputs over the Fisher set.
+//
 // Cost terms (DESIGN.md 1.3), all in nats per predicted token of a fixed sequence set:
 //   loss   D(l,m) = L(centre with layer l switched to m) - L(centre), measured end to end: the
 //          job enters the pipeline at the rank owning l, from the cached input of l's block
@@ -21,13 +24,16 @@
 // so all ranks end with the same terms, whatever their number.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "hiq/config/config.h"  // CostMode
 #include "hiq/dist/pipeline.h"  // Pipeline, Sequence
 #include "hiq/model/llama.h"    // Linear, BlockWeights
+#include "hiq/quant/gptq.h"     // GptqHessian
 #include "hiq/quant/quant.h"    // QuantSpec
 #include "hiq/solve/solver.h"   // PlanProblem
 
@@ -91,6 +97,14 @@ class CostModel {
   // (n_out, n_in) of every layer.
   const std::vector<std::pair<int64_t, int64_t>>& shapes() const { return shapes_; }
 
+  // From here on a candidate's layer is quantized by GPTQ (hiq/quant/gptq.h, default options:
+  // damping 0.01, no act-order) on the Hessian of the layer's full-precision inputs over `seqs`,
+  // instead of round-to-nearest (config cost.candidates: gptq). Collective: one pipeline forward
+  // at full precision. Each (layer, candidate) is quantized once, when first asked for, and kept
+  // in its stored form (a byte a weight): the loss estimator asks for every candidate, which
+  // then holds |R| / 4 times the rank's F32 weights.
+  void UseGptqCandidates(const std::vector<Sequence>& seqs);
+
   // Local block `b` (0 = the rank's first) with every linear quantized as the plan says.
   BlockWeights<float> QuantizedBlock(size_t b, const Plan& plan) const;
 
@@ -137,6 +151,10 @@ class CostModel {
   std::vector<std::pair<int64_t, int64_t>> shapes_;
   double n_weights_ = 0;
   std::vector<LayerCandidates> local_;  // indexed by global layer; empty outside this rank
+  // With GPTQ candidates: each local layer's Hessian (indexed by global layer; n_in 0 outside
+  // this rank), and the candidates quantized so far, by (layer, candidate).
+  std::vector<GptqHessian> hessians_;
+  mutable std::map<std::pair<int, int>, QuantizedLayer> gptq_layers_;
   static constexpr int kMicroBatch = 4;
 };
 
