@@ -69,6 +69,8 @@ METHODS = {
     "hiq_fp": ("hiq, loss around full precision (the paper's)",
                ["quantize.method=hiq", "cost.center=fp"]),
     "hiq_local": ("hiq, local estimator", ["quantize.method=hiq", "cost.mode=local"]),
+    "hiq_gptqc": ("hiq, loss around the plan, GPTQ candidates",
+                  ["quantize.method=hiq", "cost.candidates=gptq"]),
 }
 # An FP16 column costs 16 bits a weight: small candidates, fine enough that one lands near
 # every budget (a column of a 64-column layer is 1/64).
@@ -587,7 +589,7 @@ def write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r, ablation
             meas.append(pj["measured_dloss"])
             lab.append(m)
     fig, ax = plt.subplots(figsize=(5, 4.5))
-    for m in ("hiq", "hiq_fp", "hiq_local"):
+    for m in ("hiq", "hiq_fp", "hiq_local", "hiq_gptqc"):
         xs = [x for x, l in zip(pred, lab) if l == m]
         ys = [y for y, l in zip(meas, lab) if l == m]
         ax.scatter(xs, ys, label=METHODS[m][0], s=18)
@@ -598,7 +600,8 @@ def write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r, ablation
     L.append(f"![predicted against measured]({rel}/predicted.png)\n")
     L.append("Predicted (from the cost terms, on the cost set) against measured (on the held-out check "
              f"set) loss change of each of the {len(pred)} hiq plans above, from their plan.json, by "
-             "round-to-nearest (the plan stage's own check, before reconstruction).\n")
+             "the plan stage's own candidates (round-to-nearest, or GPTQ for the GPTQ-candidate "
+             "plans), before reconstruction.\n")
     L.append("### Does the plan's advantage survive reconstruction?\n")
     L.append("The plan is chosen from round-to-nearest loss terms and applied with the hybrid "
              "reconstruction. Its advantage over the fixed ratio before reconstruction (the plan "
@@ -606,21 +609,41 @@ def write_doc(a, out, doc, figs, seeds, calibs, fp, quality, curves, r, ablation
              "by round-to-nearest, from plan.json) against after it (the difference of log "
              "perplexity of the fixed-ratio hybrid and hiq, on valid-head30KB.txt), in nats per "
              "token, mean over the seeds (min-max):\n")
-    L.append("| calibration | budget | fixed ratio - plan, RTN (check set) | fixed ratio - hiq, hybrid (valid-head30KB) | kept |")
-    L.append("|---|---|---:|---:|---:|")
+    L.append("| candidates | calibration | budget | fixed ratio - plan, before (check set) | fixed ratio - hiq, hybrid (valid-head30KB) | kept |")
+    L.append("|---|---|---|---:|---:|---:|")
+    for m, what in (("hiq", "RTN"), ("hiq_gptqc", "GPTQ")):
+        for calib in calibs:
+            for b in BUDGETS:
+                before, after = [], []
+                for s_ in seeds:
+                    h, f = quality.get((calib, b, m, s_)), quality.get((calib, b, "fixed_ratio", s_))
+                    if not h or not f:
+                        continue
+                    pj = plan_json(h["dir"])
+                    before.append(pj["fixed_dloss"] - pj["measured_dloss"])
+                    after.append(math.log(f["ppl"]["tinystories"]) - math.log(h["ppl"]["tinystories"]))
+                kept = sum(after) / sum(before) if before and sum(before) else float("nan")
+                L.append(f"| {what} | {'wikitext' if calib == 'text' else 'generated'} | {b.upper()} | "
+                         f"{stats(before)} | {stats(after)} | {kept:.0%} |")
+    L.append("")
+    L.append("The other way tried (`cost.candidates: gptq`): the cost terms measured with every "
+             "candidate quantized by GPTQ on the Hessian of its layer's full-precision inputs over "
+             "the Fisher set, a layer-local reconstruction standing in for the hybrid one, instead "
+             "of round-to-nearest; the plan stage's check then compares the plan and the fixed "
+             "ratio both by GPTQ (the GPTQ rows' before column). Perplexity on valid-head30KB.txt, "
+             "mean over the seeds (min-max), and on how many seeds it is below the other:\n")
+    L.append("| calibration | budget | hiq, RTN candidates | hiq, GPTQ candidates | fixed ratio, hybrid | GPTQ candidates below RTN's | below the fixed ratio |")
+    L.append("|---|---|---:|---:|---:|---:|---:|")
     for calib in calibs:
         for b in BUDGETS:
-            before, after = [], []
-            for s_ in seeds:
-                h, f = quality.get((calib, b, "hiq", s_)), quality.get((calib, b, "fixed_ratio", s_))
-                if not h or not f:
-                    continue
-                pj = plan_json(h["dir"])
-                before.append(pj["fixed_dloss"] - pj["measured_dloss"])
-                after.append(math.log(f["ppl"]["tinystories"]) - math.log(h["ppl"]["tinystories"]))
-            kept = sum(after) / sum(before) if before and sum(before) else float("nan")
+            cols = {m: [quality[(calib, b, m, s_)]["ppl"]["tinystories"] for s_ in seeds
+                        if (calib, b, m, s_) in quality] for m in ("hiq", "hiq_gptqc", "fixed_ratio")}
+            wins = sum(g < h for g, h in zip(cols["hiq_gptqc"], cols["hiq"]))
+            wins_f = sum(g < f for g, f in zip(cols["hiq_gptqc"], cols["fixed_ratio"]))
+            n = len(cols["hiq_gptqc"])
             L.append(f"| {'wikitext' if calib == 'text' else 'generated'} | {b.upper()} | "
-                     f"{stats(before)} | {stats(after)} | {kept:.0%} |")
+                     f"{stats(cols['hiq'])} | {stats(cols['hiq_gptqc'])} | {stats(cols['fixed_ratio'])} | "
+                     f"{wins} of {n} | {wins_f} of {n} |")
     L.append("")
     L.append("## Ablations\n")
     L.append("Seed 1, wikitext calibration, perplexity on valid-head30KB.txt, each beside the quality "
