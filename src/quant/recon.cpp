@@ -215,13 +215,13 @@ double BlockOutputMse(const LlamaConfig& config, const BlockWeights<float>& w, i
 
 void BlockTargetAndHessians(const LlamaConfig& config, const BlockWeights<float>& w,
                             int64_t seq_len, const Matrix<float>& x, int64_t micro_batch,
-                            Matrix<float>& target, std::vector<GptqHessian>* hessians) {
+                            Matrix<float>* target, std::vector<GptqHessian>* hessians) {
   CheckRows("x", config, seq_len, x);
   if (micro_batch < 1) {
     throw ConfigError("BlockTargetAndHessians: micro_batch = " + std::to_string(micro_batch));
   }
   const Rope<float> rope = MakeRope<float>(config, seq_len);
-  target.resize(x.rows(), x.cols());
+  if (target != nullptr) target->resize(x.rows(), x.cols());
   if (hessians != nullptr) {
     hessians->clear();
     for (Linear kind : kLinears) hessians->emplace_back(w.linear(kind).cols());
@@ -233,7 +233,7 @@ void BlockTargetAndHessians(const LlamaConfig& config, const BlockWeights<float>
     const int64_t n = std::min(chunk_rows, x.rows() - r0);
     xc = x.middleRows(r0, n);
     BlockForward(config, w, rope, seq_len, xc, oc, hessians != nullptr ? &cache : nullptr);
-    target.middleRows(r0, n) = oc;
+    if (target != nullptr) target->middleRows(r0, n) = oc;
     if (hessians == nullptr) continue;
     for (size_t k = 0; k < kNumLinears; ++k) {
       const Matrix<float>& in = LinearInput(cache, kLinears[k]);

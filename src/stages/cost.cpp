@@ -160,11 +160,10 @@ void CostModel::UseGptqCandidates(const std::vector<Sequence>& seqs) {
   const Centre fp = RunCentre(seqs, std::nullopt);
   const Stage<float>& stage = pipeline_.stage();
   std::vector<GptqHessian> hessians(static_cast<size_t>(n_layers_));
-  Matrix<float> target;
   std::vector<GptqHessian> block;
   for (size_t b = 0; b < stage.blocks.size(); ++b) {
     BlockTargetAndHessians(stage.config, stage.blocks[b], static_cast<int64_t>(seq_len),
-                           fp.inputs.per_block[b], kMicroBatch, target, &block);
+                           fp.inputs.per_block[b], kMicroBatch, nullptr, &block);
     for (size_t k = 0; k < kNumLinears; ++k) {
       const int l = LayerIndex(stage.block_begin + static_cast<int>(b), kLinears[k]);
       hessians[static_cast<size_t>(l)] = std::move(block[k]);

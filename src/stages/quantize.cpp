@@ -81,7 +81,7 @@ BlockResult QuantizeBlock(const RunConfig& config, const LlamaConfig& model,
     }
     Matrix<float> target;
     std::vector<GptqHessian> hessians;
-    BlockTargetAndHessians(model, w, seq_len, x, kMicroBatch, target,
+    BlockTargetAndHessians(model, w, seq_len, x, kMicroBatch, &target,
                            method == QuantizeMethod::kGptq ? &hessians : nullptr);
     for (size_t k = 0; k < kNumLinears; ++k) {
       if (method == QuantizeMethod::kRtn) {

@@ -121,14 +121,15 @@ BlockWeights<float> DequantizedBlock(const BlockWeights<float>& w,
 double BlockOutputMse(const LlamaConfig& config, const BlockWeights<float>& w, int64_t seq_len,
                       const Matrix<float>& x, const Matrix<float>& target);
 
-// The block's full-precision output for x (S * T, C) into target (resized), and with `hessians`
-// each linear's GptqHessian of its input rows (kLinears order, replaced): BlockForward on
+// The block's full-precision output for x (S * T, C) into `target` (resized) when given, and
+// with `hessians` each linear's GptqHessian of its input rows (kLinears order, replaced): the
+// cost model's GPTQ candidates need only the Hessians, not an S * T * C copy. BlockForward on
 // micro_batch sequences at a time (a whole 7B block's cache would be S * NH * T * T floats of
 // attention alone), each sequence added to the running mean by itself, in order, as the GPTQ
 // reference adds one sample at a time.
 void BlockTargetAndHessians(const LlamaConfig& config, const BlockWeights<float>& w,
                             int64_t seq_len, const Matrix<float>& x, int64_t micro_batch,
-                            Matrix<float>& target, std::vector<GptqHessian>* hessians);
+                            Matrix<float>* target, std::vector<GptqHessian>* hessians);
 
 // The order of the sequences for `steps * batch` draws: epochs of Fisher-Yates shuffles of
 // [0, n_seq) as above, concatenated. (steps * batch,)
