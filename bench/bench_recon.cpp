@@ -11,6 +11,9 @@
 #include "hiq/io/synth.h"
 #include "hiq/model/blas.h"
 #include "hiq/model/llama.h"
+#include "hiq/quant/adaround.h"
+#include "hiq/quant/learn.h"
+#include "hiq/quant/lwc.h"
 #include "hiq/quant/recon.h"
 
 namespace hiq {
@@ -86,6 +89,90 @@ void BM_ReconStep(benchmark::State& state) {
   state.SetLabel(method == ReconMethod::kHybrid ? "hybrid" : "lwc");
 }
 
+// The hybrid's per-weight passes of one step over a whole block (W2Plan): LWC on the low part,
+// AdaRound on the high part, each followed by Adam on its parameters, in the order of
+// ReconTrainer::Step, on fixed gradients.
+enum Pass { kLwcForward, kAdaRoundForward, kLwcBackward, kLwcAdam, kAdaRoundBackward, kRoundAdam };
+constexpr const char* kPassNames[] = {"LwcForward",   "AdaRoundForward",  "LwcBackward",
+                                      "Adam(logits)", "AdaRoundBackward", "Adam(V)"};
+
+struct PassSetup {
+  struct Layer {
+    Linear kind;
+    Lwc lwc;
+    LwcCache cache;
+    AdaRound round;
+    AdamState adam_a, adam_b, adam_v;
+    std::vector<float> da, db, dv;
+  };
+  Setup s{1};
+  BlockWeights<float> wq, grad;
+  std::vector<Layer> layers;
+  PassSetup() : wq(s.w), grad(ZeroBlock<float>(s.config)) {
+    uint32_t seed = 200;
+    ForEachBlockTensor(
+        grad, [&](const BlockTensor&, Matrix<float>& m) { FillUniform(m, seed++, 1e-3f, 0.0f); });
+    const std::vector<ReconLayer> plan = W2Plan(s.w);
+    for (size_t i = 0; i < kNumLinears; ++i) {
+      const Matrix<float>& m = s.w.linear(kLinears[i]);
+      const ReconLayer& p = plan[i];
+      const QuantizedLayer rtn = QuantizeLayer(m.data(), m.rows(), m.cols(), p.high_cols, p.spec);
+      Layer l{kLinears[i],
+              LwcInit(LowPart(m.cols(), p.high_cols, p.spec.group_size), m.data(), m.rows(),
+                      p.spec.bits_low),
+              {},
+              AdaRoundInit(HighPart(m.cols(), p.high_cols), m.data(), m.rows(), p.spec.bits_high,
+                           rtn.high_params),
+              {},
+              {},
+              {},
+              {},
+              {},
+              {}};
+      l.da.resize(l.lwc.max_logit.size());
+      l.db.resize(l.lwc.min_logit.size());
+      l.dv.resize(l.round.v.size());
+      layers.push_back(std::move(l));
+    }
+  }
+  void Run(Pass pass) {
+    for (Layer& l : layers) {
+      const float* w = s.w.linear(l.kind).data();
+      float* q = wq.linear(l.kind).data();
+      const float* g = grad.linear(l.kind).data();
+      switch (pass) {
+        case kLwcForward:
+          LwcForward(l.lwc, w, q, &l.cache);
+          break;
+        case kAdaRoundForward:
+          AdaRoundForward(l.round, q);
+          break;
+        case kLwcBackward:
+          LwcBackward(l.lwc, w, l.cache, g, l.da.data(), l.db.data());
+          break;
+        case kLwcAdam:
+          AdamStep(AdamOptions{.lr = 1e-2f}, l.lwc.max_logit, l.da, l.adam_a);
+          AdamStep(AdamOptions{.lr = 1e-2f}, l.lwc.min_logit, l.db, l.adam_b);
+          break;
+        case kAdaRoundBackward:  // beta 10: mid-anneal, the regulariser on
+          AdaRoundBackward(l.round, g, 10.0f, 0.01f, l.dv.data());
+          break;
+        case kRoundAdam:
+          AdamStep(AdamOptions{.lr = 1e-3f}, l.round.v, l.dv, l.adam_v);
+          break;
+      }
+    }
+  }
+};
+
+void BM_PerWeightPass(benchmark::State& state) {
+  static PassSetup setup;  // 2.4 GB: built once for all passes
+  const auto pass = static_cast<Pass>(state.range(0));
+  for (int p = 0; p <= pass; ++p) setup.Run(static_cast<Pass>(p));  // inputs of this pass
+  for (auto _ : state) setup.Run(pass);
+  state.SetLabel(kPassNames[pass]);
+}
+
 BENCHMARK(BM_PlainForwardBackward)
     ->ArgNames({"T"})
     ->Arg(512)
@@ -102,6 +189,12 @@ BENCHMARK(BM_ReconStep)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->MinTime(20.0);
+BENCHMARK(BM_PerWeightPass)
+    ->ArgNames({"pass"})
+    ->DenseRange(kLwcForward, kRoundAdam)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(2.0);
 
 }  // namespace
 }  // namespace hiq

@@ -153,6 +153,89 @@ TEST(Lwc, ForwardIsTheStoredQuantizerUpToTheFp16Scale) {
   EXPECT_GE(same, n * 95 / 100);
 }
 
+// hiq_quant is built to vectorise (src/CMakeLists.txt: -fno-trapping-math -fno-math-errno); the
+// header's formula, evaluated here one element at a time in plain float (and the per-group sums
+// as four interleaved double partial sums, added pairwise), must give the same bytes. The width
+// is no multiple of a vector, high columns split groups, and the logits clip both ends.
+TEST(Lwc, VectorisedPassesAreTheFormulaElementByElementBitForBit) {
+  const int64_t n_out = 7, n_in = 101;
+  const std::vector<int32_t> high = {0, 9, 10, 33, 64, 100};
+  const std::vector<float> w = RandomVector(n_out * n_in, 21, 0.05f);
+  const std::vector<float> g = RandomVector(n_out * n_in, 22, 1.0f);
+  for (int bits : {2, 3}) {
+    Lwc lwc = LwcInit(LowPart(n_in, high, 32), w.data(), n_out, bits);
+    std::mt19937 rng(23);
+    std::uniform_real_distribution<float> logit(-1.0f, 4.0f);
+    for (float& a : lwc.max_logit) a = logit(rng);
+    for (float& b : lwc.min_logit) b = logit(rng);
+    std::vector<float> wq(w.size(), -7.0f);  // columns outside the part must stay -7
+    LwcCache cache;
+    LwcForward(lwc, w.data(), wq.data(), &cache);
+    std::vector<float> da(lwc.max_logit.size()), db(da.size());
+    LwcBackward(lwc, w.data(), cache, g.data(), da.data(), db.data());
+
+    const float qmax = static_cast<float>((1 << bits) - 1);
+    const ColumnPart& part = lwc.part;
+    std::vector<float> want_wq(w.size(), -7.0f);
+    int64_t clamped = 0;
+    for (int64_t r = 0; r < n_out; ++r) {
+      for (int64_t k = 0; k < part.n_groups; ++k) {
+        const size_t gi = static_cast<size_t>(r * part.n_groups + k);
+        const float c_max = 1.0f / (1.0f + std::exp(-lwc.max_logit[gi]));
+        const float c_min = 1.0f / (1.0f + std::exp(-lwc.min_logit[gi]));
+        const float hi = std::max(c_max * lwc.x_max[gi], 0.0f);
+        const float lo = std::min(c_min * lwc.x_min[gi], 0.0f);
+        const float sc = (hi - lo) / qmax;
+        ASSERT_GT(sc, 0.0f);
+        const float z = std::min(std::max(std::nearbyint(-lo / sc), 0.0f), qmax);
+        double acc[4] = {0, 0, 0, 0};
+        for (int64_t i = part.group_begin[k]; i < part.group_begin[k + 1]; ++i) {
+          const int64_t idx = r * n_in + part.cols[i];
+          const float t = w[idx] / sc;
+          const float rt = std::nearbyint(t);
+          const float q = rt + z;
+          want_wq[idx] = (std::min(std::max(q, 0.0f), qmax) - z) * sc;
+          const bool inside = q >= 0.0f && q <= qmax;
+          clamped += !inside;
+          const float dyds = inside ? rt - t : std::min(std::max(q, 0.0f), qmax) - z;
+          acc[(i - part.group_begin[k]) % 4] += static_cast<double>(g[idx] * dyds);
+        }
+        const float ds = static_cast<float>((acc[0] + acc[1]) + (acc[2] + acc[3]));
+        const float want_da = c_max * lwc.x_max[gi] > 0.0f
+                                  ? ds / qmax * lwc.x_max[gi] * c_max * (1.0f - c_max)
+                                  : 0.0f;
+        const float want_db = c_min * lwc.x_min[gi] < 0.0f
+                                  ? -(ds / qmax) * lwc.x_min[gi] * c_min * (1.0f - c_min)
+                                  : 0.0f;
+        EXPECT_EQ(da[gi], want_da) << "bits " << bits << " group " << gi;
+        EXPECT_EQ(db[gi], want_db) << "bits " << bits << " group " << gi;
+      }
+    }
+    EXPECT_GT(clamped, 0);  // the outside-the-clamp branch is exercised
+    EXPECT_TRUE(wq == want_wq) << "bits " << bits;
+  }
+}
+
+TEST(Adam, VectorisedStepIsTheFormulaElementByElementBitForBit) {
+  const AdamOptions o{.lr = 1e-2f, .weight_decay = 0.1f};
+  std::vector<float> p = RandomVector(1001, 24, 1.0f), want = p;
+  std::vector<float> m(p.size(), 0.0f), v(p.size(), 0.0f);
+  AdamState state;
+  for (int t = 1; t <= 3; ++t) {
+    const std::vector<float> g = RandomVector(p.size(), 25 + t, 1.0f);
+    AdamStep(o, p, g, state);
+    const float bc1 = 1.0f - std::pow(o.beta1, static_cast<float>(t));
+    const float bc2_sqrt = std::sqrt(1.0f - std::pow(o.beta2, static_cast<float>(t)));
+    for (size_t i = 0; i < p.size(); ++i) {
+      m[i] = o.beta1 * m[i] + (1.0f - o.beta1) * g[i];
+      v[i] = o.beta2 * v[i] + (1.0f - o.beta2) * g[i] * g[i];
+      const float denom = std::sqrt(v[i]) / bc2_sqrt + o.eps;
+      want[i] = want[i] * (1.0f - o.lr * o.weight_decay) - o.lr / bc1 * m[i] / denom;
+    }
+    EXPECT_TRUE(p == want) << "step " << t;
+  }
+}
+
 // --- AdaRound ----------------------------------------------------------------------------
 
 double RoundObjective(const AdaRound& ar, const std::vector<float>& g, float beta, float lambda) {

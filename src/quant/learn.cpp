@@ -103,14 +103,19 @@ void AdamStep(const AdamOptions& o, std::span<float> p, std::span<const float> g
   const float bc2_sqrt = std::sqrt(1.0f - std::pow(o.beta2, t));
   const float step_size = o.lr / bc1;
   const float decay = 1.0f - o.lr * o.weight_decay;
+  // Plain locals: a store through m, v or p could alias a field of o, which would keep the loop
+  // from vectorising.
+  const float beta1 = o.beta1, beta2 = o.beta2, eps = o.eps;
   float* m = state.m.data();
   float* v = state.v.data();
-  ParallelRows(static_cast<int64_t>(p.size()), 1, [&](int64_t i0, int64_t i1) {
+  float* x = p.data();
+  const float* dx = g.data();
+  ParallelRows(static_cast<int64_t>(p.size()), 1, [=](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
-      m[i] = o.beta1 * m[i] + (1.0f - o.beta1) * g[i];
-      v[i] = o.beta2 * v[i] + (1.0f - o.beta2) * g[i] * g[i];
-      const float denom = std::sqrt(v[i]) / bc2_sqrt + o.eps;
-      p[i] = p[i] * decay - step_size * m[i] / denom;
+      m[i] = beta1 * m[i] + (1.0f - beta1) * dx[i];
+      v[i] = beta2 * v[i] + (1.0f - beta2) * dx[i] * dx[i];
+      const float denom = std::sqrt(v[i]) / bc2_sqrt + eps;
+      x[i] = x[i] * decay - step_size * m[i] / denom;
     }
   });
 }

@@ -1,9 +1,11 @@
 // OmniQuant learnable weight clipping, forward beside backward (see hiq/quant/lwc.h).
 #include "hiq/quant/lwc.h"
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "hiq/base/error.h"
 #include "hiq/model/blas.h"  // ParallelRows
@@ -40,10 +42,11 @@ namespace {
 
 // The part's layout in whole-row coordinates, for loops that run over contiguous columns: group
 // k spans columns [first[k], last[k]) of a row (the high columns between its members included),
-// in[j] says whether column j belongs to the part. Groups are disjoint and in column order.
+// in[j] says whether column j belongs to the part (a 32-bit mask, as wide as the floats it selects,
+// so that the vectorised selects need no widening). Groups are disjoint and in column order.
 struct RowSpans {
   std::vector<int64_t> first, last;  // (n_groups,)
-  std::vector<uint8_t> in;           // (n_in,)
+  std::vector<int32_t> in;           // (n_in,)
   explicit RowSpans(const ColumnPart& part)
       : first(static_cast<size_t>(part.n_groups)),
         last(static_cast<size_t>(part.n_groups)),
@@ -56,12 +59,16 @@ struct RowSpans {
   }
 };
 
-// Group (r, k)'s training scale and zero (s = 0 for an all-zero group).
-inline void GroupScale(const Lwc& lwc, int64_t gi, float qmax, float* s, float* z) {
-  const float hi = std::max(Sigmoid(lwc.max_logit[gi]) * lwc.x_max[gi], 0.0f);
-  const float lo = std::min(Sigmoid(lwc.min_logit[gi]) * lwc.x_min[gi], 0.0f);
-  *s = (hi - lo) / qmax;
-  *z = *s > 0.0f ? std::min(std::max(std::nearbyint(-lo / *s), 0.0f), qmax) : 0.0f;
+// Group gi's clip factors, training scale and zero (s = 0 for an all-zero group), into the cache.
+inline void GroupScale(const Lwc& lwc, int64_t gi, float qmax, LwcCache& c) {
+  const float c_max = Sigmoid(lwc.max_logit[gi]), c_min = Sigmoid(lwc.min_logit[gi]);
+  const float hi = std::max(c_max * lwc.x_max[gi], 0.0f);
+  const float lo = std::min(c_min * lwc.x_min[gi], 0.0f);
+  const float s = (hi - lo) / qmax;
+  c.c_max[gi] = c_max;
+  c.c_min[gi] = c_min;
+  c.scale[gi] = s;
+  c.zero[gi] = s > 0.0f ? std::min(std::max(std::nearbyint(-lo / s), 0.0f), qmax) : 0.0f;
 }
 
 // Per column of one row: the scale and zero of its group (1 and 0 outside every group, and for
@@ -87,21 +94,17 @@ void LwcForward(const Lwc& lwc, const float* w, float* w_q, LwcCache* cache) {
   if (n_groups == 0) return;
   LwcCache local;
   LwcCache& c = cache ? *cache : local;
-  c.scale.resize(lwc.x_min.size());
-  c.zero.resize(lwc.x_min.size());
+  for (std::vector<float>* v : {&c.scale, &c.zero, &c.c_max, &c.c_min}) v->resize(lwc.x_min.size());
   const RowSpans spans(part);
   const int64_t j0 = spans.first.front(), j1 = spans.last.back();
-  const uint8_t* in = spans.in.data();
+  const int32_t* in = spans.in.data();
   ParallelRows(lwc.n_out, lwc.part.n_in, [&](int64_t r0, int64_t r1) {
     std::vector<float> s_col(static_cast<size_t>(n_in), 1.0f);
     std::vector<float> z_col(static_cast<size_t>(n_in), 0.0f);
     for (int64_t r = r0; r < r1; ++r) {
       const float* x = w + r * n_in;  // (n_in,)
       float* y = w_q + r * n_in;      // (n_in,)
-      for (int64_t k = 0; k < n_groups; ++k) {
-        GroupScale(lwc, r * n_groups + k, qmax, &c.scale[r * n_groups + k],
-                   &c.zero[r * n_groups + k]);
-      }
+      for (int64_t k = 0; k < n_groups; ++k) GroupScale(lwc, r * n_groups + k, qmax, c);
       SpreadRow(spans, c.scale.data() + r * n_groups, c.zero.data() + r * n_groups, s_col.data(),
                 z_col.data());
       const float* sc = s_col.data();
@@ -123,7 +126,7 @@ void BackwardRows(const Lwc& lwc, const float* w, const LwcCache& cache, const f
   const float qmax = Qmax(lwc.bits);
   const int64_t n_in = lwc.part.n_in, n_groups = lwc.part.n_groups;
   const int64_t j0 = spans.first.front(), j1 = spans.last.back();
-  const uint8_t* in = spans.in.data();
+  const int32_t* in = spans.in.data();
   std::vector<float> s_col(static_cast<size_t>(n_in), 1.0f), z_col(static_cast<size_t>(n_in), 0.0f);
   std::vector<float> contrib(static_cast<size_t>(n_in), 0.0f);  // dL/dw_q * dw_q/ds per column
   for (int64_t r = r0; r < r1; ++r) {
@@ -148,15 +151,15 @@ void BackwardRows(const Lwc& lwc, const float* w, const LwcCache& cache, const f
       d_min_logit[gi] = 0.0f;
       if (scale[k] == 0.0f) continue;
       // dL/ds: four interleaved partial sums in double, in column order, then pairwise.
-      double acc[4] = {0, 0, 0, 0};
+      Eigen::Array4d acc = Eigen::Array4d::Zero();  // one AVX register
       int64_t j = spans.first[k];
       for (; j + 4 <= spans.last[k]; j += 4) {
-        for (int l = 0; l < 4; ++l) acc[l] += static_cast<double>(ct[j + l]);
+        acc += Eigen::Map<const Eigen::Array4f>(ct + j).cast<double>();
       }
       for (int l = 0; j < spans.last[k]; ++j, ++l) acc[l] += static_cast<double>(ct[j]);
       const double ds = (acc[0] + acc[1]) + (acc[2] + acc[3]);
       const float dhi = static_cast<float>(ds) / qmax, dlo = -dhi;
-      const float c_max = Sigmoid(lwc.max_logit[gi]), c_min = Sigmoid(lwc.min_logit[gi]);
+      const float c_max = cache.c_max[gi], c_min = cache.c_min[gi];
       if (c_max * lwc.x_max[gi] > 0.0f)
         d_max_logit[gi] = dhi * lwc.x_max[gi] * c_max * (1.0f - c_max);
       if (c_min * lwc.x_min[gi] < 0.0f)
@@ -171,7 +174,9 @@ void LwcBackward(const Lwc& lwc, const float* w, const LwcCache& cache, const fl
                  float* d_max_logit, float* d_min_logit) {
   CheckSizes(lwc);
   Qmax(lwc.bits);
-  if (cache.scale.size() != lwc.x_min.size() || cache.zero.size() != lwc.x_min.size()) {
+  const size_t n = lwc.x_min.size();
+  if (cache.scale.size() != n || cache.zero.size() != n || cache.c_max.size() != n ||
+      cache.c_min.size() != n) {
     throw ConfigError("LwcBackward: the cache is not from LwcForward of this LWC");
   }
   if (lwc.part.n_groups == 0) return;

@@ -45,9 +45,11 @@ struct Lwc {
 // w (n_out, n_in) row-major.
 Lwc LwcInit(const ColumnPart& part, const float* w, int64_t n_out, int bits, float init = 4.0f);
 
-// What the forward keeps for the backward: each group's s and z (s = 0 for an all-zero group).
+// What the forward keeps for the backward: each group's s and z (s = 0 for an all-zero group),
+// and c_max, c_min, so that the backward computes no sigmoid of its own.
 struct LwcCache {
-  std::vector<float> scale, zero;  // (n_out * n_groups,)
+  std::vector<float> scale, zero;   // (n_out * n_groups,)
+  std::vector<float> c_max, c_min;  // (n_out * n_groups,)
 };
 // w (n_out, n_in) -> w_q (n_out, n_in): writes the part's columns only. cache may be null.
 void LwcForward(const Lwc& lwc, const float* w, float* w_q, LwcCache* cache);
