@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <type_traits>
 
 #include "hiq/base/error.h"   // HIQ_CHECK
 #include "hiq/quant/recon.h"  // BlockTargetAndHessians
@@ -171,6 +172,19 @@ void CostModel::UseGptqCandidates(const std::vector<Sequence>& seqs) {
   }
   hessians_ = std::move(hessians);
   gptq_layers_.clear();
+}
+
+int64_t CostModel::GptqBytes() const {
+  int64_t bytes = 0;
+  for (const GptqHessian& h : hessians_) bytes += static_cast<int64_t>(sizeof(double)) * h.h.size();
+  auto size_of = [](const auto& v) {
+    return static_cast<int64_t>(v.size() * sizeof(typename std::decay_t<decltype(v)>::value_type));
+  };
+  for (const auto& [key, q] : gptq_layers_) {
+    bytes += size_of(q.high_cols) + size_of(q.low_codes) + size_of(q.low_params) +
+             size_of(q.high_codes) + size_of(q.high_params) + size_of(q.high_fp16);
+  }
+  return bytes;
 }
 
 BlockWeights<float> CostModel::QuantizedBlock(size_t b, const Plan& plan) const {

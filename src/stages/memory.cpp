@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "hiq/model/tensors.h"  // BlockParams, EmbeddingParams, HeadParams, LinearShape
+#include "hiq/quant/quant.h"    // GroupCount, HighCount, QuantizedLayer
 
 namespace hiq {
 namespace {
@@ -20,6 +21,24 @@ double GiB(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0
 
 int64_t MemoryAccount::Caches() const {
   return std::max({fisher, cost, reconstruction}) + allocator;
+}
+
+int64_t GptqCandidateBytes(const LlamaConfig& c, int64_t n_blocks, const QuantSection& quant) {
+  int64_t per_block = 0;
+  for (Linear kind : kLinears) {
+    const auto [n_out, n_in] = LinearShape(c, kind);
+    per_block += static_cast<int64_t>(sizeof(double)) * n_in * n_in;
+    for (double ratio : quant.ratios) {
+      const int64_t n_high = HighCount(ratio, n_in), n_low = n_in - n_high;
+      const int64_t params = static_cast<int64_t>(sizeof(GroupParams));
+      per_block += n_out * n_low + n_out * GroupCount(n_low, quant.group_size) * params +
+                   static_cast<int64_t>(sizeof(int32_t)) * n_high;
+      if (n_high == 0) continue;
+      per_block += quant.bits_high == 16 ? static_cast<int64_t>(sizeof(float)) * n_out * n_high
+                                         : n_out * n_high + n_out * params;
+    }
+  }
+  return n_blocks * per_block;
 }
 
 int64_t BlockCacheBytes(const LlamaConfig& c, int64_t tokens, int64_t seq_len) {
@@ -49,6 +68,9 @@ MemoryAccount AccountMemory(const Stage<float>& stage, const RunConfig& config) 
              2 * n_local * BlockCacheBytes(c, fisher.seq_len, fisher.seq_len);
   const SampleSetConfig& cost = config.calibration.cost;
   a.cost = (n_local + 1) * block + n_local * BlockCacheBytes(c, cost.seq_len, cost.seq_len);
+  if (config.cost.candidates == CostCandidates::kGptq) {
+    a.cost += GptqCandidateBytes(c, n_local, config.quant);
+  }
   const SampleSetConfig& recon = config.calibration.reconstruction;
   const int64_t rows = static_cast<int64_t>(recon.n_sequences) * recon.seq_len;
   const int64_t step_tokens = config.quantize.batch * recon.seq_len;

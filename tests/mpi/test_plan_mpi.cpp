@@ -7,6 +7,7 @@
 #include "hiq/stages/calibration.h"
 #include "hiq/stages/cost.h"
 #include "hiq/stages/fisher.h"
+#include "hiq/stages/memory.h"  // GptqCandidateBytes
 #include "hiq/stages/plan.h"
 #include "test_util.h"
 
@@ -96,7 +97,8 @@ TEST(PlanMpi, CostTermsOfEveryEstimatorAreTheSameAsInOneProcess) {
 // cost less in total than round-to-nearest does, around full precision as around a plan. The
 // Hessians take 32 x 64 wikitext tokens (2048 rows, against n_in <= 172): the small config's
 // Fisher set (288 rows) is too few, and GPTQ fitted on it does worse than RTN on the cost set.
-TEST(PlanMpi, GptqCandidatesGiveTheOneProcessTermsAndCostLessThanRtn) {
+// Once every candidate has been asked for, a rank holds what the memory account predicts.
+TEST(PlanMpi, GptqCandidatesGiveTheOneProcessTermsCostLessThanRtnAndHoldTheAccountedBytes) {
   const RunConfig config = SmallConfig();
   StageRun world(Comm::World(), config);
   StageRun self(Comm::Self(), config);
@@ -135,6 +137,10 @@ TEST(PlanMpi, GptqCandidatesGiveTheOneProcessTermsAndCostLessThanRtn) {
   EXPECT_GT(total(gptq_fp), 0.0) << "quantizing still costs loss";
   // Around the plan the centre itself is quantized by GPTQ: a lower loss than RTN's centre.
   EXPECT_LT(gptq_plan.centre_loss, rtn_plan.centre_loss);
+  const Stage<float>& stage = world.pipeline.stage();
+  const int64_t n_local = static_cast<int64_t>(stage.blocks.size());
+  EXPECT_GT(world.model->GptqBytes(), 0);
+  EXPECT_EQ(world.model->GptqBytes(), GptqCandidateBytes(stage.config, n_local, config.quant));
 }
 
 TEST(PlanMpi, ASwitchFromTheCachedBlockInputEqualsTheWholeForward) {

@@ -104,6 +104,9 @@ class CostModel {
   // in its stored form (a byte a weight): the loss estimator asks for every candidate, which
   // then holds |R| / 4 times the rank's F32 weights.
   void UseGptqCandidates(const std::vector<Sequence>& seqs);
+  // Bytes held for the GPTQ candidates: the Hessians and the layers quantized so far (0 without
+  // UseGptqCandidates). The memory account predicts it (hiq/stages/memory.h GptqCandidateBytes).
+  int64_t GptqBytes() const;
 
   // Local block `b` (0 = the rank's first) with every linear quantized as the plan says.
   BlockWeights<float> QuantizedBlock(size_t b, const Plan& plan) const;

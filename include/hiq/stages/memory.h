@@ -8,7 +8,9 @@
 //   fisher          F accumulators (one float per linear weight of the slice) + one gradient of
 //                   the whole slice + the activation caches of the two sequences in flight
 //   cost            the centre plan's dequantized blocks (a copy of the slice's blocks) + one
-//                   scratch block + one sequence's activation caches per block
+//                   scratch block + one sequence's activation caches per block; with
+//                   cost.candidates gptq also every local layer's Hessian and every candidate's
+//                   GPTQ layer in stored form (GptqCandidateBytes)
 //   reconstruction  two blocks' inputs (S x T x C floats each: the block's, and its target,
 //                   which is the next block's input) + the trained block's fake-quantized
 //                   weights and their gradient + a step's activations, whatever the slice
@@ -34,6 +36,12 @@ struct MemoryAccount {
 
 // The account of `stage` (this rank's slice) under `config`'s calibration sets.
 MemoryAccount AccountMemory(const Stage<float>& stage, const RunConfig& config);
+
+// What CostModel::UseGptqCandidates and the cost estimator's requests make a rank hold for
+// `n_blocks` local blocks: per linear layer an (n_in, n_in) double Hessian, and per candidate
+// ratio the layer's QuantizedLayer (its codes a byte a weight, group parameters, high columns).
+// Equals CostModel::GptqBytes() once every local candidate has been asked for.
+int64_t GptqCandidateBytes(const LlamaConfig& config, int64_t n_blocks, const QuantSection& quant);
 
 // Activation-cache bytes of one block's forward over `tokens` tokens (BlockCache, float32), with
 // `seq_len` tokens per sequence for the attention probabilities.
