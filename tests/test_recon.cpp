@@ -247,6 +247,16 @@ double RoundObjective(const AdaRound& ar, const std::vector<float>& g, float bet
   return sum + (beta > 0 ? AdaRoundRegularizer(ar, beta, lambda, nullptr) : 0.0);
 }
 
+// AdaRound on the low part (kind 0) or the high part (kind 1) of w (n_out, n_in), on RTN's grid.
+AdaRound RoundPart(int kind, const std::vector<float>& w, int64_t n_out, int64_t n_in,
+                   const std::vector<int32_t>& high, const QuantSpec& spec,
+                   const QuantizedLayer& rtn) {
+  return kind == 0
+             ? AdaRoundInit(LowPart(n_in, high, spec.group_size), w.data(), n_out, spec.bits_low,
+                            rtn.low_params)
+             : AdaRoundInit(HighPart(n_in, high), w.data(), n_out, spec.bits_high, rtn.high_params);
+}
+
 TEST(AdaRound, BackwardAndRegulariserMatchFiniteDifferences) {
   const int64_t n_out = 3, n_in = 10;
   const std::vector<int32_t> high = {1, 4, 8};
@@ -255,9 +265,7 @@ TEST(AdaRound, BackwardAndRegulariserMatchFiniteDifferences) {
   const QuantSpec spec{.bits_low = 2, .bits_high = 3, .group_size = 4};
   const QuantizedLayer rtn = QuantizeLayer(w.data(), n_out, n_in, high, spec);
   for (int part_kind = 0; part_kind < 2; ++part_kind) {
-    AdaRound ar = part_kind == 0
-                      ? AdaRoundInit(LowPart(n_in, high, 4), w.data(), n_out, 2, rtn.low_params)
-                      : AdaRoundInit(HighPart(n_in, high), w.data(), n_out, 3, rtn.high_params);
+    AdaRound ar = RoundPart(part_kind, w, n_out, n_in, high, spec, rtn);
     std::mt19937 rng(8);
     std::uniform_real_distribution<float> v(-2.0f, 2.0f);  // h in (0.04, 0.96): no clip
     for (float& x : ar.v) x = v(rng);
@@ -284,6 +292,67 @@ TEST(AdaRound, BackwardAndRegulariserMatchFiniteDifferences) {
             << "part " << part_kind << " beta " << beta << " element " << e;
       }
     }
+  }
+}
+
+// As for LWC above: the row-wise, vectorised passes against the header's formula one element at
+// a time (Sigmoid of learn.h, the clip, the clamp; the regulariser's slope as AdaRoundRegularizer
+// has it), bit for bit, on both parts, with and without the regulariser, V wide enough that h
+// clips at both ends and the clamp acts.
+TEST(AdaRound, VectorisedPassesAreTheFormulaElementByElementBitForBit) {
+  const int64_t n_out = 5, n_in = 75;
+  const std::vector<int32_t> high = {0, 7, 8, 30, 74};
+  const std::vector<float> w = RandomVector(n_out * n_in, 31, 1.0f);
+  const std::vector<float> g = RandomVector(n_out * n_in, 32, 1.0f);
+  const QuantSpec spec{.bits_low = 2, .bits_high = 3, .group_size = 16};
+  const QuantizedLayer rtn = QuantizeLayer(w.data(), n_out, n_in, high, spec);
+  for (int part_kind = 0; part_kind < 2; ++part_kind) {
+    AdaRound ar = RoundPart(part_kind, w, n_out, n_in, high, spec, rtn);
+    std::mt19937 rng(33);
+    std::uniform_real_distribution<float> v(-6.0f, 6.0f);
+    for (float& x : ar.v) x = v(rng);
+    const float qmax = static_cast<float>((1 << ar.bits) - 1);
+    const ColumnPart& part = ar.part;
+    std::vector<float> wq(w.size(), -7.0f), want_wq(w.size(), -7.0f);
+    AdaRoundForward(ar, wq.data());
+    for (float beta : {0.0f, 5.0f}) {
+      const float lambda = 0.3f;
+      std::vector<float> dv(ar.v.size()), want_dv(ar.v.size());
+      AdaRoundBackward(ar, g.data(), beta, lambda, dv.data());
+      int64_t clipped = 0, clamped = 0;
+      for (int64_t r = 0; r < n_out; ++r) {
+        for (int64_t k = 0; k < part.n_groups; ++k) {
+          const GroupParams& p = ar.params[static_cast<size_t>(r * part.n_groups + k)];
+          const float z = static_cast<float>(p.zero);
+          for (int64_t i = part.group_begin[k]; i < part.group_begin[k + 1]; ++i) {
+            const size_t e = static_cast<size_t>(r * part.n_cols() + i);
+            const int64_t idx = r * n_in + part.cols[i];
+            const float sg = hiq::Sigmoid(ar.v[e]);  // learn.h's float one, not this file's
+            const float u = sg * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma;
+            const float h = std::min(std::max(u, 0.0f), 1.0f);
+            want_wq[idx] = (std::min(std::max(ar.w_floor[e] + h + z, 0.0f), qmax) - z) * p.scale;
+            const float q = ar.w_floor[e] + u + z;
+            clipped += u < 0.0f || u > 1.0f;
+            clamped += q < 0.0f || q > qmax;
+            if (u < 0.0f || u > 1.0f) {
+              want_dv[e] = 0.0f;
+              continue;
+            }
+            float dh = q >= 0.0f && q <= qmax ? g[idx] * p.scale : 0.0f;
+            if (beta > 0.0f) {
+              const float d = 2.0f * u - 1.0f, a = std::fabs(d);
+              dh += a > 0.0f ? -lambda * beta * std::pow(a, beta - 1.0f) * (d > 0 ? 2.0f : -2.0f)
+                             : 0.0f;
+            }
+            want_dv[e] = dh * sg * (1.0f - sg) * (kAdaRoundZeta - kAdaRoundGamma);
+          }
+        }
+      }
+      EXPECT_GT(clipped, 0);
+      EXPECT_GT(clamped, 0);
+      EXPECT_TRUE(dv == want_dv) << "part " << part_kind << " beta " << beta;
+    }
+    EXPECT_TRUE(wq == want_wq) << "part " << part_kind;
   }
 }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "hiq/base/error.h"
 #include "hiq/model/blas.h"  // ParallelRows
@@ -13,7 +14,8 @@ namespace {
 
 float Qmax(int bits) { return LearnedQmax("AdaRound", bits); }
 
-// The rectified sigmoid before its clip to [0, 1].
+// The rectified sigmoid before its clip to [0, 1] (the hard codes; the training passes below
+// spell the same operations out row by row).
 float Stretched(float v) { return Sigmoid(v) * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma; }
 float H(float v) { return std::min(std::max(Stretched(v), 0.0f), 1.0f); }
 
@@ -68,13 +70,42 @@ AdaRound AdaRoundInit(const ColumnPart& part, const float* w, int64_t n_out, int
   return ar;
 }
 
+// The training passes run a row at a time, the libm calls (expf, powf) in loops of their own, so
+// that the arithmetic between them vectorises: the same operations in the same order per element
+// as Sigmoid and H above, so the same bytes (tests/test_recon.cpp checks them against H). The
+// passes capture their scalars by value: a float read through a captured reference might alias
+// the buffers' stores, which keeps GCC from vectorising.
+template <typename F>
+void ForEachRow(const AdaRound& ar, F&& f) {
+  const int64_t n = ar.part.n_cols();
+  ParallelRows(ar.n_out, n, [&](int64_t r0, int64_t r1) {
+    std::vector<float> a(static_cast<size_t>(n)), b(static_cast<size_t>(n));
+    for (int64_t r = r0; r < r1; ++r) f(r, a.data(), b.data());
+  });
+}
+
 void AdaRoundForward(const AdaRound& ar, float* w_q) {
   CheckSizes(ar);
   const float qmax = Qmax(ar.bits);
-  ForEachElement(ar, [&](int64_t e, int64_t idx, const GroupParams& p) {
-    const float z = static_cast<float>(p.zero);
-    const float q = std::min(std::max(ar.w_floor[e] + H(ar.v[e]) + z, 0.0f), qmax);
-    w_q[idx] = (q - z) * p.scale;
+  const ColumnPart& part = ar.part;
+  const int64_t n = part.n_cols();
+  ForEachRow(ar, [&, qmax](int64_t r, float* y, float*) {
+    const float* v = ar.v.data() + r * n;
+    const float* fl = ar.w_floor.data() + r * n;
+    for (int64_t i = 0; i < n; ++i) y[i] = std::exp(-v[i]);
+    for (int64_t k = 0; k < part.n_groups; ++k) {
+      const GroupParams& p = ar.params[static_cast<size_t>(r * part.n_groups + k)];
+      const float z = static_cast<float>(p.zero), s = p.scale;
+      for (int64_t i = part.group_begin[k]; i < part.group_begin[k + 1]; ++i) {
+        const float sg = 1.0f / (1.0f + y[i]);
+        const float h =
+            std::min(std::max(sg * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma, 0.0f), 1.0f);
+        const float q = std::min(std::max(fl[i] + h + z, 0.0f), qmax);
+        y[i] = (q - z) * s;
+      }
+    }
+    float* out = w_q + r * part.n_in;
+    for (int64_t i = 0; i < n; ++i) out[part.cols[i]] = y[i];
   });
 }
 
@@ -90,16 +121,41 @@ inline float RegularizerSlope(float h, float beta, float lambda, float* a_pow_ou
 void AdaRoundBackward(const AdaRound& ar, const float* dw_q, float beta, float lambda, float* dv) {
   CheckSizes(ar);
   const float qmax = Qmax(ar.bits);
-  ForEachElement(ar, [&](int64_t e, int64_t idx, const GroupParams& p) {
-    const float sg = Sigmoid(ar.v[e]);
-    const float u = sg * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma;
-    dv[e] = 0.0f;
-    if (u < 0.0f || u > 1.0f) return;  // h clipped: no slope for either term
-    float dh = 0.0f;                   // dL/dh + dR/dh
-    const float q = ar.w_floor[e] + u + static_cast<float>(p.zero);
-    if (q >= 0.0f && q <= qmax) dh = dw_q[idx] * p.scale;
-    if (beta > 0.0f) dh += RegularizerSlope(u, beta, lambda, nullptr);
-    dv[e] = dh * sg * (1.0f - sg) * (kAdaRoundZeta - kAdaRoundGamma);
+  const ColumnPart& part = ar.part;
+  const int64_t n = part.n_cols();
+  ForEachRow(ar, [&, qmax, beta, lambda](int64_t r, float* sg, float* dh) {
+    const float* v = ar.v.data() + r * n;
+    const float* fl = ar.w_floor.data() + r * n;
+    const float* dy = dw_q + r * part.n_in;
+    float* d = dv + r * n;
+    for (int64_t i = 0; i < n; ++i) {
+      sg[i] = std::exp(-v[i]);
+      dh[i] = dy[part.cols[i]];
+    }
+    // dh = dL/dh where the clamp is inactive, else 0 (then + dR/dh below).
+    for (int64_t k = 0; k < part.n_groups; ++k) {
+      const GroupParams& p = ar.params[static_cast<size_t>(r * part.n_groups + k)];
+      const float z = static_cast<float>(p.zero), s = p.scale;
+      for (int64_t i = part.group_begin[k]; i < part.group_begin[k + 1]; ++i) {
+        sg[i] = 1.0f / (1.0f + sg[i]);
+        const float u = sg[i] * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma;
+        const float q = fl[i] + u + z;
+        dh[i] = q >= 0.0f && q <= qmax ? dh[i] * s : 0.0f;
+      }
+    }
+    if (beta > 0.0f) {
+      for (int64_t i = 0; i < n; ++i) {
+        const float u = sg[i] * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma;
+        if (u >= 0.0f && u <= 1.0f) dh[i] += RegularizerSlope(u, beta, lambda, nullptr);
+      }
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const float u = sg[i] * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma;
+      // h clipped: no slope for either term
+      d[i] = u < 0.0f || u > 1.0f
+                 ? 0.0f
+                 : dh[i] * sg[i] * (1.0f - sg[i]) * (kAdaRoundZeta - kAdaRoundGamma);
+    }
   });
 }
 
