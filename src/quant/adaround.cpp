@@ -14,10 +14,11 @@ namespace {
 
 float Qmax(int bits) { return LearnedQmax("AdaRound", bits); }
 
-// The rectified sigmoid before its clip to [0, 1] (the hard codes; the training passes below
-// spell the same operations out row by row).
-float Stretched(float v) { return Sigmoid(v) * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma; }
-float H(float v) { return std::min(std::max(Stretched(v), 0.0f), 1.0f); }
+// The rectified sigmoid before its clip to [0, 1], from sigmoid(V): the one spelling of the
+// stretch for every pass, so that they all compute the same u.
+inline float Stretch(float sg) { return sg * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma; }
+inline float Clip01(float u) { return std::min(std::max(u, 0.0f), 1.0f); }
+float H(float v) { return Clip01(Stretch(Sigmoid(v))); }
 
 void CheckSizes(const AdaRound& ar) {
   if (ar.params.size() != static_cast<size_t>(ar.n_out * ar.part.n_groups) ||
@@ -98,9 +99,7 @@ void AdaRoundForward(const AdaRound& ar, float* w_q) {
       const float z = static_cast<float>(p.zero), s = p.scale;
       for (int64_t i = part.group_begin[k]; i < part.group_begin[k + 1]; ++i) {
         const float sg = 1.0f / (1.0f + y[i]);
-        const float h =
-            std::min(std::max(sg * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma, 0.0f), 1.0f);
-        const float q = std::min(std::max(fl[i] + h + z, 0.0f), qmax);
+        const float q = std::min(std::max(fl[i] + Clip01(Stretch(sg)) + z, 0.0f), qmax);
         y[i] = (q - z) * s;
       }
     }
@@ -138,19 +137,18 @@ void AdaRoundBackward(const AdaRound& ar, const float* dw_q, float beta, float l
       const float z = static_cast<float>(p.zero), s = p.scale;
       for (int64_t i = part.group_begin[k]; i < part.group_begin[k + 1]; ++i) {
         sg[i] = 1.0f / (1.0f + sg[i]);
-        const float u = sg[i] * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma;
-        const float q = fl[i] + u + z;
+        const float q = fl[i] + Stretch(sg[i]) + z;
         dh[i] = q >= 0.0f && q <= qmax ? dh[i] * s : 0.0f;
       }
     }
     if (beta > 0.0f) {
       for (int64_t i = 0; i < n; ++i) {
-        const float u = sg[i] * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma;
+        const float u = Stretch(sg[i]);
         if (u >= 0.0f && u <= 1.0f) dh[i] += RegularizerSlope(u, beta, lambda, nullptr);
       }
     }
     for (int64_t i = 0; i < n; ++i) {
-      const float u = sg[i] * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma;
+      const float u = Stretch(sg[i]);
       // h clipped: no slope for either term
       d[i] = u < 0.0f || u > 1.0f
                  ? 0.0f
@@ -164,9 +162,9 @@ double AdaRoundRegularizer(const AdaRound& ar, float beta, float lambda, float* 
   double sum = 0;
   for (size_t e = 0; e < ar.v.size(); ++e) {
     const float sg = Sigmoid(ar.v[e]);
-    const float u = sg * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma;
+    const float u = Stretch(sg);
     float a_beta = 0.0f;  // |2h - 1|^beta
-    const float slope = RegularizerSlope(std::min(std::max(u, 0.0f), 1.0f), beta, lambda, &a_beta);
+    const float slope = RegularizerSlope(Clip01(u), beta, lambda, &a_beta);
     sum += 1.0 - static_cast<double>(a_beta);
     if (dv == nullptr || u < 0.0f || u > 1.0f) continue;
     dv[e] += slope * sg * (1.0f - sg) * (kAdaRoundZeta - kAdaRoundGamma);

@@ -24,13 +24,13 @@ int64_t MemoryAccount::Caches() const {
 }
 
 int64_t GptqCandidateBytes(const LlamaConfig& c, int64_t n_blocks, const QuantSection& quant) {
+  const int64_t params = static_cast<int64_t>(sizeof(GroupParams));
   int64_t per_block = 0;
   for (Linear kind : kLinears) {
     const auto [n_out, n_in] = LinearShape(c, kind);
     per_block += static_cast<int64_t>(sizeof(double)) * n_in * n_in;
     for (double ratio : quant.ratios) {
       const int64_t n_high = HighCount(ratio, n_in), n_low = n_in - n_high;
-      const int64_t params = static_cast<int64_t>(sizeof(GroupParams));
       per_block += n_out * n_low + n_out * GroupCount(n_low, quant.group_size) * params +
                    static_cast<int64_t>(sizeof(int32_t)) * n_high;
       if (n_high == 0) continue;
